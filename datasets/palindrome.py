@@ -1,0 +1,25 @@
+"""Random palindromes, generated vectorised on the device: a pure function of (n, length, generator).
+
+A sample is a palindrome of N = T+1 digits; the input is its first T digits (one scalar per
+step) and the target its last digit, which equals the first: the task is to remember x_0 for
+T steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def palindromes(n: int, length: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return x (n, length) float digits and y (n,) long targets, on the generator's device."""
+    N = length + 1
+    half = torch.randint(0, 10, (n, (N + 1) // 2), generator=generator, device=generator.device)
+    full = torch.cat([half, half[:, : N // 2].flip(1)], dim=1)  # (n, N), full[:, i] == full[:, N-1-i]
+    return full[:, :length].float(), full[:, length]
+
+
+def generator(seed: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for one seed's stream (0 train, 1 validation, 2 test): fixed held-out sets."""
+    g = torch.Generator(device=device)
+    g.manual_seed(1_000_003 * seed + stream)
+    return g

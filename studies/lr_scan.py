@@ -1,0 +1,31 @@
+"""Learning-rate scan (STUDIES.md section 2): how lr shapes convergence and generalisation.
+
+Scientific: lr (log grid over the hand-run values 1e-4 .. 4e-2 and between). Nuisance: none.
+Fixed: VGG-style CNN, Adam, batch 128. Seeds repeat every lr; ASHA stops on validation accuracy.
+
+    python -m studies.lr_scan                                    # quick: digits on the CPU
+    python -m studies.lr_scan --budget full --gpus-per-trial 0.5 # CIFAR-10, 100 epochs
+"""
+
+from studies.runner import Budget, Study, cross, run
+
+STUDY = Study(
+    name="lr_scan",
+    doc=__doc__,
+    grid=cross(lr=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 4e-2]),  # lr of Adam
+    fixed=dict(task="image", model="cnn", optimizer="adam", batch_size=128),
+    budgets={  # iterations are epochs
+        "smoke": Budget(iterations=3, grace=1, reduction=2, grid=cross(lr=[1e-5, 1e-3, 0.5]),
+                        fixed=dict(dataset="digits", n_train=256, batch_size=64)),
+        "quick": Budget(iterations=12, seeds=2, grace=2, reduction=3, fixed=dict(dataset="digits")),
+        "full": Budget(iterations=100, seeds=3, grace=10, reduction=3, fixed=dict(dataset="cifar10", augment=True)),
+    },
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(STUDY, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""Palindrome length against RNN, LSTM and GRU (STUDIES.md section 4): how far back can a cell
+remember? The target, the last digit of a palindrome of T+1 digits, is the first input digit.
+
+Scientific: cell (rnn, lstm, gru) x sequence length T (5, 10, 15, 20). Nuisance: none. Fixed:
+hidden 128, batch 128, Adam lr 1e-3, gradient-norm clip 1.0, fused torch.nn cells (impl=scratch
+runs the from-scratch ones). Fresh samples every step; fixed held-out sets per seed. ASHA
+compares trials on validation accuracy with a grace of a quarter of the run.
+
+    python -m studies.palindrome                                  # quick: 2,000 steps, CPU
+    python -m studies.palindrome --budget full --gpus-per-trial 0.25   # 10,000 steps
+"""
+
+from studies.runner import Budget, Study, cross, run
+
+STUDY = Study(
+    name="palindrome",
+    doc=__doc__,
+    grid=cross(cell=["rnn", "lstm", "gru"], seq_len=[5, 10, 15, 20]),
+    fixed=dict(task="palindrome", model="rnn", impl="fused", hidden_size=128, batch_size=128, optimizer="adam",
+               lr=1e-3, clip=1.0),
+    datasets=("palindrome",),
+    budgets={  # iterations are blocks of steps_per_report steps
+        "smoke": Budget(iterations=6, grace=2, reduction=2, grid=cross(cell=["rnn", "lstm"], seq_len=[5, 12]),
+                        fixed=dict(steps_per_report=50, lr=1e-2, n_eval=1024)),
+        "quick": Budget(iterations=20, seeds=2, grace=5, reduction=2, fixed=dict(steps_per_report=100)),
+        "full": Budget(iterations=100, seeds=5, grace=25, reduction=2, fixed=dict(steps_per_report=100)),
+    },
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(STUDY, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""From Ray Tune's results to the study's tables (`trials`, `curves`) and `manifest.json`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import io
+
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+
+
+def _value(v):
+    """Config values as table cells: scalars stay, sequences become text such as '128-64'."""
+    if isinstance(v, (list, tuple)):
+        return "-".join(map(str, v))
+    return v
+
+
+def _status(result, metrics: dict, max_t: int) -> str:
+    if result.error is not None:
+        return "error"
+    if metrics.get("diverged"):
+        return "diverged"
+    return "stopped" if metrics.get("training_iteration", 0) < max_t else "completed"
+
+
+def tables(grid, p) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per trial, and one row per trial per report."""
+    varied = list(dict.fromkeys([*p.study.scientific, *p.study.search, "seed"]))
+    rows, curves = [], []
+    for r in grid:
+        m = r.metrics or {}
+        df = r.metrics_dataframe
+        trial_id = m.get("trial_id") or Path(r.path).name
+        row = {"study": p.study.name, "trial_id": trial_id}
+        row.update({f"config.{k}": _value(v) for k, v in sorted(r.config.items())})
+        status = _status(r, m, p.budget.iterations)
+        row.update(status=status, stopped_early=status == "stopped", diverged=status == "diverged",
+                   iterations=int(m.get("training_iteration", 0)), step=int(m.get("step", 0)),
+                   wall_time_s=float(m.get("time_total_s", math.nan)), node=m.get("node_ip"))
+        for k in METRICS:
+            row[f"metric.{k}"] = float(m.get(k, math.nan))
+            if df is not None and k in df:
+                best = df[k].max() if k.endswith("acc") else df[k].min()
+                row[f"best.{k}"] = float(best)
+            else:
+                row[f"best.{k}"] = math.nan
+        row.update({f"metric.{k}": float(v) for k, v in m.items() if k.startswith("test_acc_")})
+        rows.append(row)
+        if df is not None and len(df):
+            c = df.drop_duplicates("training_iteration", keep="last")  # a restore may report twice
+            cols = [k for k in ("step", "samples", "time_total_s", *METRICS) if k in c]
+            cdf = c[["training_iteration", *cols]].rename(
+                columns={"training_iteration": "iteration", "time_total_s": "time_s", **{k: f"metric.{k}" for k in METRICS}})
+            cdf.insert(0, "trial_id", trial_id)
+            cdf.insert(0, "study", p.study.name)
+            for k in varied:
+                cdf[f"config.{k}"] = _value(r.config.get(k))
+            curves.append(cdf)
+    trials = pd.DataFrame(rows).sort_values([f"config.{k}" for k in varied if f"config.{k}" in rows[0]] or ["trial_id"])
+    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    return trials.reset_index(drop=True), curves_df
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "ray", "optuna", "pandas", "numpy", "scikit-learn", "matplotlib"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _hardware() -> dict:
+    import torch
+
+    hw = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
+          "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        hw["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return hw
+
+
+def manifest(p, started: float, finished: float | None) -> dict:
+    return {
+        "study": p.study.name, "name": Path(p.run_dir).name, "budget": p.budget_name,
+        "command": " ".join(["python", "-m", f"studies.{p.study.name}", *sys.argv[1:]])
+        if sys.argv and sys.argv[0].endswith(f"{p.study.name}.py") else None,
+        "argv": vars(p.args),
+        "metric": p.study.metric, "mode": p.study.mode,
+        "scientific": p.study.scientific, "nuisance": list(p.study.search), "seeds": p.seeds,
+        "fixed": {k: _value(v) for k, v in p.fixed.items()},
+        "iterations": p.budget.iterations, "asha": {"grace": p.budget.grace, "reduction": p.budget.reduction},
+        "signature": p.signature,
+        "versions": _versions(), "git_commit": _git_commit(), "hardware": _hardware(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(finished)) if finished else None,
+    }
+
+
+def _local_dir(p) -> tuple[Path, bool]:
+    """Where the tables are written: the run dir, or a staging folder uploaded to a URI after."""
+    if "://" in p.run_dir:
+        return Path(tempfile.mkdtemp(prefix="study-")), True
+    return Path(p.run_dir), False
+
+
+def _upload(local: Path, uri: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def write_manifest(p, started: float, finished: float | None) -> None:
+    local, remote = _local_dir(p)
+    local.mkdir(parents=True, exist_ok=True)
+    io.write_text(local / "manifest.json", json.dumps(manifest(p, started, finished), indent=2, default=str))
+    if remote:
+        _upload(local, p.run_dir)
+        shutil.rmtree(local)
+
+
+def write(p, trials: pd.DataFrame, curves: pd.DataFrame, started: float) -> dict[str, str]:
+    """Tables (Parquet and CSV), manifest, figures and report; returns what was written where."""
+    import analysis
+
+    local, remote = _local_dir(p)
+    local.mkdir(parents=True, exist_ok=True)
+    io.write_text(local / "manifest.json", json.dumps(manifest(p, started, time.time()), indent=2, default=str))
+    io.write_table(local / "trials", trials)
+    io.write_table(local / "curves", curves)
+    written = analysis.render(local)
+    if remote:
+        _upload(local, p.run_dir)
+        shutil.rmtree(local)
+    base = p.run_dir
+    return {"tables": f"{base}/trials.parquet, {base}/curves.parquet (and .csv)",
+            "figures": f"{base}/figures/ ({len(written['figures'])} PNG)",
+            "report": f"{base}/report.md"}

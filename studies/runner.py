@@ -1,0 +1,287 @@
+"""Declaring and running a study: the `Study` a study module declares, its command line, and
+the Ray Tune run (grid x seeds, Optuna for nuisance hyperparameters, ASHA) that writes tables,
+figures and a report under `<storage>/<study>/<name>/`."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGETS = ("smoke", "quick", "full")
+
+
+def cross(**axes: list) -> list[dict]:
+    """All combinations of the axes: cross(lr=[1, 2], seed=[0]) -> [{lr: 1, seed: 0}, {lr: 2, seed: 0}]."""
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much one run of a study costs. `iterations` is ASHA's max_t (epochs, or report blocks)."""
+
+    iterations: int
+    seeds: int = 1
+    samples: int = 1  # Optuna samples of the nuisance space per scientific value
+    grace: int = 1  # ASHA grace period, in iterations
+    reduction: int = 3  # ASHA reduction factor
+    grid: list[dict] | None = None  # a smaller scientific grid (smoke tests)
+    fixed: dict = field(default_factory=dict)  # overrides of the study's fixed config
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    doc: str
+    grid: list[dict]  # scientific hyperparameters: one dict per point
+    fixed: dict  # fixed hyperparameters (training.DEFAULTS fills the rest)
+    budgets: dict[str, Budget]
+    search: dict = field(default_factory=dict)  # nuisance hyperparameters: tune domains, Optuna
+    metric: str = "val_acc"
+    mode: str = "max"
+    datasets: tuple[str, ...] = ("digits", "cifar10")
+
+    @property
+    def scientific(self) -> list[str]:
+        return list(dict.fromkeys(k for p in self.grid for k in p))
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit code 2, before anything is written."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        raise UsageError(message)
+
+
+def _positive(kind):
+    def parse(s):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"{s} must be positive")
+        return v
+
+    return parse
+
+
+def _non_negative(s):
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"{s} must be 0 or more (fractions such as 0.25 share a GPU)")
+    return v
+
+
+def parser(study: Study) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"python -m studies.{study.name}", description=study.doc,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", choices=BUDGETS, default="quick",
+                   help="smoke: seconds, for tests; quick (default): a miniature that runs offline on a "
+                        "laptop CPU; full: the hand-run setup, for GPUs")
+    p.add_argument("--num-samples", type=_positive(int), help="Optuna samples of the nuisance hyperparameters "
+                   "per scientific value (studies with a nuisance search)")
+    p.add_argument("--seeds", type=_positive(int), help="repeats of every configuration, seeds 0..N-1")
+    p.add_argument("--max-concurrent", type=_positive(int), help="at most this many trials at once")
+    p.add_argument("--cpus-per-trial", type=_positive(float), default=1.0)
+    p.add_argument("--gpus-per-trial", type=_non_negative, default=None,
+                   help="GPUs per trial, fractions allowed (default: 1 if a GPU is visible, else 0)")
+    p.add_argument("--address", help="an existing Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
+                   "(default: start Ray here)")
+    p.add_argument("--storage", default="./results", help="results root, a path or a URI (default ./results)")
+    p.add_argument("--name", help="run name (default: the budget); the same name again resumes")
+    p.add_argument("--dataset", help=f"dataset: {', '.join(study.datasets)}")
+    p.add_argument("--data-dir", default="./data", help="where datasets are read and downloaded")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run of this --name")
+    p.add_argument("--overwrite", action="store_true", help="replace the run of this --name")
+    return p
+
+
+@dataclass
+class Plan:
+    """A study resolved against its command line: everything a run needs, nothing started yet."""
+
+    study: Study
+    budget_name: str
+    budget: Budget
+    args: argparse.Namespace
+    points: list[dict]
+    seeds: list[int]
+    fixed: dict
+    run_dir: str  # local path or URI
+    cpus: float
+    gpus: float
+
+    @property
+    def signature(self) -> dict:
+        """What makes two runs the same study: compared before a run is resumed."""
+        return {"study": self.study.name, "points": self.points, "seeds": self.seeds,
+                "fixed": self.fixed, "search": {k: repr(v) for k, v in self.study.search.items()},
+                "samples": self.budget.samples, "iterations": self.budget.iterations}
+
+
+def plan(study: Study, argv: list[str] | None = None) -> Plan:
+    """Parse and check the command line; raise UsageError on bad input. Starts nothing."""
+    args = parser(study).parse_args(argv)
+    b = study.budgets[args.budget]
+    if args.num_samples is not None:
+        if not study.search:
+            raise UsageError(f"--num-samples: {study.name} has no nuisance search; use --seeds to repeat its grid")
+        b = replace(b, samples=args.num_samples)
+    if args.seeds is not None:
+        b = replace(b, seeds=args.seeds)
+    fixed = {**study.fixed, **b.fixed}
+    if args.dataset is not None:
+        if args.dataset not in study.datasets:
+            raise UsageError(f"--dataset: unknown dataset {args.dataset!r} for {study.name}; "
+                             f"choose one of {', '.join(study.datasets)}")
+        fixed["dataset"] = args.dataset
+    if "dataset" in fixed:
+        fixed["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
+    points = b.grid or study.grid
+    if not points:
+        raise UsageError(f"{study.name}: empty search space; give the study at least one grid point")
+    gpus = args.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if (args.address is None and _cuda_available()) else 0.0
+    elif gpus > 0 and args.address is None and not _cuda_available():
+        raise UsageError(f"--gpus-per-trial {gpus:g}: no GPU is visible on this machine; "
+                         "use --gpus-per-trial 0, or --address to run on a cluster with GPUs")
+    storage = args.storage if "://" in args.storage else str(Path(args.storage).expanduser().resolve())
+    name = args.name or args.budget
+    if not name or "/" in name or name.startswith("."):
+        raise UsageError(f"--name {name!r}: use a plain folder name such as 'quick' or 'try2'")
+    run_dir = f"{storage.rstrip('/')}/{study.name}/{name}"
+    return Plan(study, args.budget, b, args, points, list(range(b.seeds)), fixed, run_dir, args.cpus_per_trial, gpus)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def runtime_env(address: str | None = None) -> dict:
+    """What Ray's workers need to import this project: its root first on the path, so that our
+    `datasets` wins over Hugging Face's; on a cluster the project itself travels as working_dir."""
+    env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    if address is None:
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        return {"env_vars": env}
+    return {"working_dir": str(ROOT), "env_vars": env,
+            "excludes": [".git", ".venv", "results", "data", ".gpu", "**/__pycache__", "*.parquet"]}
+
+
+def ray_init_kwargs(address: str | None = None) -> dict:
+    kwargs = {"runtime_env": runtime_env(address), "log_to_driver": True, "logging_level": "WARNING"}
+    if address is None:
+        kwargs["include_dashboard"] = False
+    else:
+        kwargs["address"] = address
+    return kwargs
+
+
+def _check_storage(p: Plan) -> None:
+    """The run directory must be writable, and must not hold a different study (unless told)."""
+    if "://" in p.run_dir:
+        return
+    path = Path(p.run_dir)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--storage {p.args.storage}: cannot create {path.parent} ({e.strerror}); "
+                         "choose a writable folder") from None
+    if not os.access(path.parent, os.W_OK):
+        raise UsageError(f"--storage {p.args.storage}: {path.parent} is not writable; choose a writable folder")
+    manifest = path / "manifest.json"
+    if path.exists() and not p.args.overwrite:
+        try:
+            old = json.loads(manifest.read_text())["signature"]
+        except (OSError, ValueError, KeyError):
+            old = None
+        if old is not None and old != json.loads(json.dumps(p.signature)):
+            what = "another study" if old.get("study") != p.study.name else "a different search space"
+            raise UsageError(f"{path} holds a run of {what}: pass --name NEW for a new run, "
+                             "or --overwrite to replace it")
+
+
+def run(study: Study, argv: list[str] | None = None) -> int:
+    """`python -m studies.NAME`: plan, check, run on Ray Tune, write results. Returns the exit code."""
+    try:
+        p = plan(study, argv)
+        if "dataset" in p.fixed:
+            import datasets
+
+            try:
+                datasets.prepare(p.fixed["dataset"], p.fixed["data_dir"])
+            except datasets.DatasetError as e:
+                raise UsageError(str(e)) from None
+        _check_storage(p)
+    except UsageError as e:
+        print(f"python -m studies.{study.name}: error: {e}", file=sys.stderr)
+        return 2
+    return execute(p)
+
+
+def execute(p: Plan) -> int:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from studies import results
+    from studies.search import GridSearch
+    from studies.train import train
+
+    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+    started = time.time()
+    if p.args.overwrite and "://" not in p.run_dir and Path(p.run_dir).exists():
+        shutil.rmtree(p.run_dir)
+    own_ray = not ray.is_initialized()
+    if own_ray:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray on loopback only
+        ray.init(**ray_init_kwargs(p.args.address))
+    try:
+        results.write_manifest(p, started=started, finished=None)
+        exp = f"{p.run_dir}/tune"
+        trainable = tune.with_resources(train, {"cpu": p.cpus, "gpu": p.gpus})
+        if tune.Tuner.can_restore(exp):
+            print(f"Resuming {exp}", flush=True)
+            tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            search = GridSearch(p.points, p.seeds, p.fixed, p.study.metric, p.study.mode,
+                                p.study.search, p.budget.samples)
+            asha = ASHAScheduler(time_attr="training_iteration", max_t=p.budget.iterations,
+                                 grace_period=p.budget.grace, reduction_factor=p.budget.reduction)
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(metric=p.study.metric, mode=p.study.mode, search_alg=search,
+                                            scheduler=asha, num_samples=search.total,
+                                            max_concurrent_trials=p.args.max_concurrent),
+                run_config=tune.RunConfig(name="tune", storage_path=p.run_dir, verbose=1,
+                                          trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+                                          failure_config=tune.FailureConfig(max_failures=2),
+                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+            )
+        grid = tuner.fit()
+        trials, curves = results.tables(grid, p)
+    finally:
+        if own_ray:
+            ray.shutdown()
+    paths = results.write(p, trials, curves, started=started)
+    print(f"\n{p.study.name}: {len(trials)} trials, {int(trials['stopped_early'].sum())} stopped early by ASHA, "
+          f"{int(trials['diverged'].sum())} diverged, {time.time() - started:.0f} s")
+    for label, path in paths.items():
+        print(f"  {label:8s} {path}")
+    return 0 if (trials["status"] != "error").any() else 1

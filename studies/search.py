@@ -1,0 +1,77 @@
+"""The study's search algorithm: a grid of scientific values, repeated over seeds, with the
+nuisance hyperparameters searched by one OptunaSearch per scientific value.
+
+Ray's own searchers either enumerate a grid (BasicVariantGenerator) or optimise a whole space
+(OptunaSearch); a fair comparison needs both at once: the best lr *for each* optimizer. Each
+Optuna suggestion runs once per seed, and Optuna is told the mean over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import cloudpickle
+from ray.tune.search import Searcher
+
+
+class GridSearch(Searcher):
+    def __init__(self, points: list[dict], seeds: list[int], fixed: dict, metric: str, mode: str,
+                 space: dict | None = None, samples: int = 1):
+        super().__init__(metric=metric, mode=mode)
+        self.points, self.seeds, self.fixed = points, seeds, fixed
+        self.samples = samples if space else 1
+        self.order = [(p, k) for k in range(self.samples) for p in range(len(points))]  # round robin
+        self.issued = 0
+        self.pending: deque[tuple[str, dict]] = deque()  # (key, config) not yet handed to Tune
+        self.live: dict[str, str] = {}  # Tune trial id -> key "point-sample"
+        self.scores: dict[str, list] = {}
+        self.optuna = None
+        if space:
+            from optuna.samplers import TPESampler
+            from ray.tune.search.optuna import OptunaSearch
+
+            startup = max(2, min(10, self.samples // 2))  # TPE needs a few random points first
+            self.optuna = [OptunaSearch(space=space, metric=metric, mode=mode,
+                                        sampler=TPESampler(seed=p, n_startup_trials=startup))
+                           for p in range(len(points))]
+
+    @property
+    def total(self) -> int:
+        return len(self.order) * len(self.seeds)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # metric and mode are set here already; the config comes from the grid
+
+    def suggest(self, trial_id: str):
+        if not self.pending:
+            if self.issued == len(self.order):
+                return Searcher.FINISHED
+            p, k = self.order[self.issued]
+            self.issued += 1
+            key = f"{p}-{k}"
+            nuisance = self.optuna[p].suggest(key) if self.optuna else {}
+            for seed in self.seeds:
+                self.pending.append((key, {**self.fixed, **self.points[p], **nuisance, "seed": seed}))
+        key, config = self.pending.popleft()
+        self.live[trial_id] = key
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        key = self.live.pop(trial_id, None)
+        if key is None or self.optuna is None:
+            return
+        value = None if error or not result else result.get(self.metric)
+        self.scores.setdefault(key, []).append(value)
+        if len(self.scores[key]) == len(self.seeds):
+            ok = [v for v in self.scores[key] if v is not None and math.isfinite(v)]
+            p = int(key.split("-")[0])
+            self.optuna[p].on_trial_complete(key, {self.metric: sum(ok) / len(ok)} if ok else None, error=not ok)
+
+    def save(self, checkpoint_path: str):
+        with open(checkpoint_path, "wb") as f:
+            cloudpickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str):
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(cloudpickle.load(f))

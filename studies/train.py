@@ -1,0 +1,202 @@
+"""The one training loop, shared by every study: a Ray Tune function trainable.
+
+`train(config)` builds data, model and optimizer from a flat config (one name per
+hyperparameter: config key = model kwarg = table column), trains, and calls `tune.report`
+once per iteration (an epoch of images, or `steps_per_report` palindrome steps) with the same
+keys every time. A checkpoint (model, optimizer, iteration, step and every RNG state) goes with
+every `checkpoint_every`-th report and the last one, so ASHA pauses, crashes and restores resume
+where they left off. Runs on the GPU that Ray assigns (bf16 autocast, cudnn.benchmark,
+channels_last) and on the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from ray import tune
+
+import datasets
+from datasets.palindrome import generator as palindrome_generator
+from models import MLP, VGG, RecurrentClassifier
+
+OPTIMIZERS = {
+    "adam": lambda p, c: torch.optim.Adam(p, lr=c["lr"], weight_decay=c["weight_decay"]),
+    "nadam": lambda p, c: torch.optim.NAdam(p, lr=c["lr"], weight_decay=c["weight_decay"]),
+    "rmsprop": lambda p, c: torch.optim.RMSprop(p, lr=c["lr"], weight_decay=c["weight_decay"]),
+    "sgd": lambda p, c: torch.optim.SGD(p, lr=c["lr"], momentum=c["momentum"], weight_decay=c["weight_decay"]),
+}
+DEFAULTS = dict(  # every key a config may set, with its default
+    task="image",  # image | palindrome
+    model="cnn",  # cnn | mlp | rnn
+    dataset="digits", data_dir="data", n_train=None,  # images; n_train caps the training set
+    augment=False,  # random flips and shifts, on the device
+    hidden=(128, 64), dropout=0.0,  # mlp sizes; dropout in mlp and cnn head
+    cell="lstm", impl="fused", seq_len=5, hidden_size=128, steps_per_report=100,  # palindrome
+    optimizer="adam", lr=1e-3, momentum=0.9, weight_decay=0.0, batch_size=128,
+    l2=0.0,  # lambda of the penalty lambda * sum of parameter 2-norms, added to the loss
+    clip=None,  # max gradient norm; None: no clipping
+    double_softmax=False,  # the hand-run flaw: softmax before CrossEntropyLoss
+    iterations=10,  # reports per trial: epochs, or blocks of steps_per_report steps
+    checkpoint_every=1,  # a checkpoint with every k-th report (and the last)
+    eval_batch=1024, n_eval=4096,  # evaluation batch; palindrome held-out set size
+    seed=0,
+)
+N_TRAIN_EVAL = 10_000  # train accuracy is measured in eval mode on at most this many images
+
+
+def device_for_trial() -> torch.device:
+    """The GPU Ray assigned to this trial, or the CPU."""
+    try:
+        import ray
+
+        gpus = ray.get_gpu_ids() if ray.is_initialized() else []
+    except Exception:
+        gpus = []
+    return torch.device("cuda") if gpus and torch.cuda.is_available() else torch.device("cpu")
+
+
+def build_model(c: dict, shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
+    if c["model"] == "cnn":
+        return VGG(in_channels=shape[0], num_classes=num_classes, dropout=c["dropout"])
+    if c["model"] == "mlp":
+        return MLP(math.prod(shape), hidden=tuple(c["hidden"]), num_classes=num_classes, dropout=c["dropout"])
+    if c["model"] == "rnn":
+        return RecurrentClassifier(c["cell"], c["impl"], 1, c["hidden_size"], num_classes)
+    raise ValueError(f"unknown model {c['model']!r}")
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, c: dict) -> torch.Tensor:
+    if c["double_softmax"]:  # what the hand-run models did: CE of probabilities, not logits
+        logits = logits.softmax(-1)
+    return F.cross_entropy(logits.float(), y)
+
+
+@torch.no_grad()
+def evaluate(model, x, y, c, amp) -> tuple[float, float, torch.Tensor]:
+    """Mean loss, accuracy, and the predictions over (x, y), in eval mode."""
+    model.eval()
+    loss, preds = x.new_zeros((), dtype=torch.float32), []
+    for i in range(0, len(x), c["eval_batch"]):
+        with amp():
+            logits = model(x[i : i + c["eval_batch"]])
+        loss += loss_fn(logits, y[i : i + c["eval_batch"]], c) * len(logits)
+        preds.append(logits.argmax(-1))
+    model.train()
+    pred = torch.cat(preds)
+    return (loss / len(x)).item(), (pred == y).float().mean().item(), pred
+
+
+def train(config: dict) -> None:
+    """Ray Tune trainable: see the module docstring."""
+    c = {**DEFAULTS, **config}
+    dev = device_for_trial()
+    cpus = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or 1
+    torch.set_num_threads(cpus)
+    torch.manual_seed(c["seed"])
+    random.seed(c["seed"])
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else nullcontext
+
+    # Data: resident on the device; batches are slices of a permutation or freshly generated.
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(c["seed"])
+    if c["task"] == "image":
+        data = datasets.load_images(c["dataset"], c["data_dir"], c["n_train"]).to(dev)
+        shape, classes = data.shape, data.classes
+        val, test = (data.val_x, data.val_y), (data.test_x, data.test_y)
+        train_eval = (data.train_x[:N_TRAIN_EVAL], data.train_y[:N_TRAIN_EVAL])
+    else:
+        shape, classes = (c["seq_len"],), tuple(str(i) for i in range(10))
+        gen = palindrome_generator(c["seed"], 0, dev)
+        val = datasets.palindromes(c["n_eval"], c["seq_len"], palindrome_generator(c["seed"], 1, dev))
+        test = datasets.palindromes(c["n_eval"], c["seq_len"], palindrome_generator(c["seed"], 2, dev))
+        train_eval = None
+
+    model = build_model(c, shape, len(classes)).to(dev)
+    if cuda and c["model"] == "cnn":
+        model = model.to(memory_format=torch.channels_last)
+    opt = OPTIMIZERS[c["optimizer"]](model.parameters(), c)
+    iteration, step = 0, 0
+
+    ckpt = tune.get_checkpoint()
+    if ckpt:  # resume: ASHA, a crash, or a restored study
+        with ckpt.as_directory() as d:
+            state = torch.load(os.path.join(d, "state.pt"), map_location=dev, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        iteration, step = state["iteration"], state["step"]
+        gen.set_state(state["gen"].to(gen.get_state().device))
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["py_rng"])
+
+    def batches():
+        if c["task"] == "image":
+            perm = torch.randperm(len(data.train_x), generator=gen, device=dev)
+            stop = max(len(perm) - c["batch_size"], 0) + 1  # drop the last partial batch
+            for i in range(0, stop, c["batch_size"]):
+                idx = perm[i : i + c["batch_size"]]
+                x = data.train_x[idx]
+                yield (datasets.augment(x, gen) if c["augment"] else x), data.train_y[idx]
+        else:
+            for _ in range(c["steps_per_report"]):
+                yield datasets.palindromes(c["batch_size"], c["seq_len"], gen)
+
+    params = list(model.parameters())
+    while iteration < c["iterations"]:
+        # Sums stay on the device: no host sync until the report.
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev)
+        seen = 0
+        for x, y in batches():
+            if cuda and c["model"] == "cnn":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with amp():
+                logits = model(x)
+            loss = loss_fn(logits, y, c)
+            objective = loss + c["l2"] * sum(p.norm(2) for p in params) if c["l2"] else loss
+            opt.zero_grad(set_to_none=True)
+            objective.backward()
+            if c["clip"]:
+                torch.nn.utils.clip_grad_norm_(params, c["clip"])
+            opt.step()
+            step += 1
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(-1) == y).sum()
+            seen += len(y)
+        iteration += 1
+
+        train_loss = (loss_sum / seen).item()
+        diverged = not math.isfinite(train_loss)
+        metrics = {"train_loss": train_loss, "step": step, "samples": step * c["batch_size"],
+                   "diverged": diverged}
+        if diverged:  # stop at once; the study goes on
+            metrics.update(train_acc=0.0, val_loss=float("nan"), val_acc=0.0, test_loss=float("nan"),
+                           test_acc=0.0, **{f"test_acc_{k}": 0.0 for k in range(len(classes))})
+            tune.report(metrics)
+            return
+        if train_eval is None:
+            metrics["train_acc"] = (correct / seen).item()  # fresh samples: an unbiased estimate
+        else:
+            metrics["train_acc"] = evaluate(model, *train_eval, c, amp)[1]
+        metrics["val_loss"], metrics["val_acc"], _ = evaluate(model, *val, c, amp)
+        metrics["test_loss"], metrics["test_acc"], pred = evaluate(model, *test, c, amp)
+        hits = torch.zeros(len(classes), device=dev).index_add_(0, test[1], (pred == test[1]).float())
+        counts = torch.bincount(test[1], minlength=len(classes)).clamp_min(1)
+        metrics.update({f"test_acc_{k}": v for k, v in enumerate((hits / counts).tolist())})
+
+        if iteration % c["checkpoint_every"] == 0 or iteration == c["iterations"]:
+            with tempfile.TemporaryDirectory() as d:
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration,
+                            "step": step, "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                            "py_rng": random.getstate()}, os.path.join(d, "state.pt"))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            tune.report(metrics)
