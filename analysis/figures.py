@@ -27,6 +27,11 @@ def label(key: str) -> str:
     return LABELS.get(key.split(".")[-1], key.split(".")[-1])
 
 
+def legend_label(key: str) -> str:
+    """'best.val_acc' -> 'best validation accuracy'; 'metric.test_acc' -> 'final test accuracy'."""
+    return {"best": "best ", "metric": "final "}.get(key.split(".")[0], "") + label(key)
+
+
 def is_log(values) -> bool:
     """A scan is logarithmic when its positive values span more than a decade."""
     v = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
@@ -68,7 +73,8 @@ def best_per_value(trials: pd.DataFrame, sci: str, nuisance: list[str], metric: 
 # ---- drawing ----------------------------------------------------------------------------------
 
 def _errorbar(ax, s: pd.DataFrame, x: str, m: str, **kw):
-    return ax.errorbar(s[x], s[f"{m}.mean"], yerr=s[f"{m}.ci95"].fillna(0), capsize=3, marker="o", **kw)
+    return ax.errorbar(s[x], s[f"{m}.mean"].astype(float), yerr=s[f"{m}.ci95"].astype(float).fillna(0), capsize=3,
+                       marker="o", **kw)
 
 
 def metric_vs_figure(trials, x, metrics, title, hue=None, diverged_metric=None):
@@ -76,7 +82,7 @@ def metric_vs_figure(trials, x, metrics, title, hue=None, diverged_metric=None):
     if hue is None:
         s = metric_vs(trials, x, metrics)
         for m in metrics:
-            _errorbar(ax, s, f"config.{x}", m, label=label(m))
+            _errorbar(ax, s, f"config.{x}", m, label=legend_label(m))
             ok = trials[~trials["diverged"]]
             ax.scatter(ok[f"config.{x}"], ok[m], s=10, alpha=0.35, color=ax.lines[-1].get_color())
     else:

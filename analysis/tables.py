@@ -29,7 +29,7 @@ def summarize(trials: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.Dat
             row[f"{m}.ci95"] = ci95(v)
             row[f"{m}.n"] = len(v)
         out.append(row)
-    return pd.DataFrame(out)
+    return pd.DataFrame(out).infer_objects()
 
 
 def best_per_group(trials: pd.DataFrame, scientific: list[str], nuisance: list[str], metric: str,

@@ -81,6 +81,10 @@ def _cifar_dataset():
         def _check_integrity(self) -> bool:
             return all((Path(self.root) / self.base_folder / f).is_file() for f in CIFAR_FILES)
 
+        def _load_meta(self) -> None:
+            self.classes = list(CIFAR_CLASSES)
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
     return CIFAR10
 
 

@@ -4,7 +4,8 @@ remember? The target, the last digit of a palindrome of T+1 digits, is the first
 Scientific: cell (rnn, lstm, gru) x sequence length T (5, 10, 15, 20). Nuisance: none. Fixed:
 hidden 128, batch 128, Adam lr 1e-3, gradient-norm clip 1.0, fused torch.nn cells (impl=scratch
 runs the from-scratch ones). Fresh samples every step; fixed held-out sets per seed. ASHA
-compares trials on validation accuracy with a grace of a quarter of the run.
+compares trials on validation accuracy only within the same T (a longer sequence is a harder
+task, not a worse configuration), with a grace of a quarter of the run.
 
     python -m studies.palindrome                                  # quick: 2,000 steps, CPU
     python -m studies.palindrome --budget full --gpus-per-trial 0.25   # 10,000 steps
@@ -19,6 +20,7 @@ STUDY = Study(
     fixed=dict(task="palindrome", model="rnn", impl="fused", hidden_size=128, batch_size=128, optimizer="adam",
                lr=1e-3, clip=1.0),
     datasets=("palindrome",),
+    asha_groups=("seq_len",),
     budgets={  # iterations are blocks of steps_per_report steps
         "smoke": Budget(iterations=6, grace=2, reduction=2, grid=cross(cell=["rnn", "lstm"], seq_len=[5, 12]),
                         fixed=dict(steps_per_report=50, lr=1e-2, n_eval=1024)),

@@ -47,6 +47,7 @@ class Study:
     metric: str = "val_acc"
     mode: str = "max"
     datasets: tuple[str, ...] = ("digits", "cifar10")
+    asha_groups: tuple[str, ...] = ()  # ASHA compares trials only within a group (see GroupedASHA)
 
     @property
     def scientific(self) -> list[str]:
@@ -128,8 +129,18 @@ class Plan:
     def signature(self) -> dict:
         """What makes two runs the same study: compared before a run is resumed."""
         return {"study": self.study.name, "points": self.points, "seeds": self.seeds,
-                "fixed": self.fixed, "search": {k: repr(v) for k, v in self.study.search.items()},
+                "fixed": self.fixed, "search": {k: describe(v) for k, v in self.study.search.items()},
                 "samples": self.budget.samples, "iterations": self.budget.iterations}
+
+
+def describe(domain) -> str:
+    """A tune domain as stable text, e.g. 'Float(1e-05, 0.1, LogUniform)'."""
+    if hasattr(domain, "categories"):
+        return f"Categorical({list(domain.categories)})"
+    if hasattr(domain, "lower"):
+        sampler = type(domain.get_sampler()).__name__
+        return f"{type(domain).__name__}({domain.lower}, {domain.upper}, {sampler})"
+    return repr(domain)
 
 
 def plan(study: Study, argv: list[str] | None = None) -> Plan:
@@ -184,6 +195,15 @@ def runtime_env(address: str | None = None) -> dict:
             "excludes": [".git", ".venv", "results", "data", ".gpu", "**/__pycache__", "*.parquet"]}
 
 
+def loopback_only() -> None:
+    """Make the Ray started next (and its processes) bind to 127.0.0.1 only, not the machine's
+    external address. Ray reads the switch at import, so it is set in the module too."""
+    from ray._private import ray_constants
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false", "False")
+
+
 def ray_init_kwargs(address: str | None = None) -> dict:
     kwargs = {"runtime_env": runtime_env(address), "log_to_driver": True, "logging_level": "WARNING"}
     if address is None:
@@ -217,6 +237,10 @@ def _check_storage(p: Plan) -> None:
                              "or --overwrite to replace it")
 
 
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
 def run(study: Study, argv: list[str] | None = None) -> int:
     """`python -m studies.NAME`: plan, check, run on Ray Tune, write results. Returns the exit code."""
     try:
@@ -238,19 +262,19 @@ def run(study: Study, argv: list[str] | None = None) -> int:
 def execute(p: Plan) -> int:
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
     from studies import results
-    from studies.search import GridSearch
+    from studies.search import GridSearch, GroupedASHA
     from studies.train import train
 
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = time.time()
     if p.args.overwrite and "://" not in p.run_dir and Path(p.run_dir).exists():
         shutil.rmtree(p.run_dir)
     own_ray = not ray.is_initialized()
     if own_ray:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray on loopback only
+        if p.args.address is None:
+            loopback_only()
         ray.init(**ray_init_kwargs(p.args.address))
     try:
         results.write_manifest(p, started=started, finished=None)
@@ -262,15 +286,15 @@ def execute(p: Plan) -> int:
         else:
             search = GridSearch(p.points, p.seeds, p.fixed, p.study.metric, p.study.mode,
                                 p.study.search, p.budget.samples)
-            asha = ASHAScheduler(time_attr="training_iteration", max_t=p.budget.iterations,
+            asha = GroupedASHA(p.study.asha_groups, time_attr="training_iteration", max_t=p.budget.iterations,
                                  grace_period=p.budget.grace, reduction_factor=p.budget.reduction)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(metric=p.study.metric, mode=p.study.mode, search_alg=search,
                                             scheduler=asha, num_samples=search.total,
-                                            max_concurrent_trials=p.args.max_concurrent),
+                                            max_concurrent_trials=p.args.max_concurrent,
+                                            trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name="tune", storage_path=p.run_dir, verbose=1,
-                                          trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
                                           failure_config=tune.FailureConfig(max_failures=2),
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
             )

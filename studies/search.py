@@ -1,4 +1,4 @@
-"""The study's search algorithm: a grid of scientific values, repeated over seeds, with the
+"""The study's search algorithm and scheduler: a grid of scientific values, repeated over seeds, with the
 nuisance hyperparameters searched by one OptunaSearch per scientific value.
 
 Ray's own searchers either enumerate a grid (BasicVariantGenerator) or optimise a whole space
@@ -8,10 +8,12 @@ Optuna suggestion runs once per seed, and Optuna is told the mean over seeds.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 
 import cloudpickle
+from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
 
@@ -75,3 +77,21 @@ class GridSearch(Searcher):
     def restore(self, checkpoint_path: str):
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(cloudpickle.load(f))
+
+
+class GroupedASHA(ASHAScheduler):
+    """ASHA whose rungs are kept per group of trials: a trial competes only with the trials that
+    share its values of `group_by`. The palindrome study groups by sequence length, since a
+    longer sequence is a harder task, not a worse configuration. No groups: plain ASHA."""
+
+    def __init__(self, group_by: tuple[str, ...] = (), **kwargs):
+        super().__init__(**kwargs)
+        self._group_by = tuple(group_by)
+        self._template = copy.deepcopy(self._brackets)
+        self._groups: dict[tuple, list] = {}
+
+    def on_trial_add(self, tune_controller, trial):
+        super().on_trial_add(tune_controller, trial)
+        key = tuple(trial.config.get(k) for k in self._group_by)
+        brackets = self._groups.setdefault(key, copy.deepcopy(self._template))
+        self._trial_info[trial.trial_id] = brackets[0]

@@ -1,0 +1,58 @@
+"""Shared fixtures: one Ray for the whole session (2 CPUs, no dashboard, loopback), and a tiny
+CIFAR-10 in the python pickle batch format, written here (tests never touch the network)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+
+import studies  # noqa: E402,F401  (puts the project root first on sys.path)
+
+
+def write_cifar(root, n_train_per_batch: int = 20, n_test: int = 40, seed: int = 0):
+    """CIFAR-10's python version, tiny: 5 train batches and a test batch of random images whose
+    class sets the mean brightness of one channel (so a model can learn it)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(n):
+        labels = rng.integers(0, 10, n)
+        data = rng.integers(0, 128, (n, 3, 32, 32), dtype=np.uint8)
+        data[:, 0] += (labels * 12).astype(np.uint8)[:, None, None]
+        return {"data": data.reshape(n, 3072), "labels": labels.tolist()}
+
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump(batch(n_train_per_batch), f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch(n_test), f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                     "ship", "truck"]}, f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(tmp_path_factory):
+    return write_cifar(tmp_path_factory.mktemp("cifar"))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    from studies.runner import loopback_only, ray_init_kwargs
+
+    if not ray.is_initialized():
+        loopback_only()
+        kwargs = ray_init_kwargs()
+        kwargs.pop("log_to_driver", None)
+        ray.init(num_cpus=2, log_to_driver=False, **kwargs)
+    yield ray
+    ray.shutdown()

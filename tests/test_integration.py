@@ -1,0 +1,115 @@
+"""Each study's smoke budget through real Ray Tune, Optuna and torch, on the session's 2-CPU Ray."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import numpy as np
+import pytest
+
+import analysis
+
+pytestmark = pytest.mark.slow
+
+
+def run_smoke(name: str, tmp_path, *extra: str):
+    mod = importlib.import_module(f"studies.{name}")
+    assert mod.main(["--budget", "smoke", "--storage", str(tmp_path), *extra]) == 0
+    run = tmp_path / name / "smoke"
+    r = analysis.load(run)
+    t, c = r.trials, r.curves
+    b = mod.STUDY.budgets["smoke"]
+    n = len(b.grid or mod.STUDY.grid) * b.samples * b.seeds
+    assert len(t) == n and t["trial_id"].is_unique
+    for col in ("study", "config.seed", "status", "stopped_early", "iterations", "wall_time_s", "node",
+                "metric.val_acc", "best.val_acc", "metric.test_acc", "metric.train_loss"):
+        assert col in t, col
+    assert set(t["status"]) <= {"completed", "stopped", "diverged"}
+    ok = t[~t["diverged"]]
+    for m in ("metric.val_acc", "best.val_acc", "metric.test_acc", "metric.train_acc"):
+        assert ok[m].between(0, 1).all(), m
+    assert (ok["metric.train_loss"] > 0).all() and (t["wall_time_s"] > 0).all()
+    assert t["iterations"].between(1, b.iterations).all()
+    assert (t.loc[t["status"] == "completed", "iterations"] == b.iterations).all()
+    assert (t["best.val_acc"] >= t["metric.val_acc"] - 1e-9).all()
+    # curves: one row per report, iterations 1..k for each trial
+    assert len(c) == t["iterations"].sum()
+    for tid, g in c.groupby("trial_id"):
+        assert list(g["iteration"]) == list(range(1, len(g) + 1))
+    figs = list((run / "figures").glob("*.png"))
+    assert len(figs) >= 2 and all(f.stat().st_size > 10_000 for f in figs)
+    for f in ("trials.csv", "curves.csv", "report.md", "manifest.json"):
+        assert (run / f).is_file()
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["study"] == name and m["seeds"] == list(range(b.seeds)) and m["versions"]["torch"]
+    assert m["finished"] and "hardware" in m
+    assert "Best configuration" in (run / "report.md").read_text()
+    return t, c, r
+
+
+def test_lr_scan_smoke(ray_session, tmp_path):
+    t, c, _ = run_smoke("lr_scan", tmp_path)
+    assert sorted(t["config.lr"]) == [1e-5, 1e-3, 0.5]
+    assert t["stopped_early"].sum() >= 1  # ASHA, reduction 2, three very different lrs
+
+
+def test_optimizer_comparison_smoke_tunes_lr_per_optimizer(ray_session, tmp_path):
+    t, c, r = run_smoke("optimizer_comparison", tmp_path)
+    for opt, g in t.groupby("config.optimizer"):
+        assert g["config.lr"].nunique() == 2 and g["config.lr"].between(1e-5, 1e-1).all()
+    assert set(t["config.optimizer"]) == {"adam", "sgd"}
+    assert [f"metric.test_acc_{k}" for k in range(10)] == [c for c in t if c.startswith("metric.test_acc_")]
+    assert t["stopped_early"].sum() >= 1
+
+
+def test_regularization_smoke(ray_session, tmp_path):
+    t, c, _ = run_smoke("regularization", tmp_path)
+    assert sorted(zip(t["config.dropout"], t["config.l2"])) == [(0.0, 0.0), (0.0, 0.01), (0.5, 0.0)]
+    assert (t["config.hidden"] == "256-64").all()
+
+
+def test_palindrome_smoke(ray_session, tmp_path):
+    t, c, _ = run_smoke("palindrome", tmp_path)
+    assert sorted(zip(t["config.cell"], t["config.seq_len"])) == [("lstm", 5), ("lstm", 12), ("rnn", 5), ("rnn", 12)]
+    assert t["stopped_early"].sum() >= 1  # within a sequence length, the weaker cell is cut
+    assert (c["step"].diff().dropna()[c["trial_id"].eq(c["trial_id"].shift())] == 50).all()
+
+
+def test_lstm_learns_t5_palindromes_within_the_smoke_budget(ray_session, tmp_path):
+    from ray import tune
+
+    from studies.palindrome import STUDY
+    from studies.train import train
+
+    smoke = STUDY.budgets["smoke"]
+    config = {**STUDY.fixed, **smoke.fixed, "cell": "lstm", "seq_len": 5, "iterations": smoke.iterations, "seed": 0}
+    grid = tune.Tuner(train, param_space=config,
+                      run_config=tune.RunConfig(storage_path=str(tmp_path), name="learn", verbose=0)).fit()
+    r = grid[0]
+    assert r.error is None and r.metrics["step"] == smoke.iterations * smoke.fixed["steps_per_report"]  # 300 steps
+    assert r.metrics["test_acc"] >= 0.9
+    first = r.metrics_dataframe["val_acc"].iloc[0]
+    assert first < r.metrics["val_acc"]
+
+
+def test_cifar_fixture_through_a_trial(ray_session, tmp_path, cifar_dir):
+    from studies.lr_scan import main
+
+    assert main(["--budget", "smoke", "--dataset", "cifar10", "--data-dir", str(cifar_dir),
+                 "--storage", str(tmp_path)]) == 0
+    t = analysis.load(tmp_path / "lr_scan" / "smoke").trials
+    assert (t["config.dataset"] == "cifar10").all() and np.isfinite(t["best.val_acc"]).all()
+
+
+def test_same_command_again_resumes_without_rerunning(ray_session, tmp_path):
+    from studies.palindrome import main
+
+    argv = ["--budget", "smoke", "--storage", str(tmp_path), "--seeds", "1"]
+    assert main(argv) == 0
+    before = analysis.load(tmp_path / "palindrome" / "smoke").trials
+    assert main(argv) == 0
+    after = analysis.load(tmp_path / "palindrome" / "smoke").trials
+    assert list(after["trial_id"]) == list(before["trial_id"])
+    assert list(after["wall_time_s"]) == list(before["wall_time_s"])  # nothing trained again
+    assert main([*argv[:-1], "2"]) == 2  # a different search space under the same name is refused

@@ -1,0 +1,116 @@
+"""Study declarations, the command line and the search algorithm (no Ray run here)."""
+
+import importlib
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from studies import STUDIES
+from studies.runner import BUDGETS, UsageError, plan
+from studies.search import GridSearch
+from studies.train import DEFAULTS, OPTIMIZERS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_declaration_is_short_and_complete(name):
+    mod = importlib.import_module(f"studies.{name}")
+    s = mod.STUDY
+    assert s.name == name and f"python -m studies.{name}" in mod.__doc__
+    assert set(s.budgets) == set(BUDGETS)
+    assert len(inspect.getsource(mod).splitlines()) < 100
+    for b in s.budgets.values():
+        for point in b.grid or s.grid:
+            assert set(point) <= set(DEFAULTS), point  # one name per hyperparameter: config keys
+            assert {**s.fixed, **b.fixed, **point}.get("optimizer", "adam") in OPTIMIZERS
+        assert set(s.fixed) | set(b.fixed) <= set(DEFAULTS)
+    assert set(s.search) <= set(DEFAULTS)
+
+
+def test_plan_resolves_budget_seeds_and_dataset(tmp_path):
+    from studies.lr_scan import STUDY
+
+    p = plan(STUDY, ["--budget", "quick", "--seeds", "3", "--storage", str(tmp_path), "--name", "x"])
+    assert p.seeds == [0, 1, 2] and len(p.points) == 6 and p.fixed["dataset"] == "digits"
+    assert p.run_dir == f"{tmp_path}/lr_scan/x" and p.gpus == 0.0 and p.cpus == 1.0
+    full = plan(STUDY, ["--budget", "full", "--gpus-per-trial", "0"])
+    assert full.fixed["dataset"] == "cifar10" and full.budget.iterations == 100
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--budget", "huge"], "invalid choice: 'huge'"),
+    (["--gpus-per-trial", "-1"], "must be 0 or more"),
+    (["--gpus-per-trial", "1"], "no GPU is visible"),
+    (["--cpus-per-trial", "0"], "must be positive"),
+    (["--seeds", "0"], "must be positive"),
+    (["--seeds", "two"], "is not a number"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--num-samples", "3"], "no nuisance search"),
+    (["--name", "../up"], "plain folder name"),
+])
+def test_bad_flags_are_usage_errors(argv, match):
+    from studies.lr_scan import STUDY
+
+    with pytest.raises(UsageError, match=match):
+        plan(STUDY, argv)
+
+
+@pytest.mark.parametrize("argv", [["--budget", "huge"], ["--gpus-per-trial", "-1"], ["--dataset", "nope"]])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, argv):
+    out = subprocess.run([sys.executable, "-m", "studies.lr_scan", *argv, "--storage", str(tmp_path / "r")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m studies.lr_scan: error:"), out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "r").exists()
+
+
+def test_help_lists_the_shared_flags():
+    out = subprocess.run([sys.executable, "-m", "studies.palindrome", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0
+    for flag in ("--budget", "--num-samples", "--seeds", "--max-concurrent", "--cpus-per-trial", "--gpus-per-trial",
+                 "--address", "--storage", "--name", "--dataset", "--data-dir", "--resume"):
+        assert flag in out.stdout
+
+
+def test_grid_search_repeats_each_point_over_seeds_then_finishes():
+    s = GridSearch([{"lr": 1}, {"lr": 2}], seeds=[0, 1, 2], fixed={"model": "cnn"}, metric="acc", mode="max")
+    configs = [s.suggest(str(i)) for i in range(6)]
+    assert s.total == 6
+    assert [(c["lr"], c["seed"]) for c in configs] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+    assert all(c["model"] == "cnn" for c in configs)
+    assert s.suggest("6") == GridSearch.FINISHED
+
+
+def test_grid_search_tunes_nuisance_per_point_and_tells_optuna_the_seed_mean():
+    from ray import tune
+
+    s = GridSearch([{"optimizer": "adam"}, {"optimizer": "sgd"}], seeds=[0, 1], fixed={}, metric="acc", mode="max",
+                   space={"lr": tune.loguniform(1e-5, 1e-1)}, samples=3)
+    assert s.total == 12
+    configs = {str(i): s.suggest(str(i)) for i in range(12)}
+    assert s.suggest("x") == GridSearch.FINISHED
+    by_opt = {o: [c for c in configs.values() if c["optimizer"] == o] for o in ("adam", "sgd")}
+    for cs in by_opt.values():
+        assert len(cs) == 6 and len({c["lr"] for c in cs}) == 3  # 3 lrs, each for both seeds
+        assert all(1e-5 <= c["lr"] <= 1e-1 for c in cs)
+    s.on_trial_complete("0", {"acc": 0.2})
+    s.on_trial_complete("1", {"acc": 0.4})
+    study = s.optuna[0]._ot_study
+    done = [t for t in study.trials if t.value is not None]
+    assert len(done) == 1 and done[0].value == pytest.approx(0.3)
+    assert done[0].params["lr"] == configs["0"]["lr"]
+
+
+def test_grid_search_state_survives_save_and_restore(tmp_path):
+    s = GridSearch([{"lr": 1}, {"lr": 2}], seeds=[0], fixed={}, metric="acc", mode="max")
+    s.suggest("a")
+    s.save(str(tmp_path / "s.pkl"))
+    t = GridSearch([{"lr": 9}], seeds=[5], fixed={}, metric="acc", mode="max")
+    t.restore(str(tmp_path / "s.pkl"))
+    assert t.suggest("b")["lr"] == 2 and t.suggest("c") == GridSearch.FINISHED
