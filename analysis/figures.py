@@ -101,7 +101,10 @@ def metric_vs_figure(trials, x, metrics, title, hue=None, diverged_metric=None):
     return fig
 
 
-def curves_figure(curves, trials, hue, metrics=("metric.val_acc", "metric.train_loss"), title="",
+VAL_AND_LOSS = ("metric.val_acc", "metric.train_loss")
+
+
+def curves_figure(curves, trials, hue, metrics=VAL_AND_LOSS, title="",
                   x="iteration"):
     """Learning curves coloured by `hue`; trials that ASHA stopped are faded, its rungs dashed."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4), squeeze=False)
@@ -189,14 +192,14 @@ def study_figures(study: str, trials: pd.DataFrame, curves: pd.DataFrame, manife
     if study == "lr_scan":
         figs["accuracy_vs_lr"] = metric_vs_figure(trials, "lr", ["best.val_acc", "metric.val_acc", "metric.test_acc"],
                                                   "Accuracy against learning rate (mean ± 95% CI over seeds)")
-        figs["curves_by_lr"] = curves_figure(curves, trials, "lr", ("metric.val_acc", "metric.train_loss"),
+        figs["curves_by_lr"] = curves_figure(curves, trials, "lr", VAL_AND_LOSS,
                                              "Learning curves by learning rate")
     elif study == "optimizer_comparison":
         figs["best_per_optimizer"] = best_per_value_figure(
             trials, "optimizer", nuis, "best.val_acc", "Best validation accuracy per optimizer, lr tuned for each")
         figs["lr_per_optimizer"] = metric_vs_figure(trials, "lr", ["best.val_acc"],
                                                     "Validation accuracy against lr, per optimizer", hue="optimizer")
-        figs["curves_by_optimizer"] = curves_figure(curves, trials, "optimizer", ("metric.val_acc", "metric.train_loss"),
+        figs["curves_by_optimizer"] = curves_figure(curves, trials, "optimizer", VAL_AND_LOSS,
                                                     "Learning curves by optimizer (all lrs)")
     elif study == "regularization":
         figs["gap_vs_strength"] = regularization_figure(trials)
@@ -205,7 +208,7 @@ def study_figures(study: str, trials: pd.DataFrame, curves: pd.DataFrame, manife
             trials, "seq_len", ["metric.test_acc"], "Palindrome: test accuracy against length (mean ± 95% CI)",
             hue="cell")
         figs["accuracy_vs_length"].axes[0].axhline(0.1, color="gray", ls=":", lw=1, label="chance")
-        figs["curves_by_length"] = curves_figure(curves, trials, "seq_len", ("metric.val_acc", "metric.train_loss"),
+        figs["curves_by_length"] = curves_figure(curves, trials, "seq_len", VAL_AND_LOSS,
                                                  "Learning curves by sequence length (all cells)", x="step")
     keys = [k for k in [*sci, *nuis] if f"config.{k}" in trials]
     if keys:

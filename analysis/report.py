@@ -20,7 +20,7 @@ def _md(df: pd.DataFrame, digits: int = 4) -> str:
 
 def report(r, figures) -> str:
     t, m = r.trials, r.manifest
-    metric, mode = f"metric.{m['metric']}", m["mode"]
+    mode = m["mode"]
     keys = [f"config.{k}" for k in [*m["scientific"], *m["nuisance"]] if f"config.{k}" in t]
     ok = t[t["status"] != "error"]
     top = ok.sort_values(f"best.{m['metric']}", ascending=(mode == "min")).head(5)

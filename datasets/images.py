@@ -40,7 +40,7 @@ class ImageData:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])
 
-    def to(self, device) -> "ImageData":
+    def to(self, device) -> ImageData:
         moved = {k: getattr(self, k).to(device, non_blocking=True) for k in self.__dataclass_fields__ if k != "classes"}
         return ImageData(**moved, classes=self.classes)
 

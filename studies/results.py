@@ -62,8 +62,8 @@ def tables(grid, p) -> tuple[pd.DataFrame, pd.DataFrame]:
         if df is not None and len(df):
             c = df.drop_duplicates("training_iteration", keep="last")  # a restore may report twice
             cols = [k for k in ("step", "samples", "time_total_s", *METRICS) if k in c]
-            cdf = c[["training_iteration", *cols]].rename(
-                columns={"training_iteration": "iteration", "time_total_s": "time_s", **{k: f"metric.{k}" for k in METRICS}})
+            names = {"training_iteration": "iteration", "time_total_s": "time_s", **{k: f"metric.{k}" for k in METRICS}}
+            cdf = c[["training_iteration", *cols]].rename(columns=names)
             cdf.insert(0, "trial_id", trial_id)
             cdf.insert(0, "study", p.study.name)
             for k in varied:

@@ -153,7 +153,7 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
         b = replace(b, samples=args.num_samples)
     if args.seeds is not None:
         b = replace(b, seeds=args.seeds)
-    fixed = {**study.fixed, **b.fixed}
+    fixed = {**study.fixed, **b.fixed, "iterations": b.iterations}
     if args.dataset is not None:
         if args.dataset not in study.datasets:
             raise UsageError(f"--dataset: unknown dataset {args.dataset!r} for {study.name}; "
@@ -226,6 +226,8 @@ def _check_storage(p: Plan) -> None:
     if not os.access(path.parent, os.W_OK):
         raise UsageError(f"--storage {p.args.storage}: {path.parent} is not writable; choose a writable folder")
     manifest = path / "manifest.json"
+    if p.args.resume and not (path / "tune").is_dir():
+        raise UsageError(f"--resume: {path} holds no run to resume; leave out --resume to start one")
     if path.exists() and not p.args.overwrite:
         try:
             old = json.loads(manifest.read_text())["signature"]
@@ -262,6 +264,7 @@ def run(study: Study, argv: list[str] | None = None) -> int:
 def execute(p: Plan) -> int:
     import ray
     from ray import tune
+
     from studies import results
     from studies.search import GridSearch, GroupedASHA
     from studies.train import train

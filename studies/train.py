@@ -11,6 +11,7 @@ channels_last) and on the CPU otherwise.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -95,6 +96,7 @@ def evaluate(model, x, y, c, amp) -> tuple[float, float, torch.Tensor]:
 def train(config: dict) -> None:
     """Ray Tune trainable: see the module docstring."""
     c = {**DEFAULTS, **config}
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # one line per checkpoint
     dev = device_for_trial()
     cpus = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or 1
     torch.set_num_threads(cpus)

@@ -32,10 +32,11 @@ def run_smoke(name: str, tmp_path, *extra: str):
     assert (ok["metric.train_loss"] > 0).all() and (t["wall_time_s"] > 0).all()
     assert t["iterations"].between(1, b.iterations).all()
     assert (t.loc[t["status"] == "completed", "iterations"] == b.iterations).all()
+    assert (t["config.iterations"] == b.iterations).all()  # the trainable runs as long as ASHA's max_t
     assert (t["best.val_acc"] >= t["metric.val_acc"] - 1e-9).all()
     # curves: one row per report, iterations 1..k for each trial
     assert len(c) == t["iterations"].sum()
-    for tid, g in c.groupby("trial_id"):
+    for _, g in c.groupby("trial_id"):
         assert list(g["iteration"]) == list(range(1, len(g) + 1))
     figs = list((run / "figures").glob("*.png"))
     assert len(figs) >= 2 and all(f.stat().st_size > 10_000 for f in figs)
@@ -56,7 +57,7 @@ def test_lr_scan_smoke(ray_session, tmp_path):
 
 def test_optimizer_comparison_smoke_tunes_lr_per_optimizer(ray_session, tmp_path):
     t, c, r = run_smoke("optimizer_comparison", tmp_path)
-    for opt, g in t.groupby("config.optimizer"):
+    for _, g in t.groupby("config.optimizer"):
         assert g["config.lr"].nunique() == 2 and g["config.lr"].between(1e-5, 1e-1).all()
     assert set(t["config.optimizer"]) == {"adam", "sgd"}
     assert [f"metric.test_acc_{k}" for k in range(10)] == [c for c in t if c.startswith("metric.test_acc_")]
