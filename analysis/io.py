@@ -5,10 +5,21 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+
+# Testing hook: seconds to wait between writing a temporary file and renaming it, so that a test
+# can kill a study in the middle of writing its tables.
+WRITE_DELAY = float(os.environ.get("STUDIES_TEST_WRITE_DELAY", "0") or 0)
+
+
+def clean_temporaries(folder: Path) -> None:
+    """Remove the temporaries that an interrupted write left in `folder` (and figures/)."""
+    for tmp in [*Path(folder).glob(".*.tmp"), *Path(folder).glob("figures/.*.tmp")]:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic(path: Path, write: Callable[[str], None]) -> Path:
@@ -19,6 +30,8 @@ def atomic(path: Path, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        if WRITE_DELAY:
+            time.sleep(WRITE_DELAY)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -49,6 +49,7 @@ def tables(grid, p) -> tuple[pd.DataFrame, pd.DataFrame]:
         status = _status(r, m, p.budget.iterations)
         row.update(status=status, stopped_early=status == "stopped", diverged=status == "diverged",
                    iterations=int(m.get("training_iteration", 0)), step=int(m.get("step", 0)),
+                   restarts=int(m.get("restarts", 0)),
                    wall_time_s=float(m.get("time_total_s", math.nan)), node=m.get("node_ip"))
         for k in METRICS:
             row[f"metric.{k}"] = float(m.get(k, math.nan))
@@ -150,6 +151,7 @@ def write(p, trials: pd.DataFrame, curves: pd.DataFrame, started: float) -> dict
 
     local, remote = _local_dir(p)
     local.mkdir(parents=True, exist_ok=True)
+    io.clean_temporaries(local)
     io.write_text(local / "manifest.json", json.dumps(manifest(p, started, time.time()), indent=2, default=str))
     io.write_table(local / "trials", trials)
     io.write_table(local / "curves", curves)

@@ -8,6 +8,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -44,6 +45,7 @@ class Study:
     fixed: dict  # fixed hyperparameters (training.DEFAULTS fills the rest)
     budgets: dict[str, Budget]
     search: dict = field(default_factory=dict)  # nuisance hyperparameters: tune domains, Optuna
+    search_first: dict = field(default_factory=dict)  # nuisance values Optuna tries first, per scientific value
     metric: str = "val_acc"
     mode: str = "max"
     datasets: tuple[str, ...] = ("digits", "cifar10")
@@ -107,7 +109,35 @@ def parser(study: Study) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="./data", help="where datasets are read and downloaded")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run of this --name")
     p.add_argument("--overwrite", action="store_true", help="replace the run of this --name")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help=f"replace the values of a scientific hyperparameter ({', '.join(study.scientific)}), "
+                        "e.g. --grid lr=1e-3,1.0")
+    p.add_argument("--iterations", type=_positive(int), help="iterations per trial (epochs, or report blocks): "
+                   "ASHA's max_t")
+    p.add_argument("--inject-faults", type=float, default=0.0, metavar="P",
+                   help="testing: each trial crashes once with probability P, and is retried from its checkpoint")
     return p
+
+
+def _parse_value(s: str):
+    for kind in (int, float):
+        try:
+            return kind(s)
+        except ValueError:
+            pass
+    return s
+
+
+def _replace_axis(study: Study, points: list[dict], spec: str) -> list[dict]:
+    """--grid KEY=V1,V2: the grid with KEY's values replaced (every other combination kept)."""
+    key, sep, values = spec.partition("=")
+    if not sep or key not in study.scientific:
+        raise UsageError(f"--grid {spec!r}: expected KEY=V1,V2 with KEY one of {', '.join(study.scientific)}")
+    vals = [_parse_value(v) for v in values.split(",") if v.strip()]
+    if not vals:
+        raise UsageError(f"--grid {spec!r}: empty search space; give at least one value")
+    others = list({json.dumps({k: v for k, v in p.items() if k != key}, sort_keys=True): None for p in points})
+    return [{**json.loads(o), key: v} for o in others for v in vals]
 
 
 @dataclass
@@ -153,7 +183,20 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
         b = replace(b, samples=args.num_samples)
     if args.seeds is not None:
         b = replace(b, seeds=args.seeds)
+    if args.iterations is not None:
+        b = replace(b, iterations=args.iterations, grace=min(b.grace, args.iterations))
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: give one of them")
+    if not 0 <= args.inject_faults <= 1:
+        raise UsageError(f"--inject-faults {args.inject_faults:g}: expected a probability in [0, 1]")
+    if args.address is not None and not re.fullmatch(r"auto|ray://[\w.\-]+:\d+|[\w.\-]+:\d+", args.address):
+        raise UsageError(f"--address {args.address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    if args.address is None and args.cpus_per_trial > (os.cpu_count() or 1):
+        raise UsageError(f"--cpus-per-trial {args.cpus_per_trial:g}: this machine has {os.cpu_count()} CPUs, so no "
+                         "trial could ever start; ask for fewer")
     fixed = {**study.fixed, **b.fixed, "iterations": b.iterations}
+    if args.inject_faults:
+        fixed["fault_rate"] = args.inject_faults
     if args.dataset is not None:
         if args.dataset not in study.datasets:
             raise UsageError(f"--dataset: unknown dataset {args.dataset!r} for {study.name}; "
@@ -162,8 +205,16 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
     if "dataset" in fixed:
         fixed["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
     points = b.grid or study.grid
+    for spec in args.grid:
+        points = _replace_axis(study, points, spec)
     if not points:
         raise UsageError(f"{study.name}: empty search space; give the study at least one grid point")
+    from studies.train import check_config
+
+    for point in points:
+        problem = check_config({**fixed, **point})
+        if problem:
+            raise UsageError(f"{problem} ({study.name}); fix the value or the --grid flag")
     gpus = args.gpus_per_trial
     if gpus is None:
         gpus = 1.0 if (args.address is None and _cuda_available()) else 0.0
@@ -218,13 +269,14 @@ def _check_storage(p: Plan) -> None:
     if "://" in p.run_dir:
         return
     path = Path(p.run_dir)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--storage {p.args.storage}: cannot create {path.parent} ({e.strerror}); "
-                         "choose a writable folder") from None
-    if not os.access(path.parent, os.W_OK):
-        raise UsageError(f"--storage {p.args.storage}: {path.parent} is not writable; choose a writable folder")
+    existing = next(a for a in [path, *path.parents] if a.exists())  # nothing is created here
+    if not existing.is_dir():
+        raise UsageError(f"--storage {p.args.storage}: {existing} is a file, not a folder; choose a writable folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--storage {p.args.storage}: {existing} is not writable; choose a writable folder")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise UsageError(f"--storage {p.args.storage}: {path} is not readable and writable; fix its permissions "
+                         "or choose another --name")
     manifest = path / "manifest.json"
     if p.args.resume and not (path / "tune").is_dir():
         raise UsageError(f"--resume: {path} holds no run to resume; leave out --resume to start one")
@@ -237,6 +289,17 @@ def _check_storage(p: Plan) -> None:
             what = "another study" if old.get("study") != p.study.name else "a different search space"
             raise UsageError(f"{path} holds a run of {what}: pass --name NEW for a new run, "
                              "or --overwrite to replace it")
+
+
+def _unschedulable(p: Plan, resources: dict) -> str | None:
+    """Why no trial could ever start on this Ray, or None: refuse at once rather than hang."""
+    for kind, need in (("CPU", p.cpus), ("GPU", p.gpus)):
+        have = resources.get(kind, 0)
+        if need > have:
+            where = f"the Ray cluster at {p.args.address}" if p.args.address else "this machine's Ray"
+            return (f"a trial needs {need:g} {kind} but {where} has {have:g}: lower --{kind.lower()}s-per-trial"
+                    + ("" if p.args.address else " or run on a cluster with --address"))
+    return None
 
 
 def _trial_dirname(trial) -> str:
@@ -272,14 +335,25 @@ def execute(p: Plan) -> int:
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = time.time()
-    if p.args.overwrite and "://" not in p.run_dir and Path(p.run_dir).exists():
-        shutil.rmtree(p.run_dir)
     own_ray = not ray.is_initialized()
     if own_ray:
         if p.args.address is None:
             loopback_only()
         ray.init(**ray_init_kwargs(p.args.address))
     try:
+        if p.args.address is not None:  # every node writes its trials under --storage
+            from studies.cluster import storage_problem
+
+            problem = storage_problem(p.args.storage, ray.nodes())
+            if problem:
+                print(f"python -m studies.{p.study.name}: error: {problem}", file=sys.stderr)
+                return 2
+        problem = _unschedulable(p, ray.cluster_resources())
+        if problem:
+            print(f"python -m studies.{p.study.name}: error: {problem}", file=sys.stderr)
+            return 2
+        if p.args.overwrite and "://" not in p.run_dir and Path(p.run_dir).exists():
+            shutil.rmtree(p.run_dir)
         results.write_manifest(p, started=started, finished=None)
         exp = f"{p.run_dir}/tune"
         trainable = tune.with_resources(train, {"cpu": p.cpus, "gpu": p.gpus})
@@ -288,7 +362,7 @@ def execute(p: Plan) -> int:
             tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True, resume_errored=True)
         else:
             search = GridSearch(p.points, p.seeds, p.fixed, p.study.metric, p.study.mode,
-                                p.study.search, p.budget.samples)
+                                p.study.search, p.budget.samples, p.study.search_first)
             asha = GroupedASHA(p.study.asha_groups, time_attr="training_iteration", max_t=p.budget.iterations,
                                  grace_period=p.budget.grace, reduction_factor=p.budget.reduction)
             tuner = tune.Tuner(

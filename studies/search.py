@@ -19,7 +19,7 @@ from ray.tune.search import Searcher
 
 class GridSearch(Searcher):
     def __init__(self, points: list[dict], seeds: list[int], fixed: dict, metric: str, mode: str,
-                 space: dict | None = None, samples: int = 1):
+                 space: dict | None = None, samples: int = 1, first: dict | None = None):
         super().__init__(metric=metric, mode=mode)
         self.points, self.seeds, self.fixed = points, seeds, fixed
         self.samples = samples if space else 1
@@ -30,12 +30,16 @@ class GridSearch(Searcher):
         self.scores: dict[str, list] = {}
         self.optuna = None
         if space:
-            from optuna.samplers import TPESampler
+            import optuna
             from ray.tune.search.optuna import OptunaSearch
 
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            dists = OptunaSearch.convert_search_space(space)
             startup = max(2, min(10, self.samples // 2))  # TPE needs a few random points first
-            self.optuna = [OptunaSearch(space=space, metric=metric, mode=mode,
-                                        sampler=TPESampler(seed=p, n_startup_trials=startup))
+            # `first`: the nuisance values every scientific value tries first (e.g. a hand-run lr)
+            first_points = [first] if first else None
+            self.optuna = [OptunaSearch(space=dists, metric=metric, mode=mode, points_to_evaluate=first_points,
+                                        sampler=optuna.samplers.TPESampler(seed=p, n_startup_trials=startup))
                            for p in range(len(points))]
 
     @property

@@ -24,7 +24,7 @@ from ray import tune
 
 import datasets
 from datasets.palindrome import generator as palindrome_generator
-from models import MLP, VGG, RecurrentClassifier
+from models import CELLS, IMPLS, MLP, VGG, RecurrentClassifier
 
 OPTIMIZERS = {
     "adam": lambda p, c: torch.optim.Adam(p, lr=c["lr"], weight_decay=c["weight_decay"]),
@@ -46,8 +46,40 @@ DEFAULTS = dict(  # every key a config may set, with its default
     iterations=10,  # reports per trial: epochs, or blocks of steps_per_report steps
     checkpoint_every=2,  # a checkpoint with every k-th report (and the last): the CNN's is ~110 MB
     eval_batch=1024, n_eval=4096,  # evaluation batch; palindrome held-out set size
+    fault_rate=0.0,  # fault injection: the probability that a trial crashes once (tests)
     seed=0,
 )
+CHECKS = {  # config key -> (valid?, what is valid)
+    "task": (lambda v: v in ("image", "palindrome"), "image or palindrome"),
+    "model": (lambda v: v in ("cnn", "mlp", "rnn"), "cnn, mlp or rnn"),
+    "optimizer": (lambda v: v in OPTIMIZERS, ", ".join(OPTIMIZERS)),
+    "cell": (lambda v: v in CELLS, ", ".join(CELLS)),
+    "impl": (lambda v: v in IMPLS, ", ".join(IMPLS)),
+    "lr": (lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
+    "momentum": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)"),
+    "dropout": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)"),
+    "l2": (lambda v: isinstance(v, (int, float)) and v >= 0, "0 or more"),
+    "weight_decay": (lambda v: isinstance(v, (int, float)) and v >= 0, "0 or more"),
+    "seq_len": (lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
+    "hidden_size": (lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
+    "batch_size": (lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
+    "iterations": (lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
+    "steps_per_report": (lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
+    "clip": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "a positive number"),
+    "fault_rate": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a probability in [0, 1]"),
+}
+
+
+def check_config(config: dict) -> str | None:
+    """The first problem of a config, as 'key=value: expected ...', or None if it is valid."""
+    for k, v in config.items():
+        if k not in DEFAULTS:
+            return f"unknown hyperparameter {k!r}"
+        if k in CHECKS and not CHECKS[k][0](v):
+            return f"{k}={v!r}: expected {CHECKS[k][1]}"
+    return None
+
+
 N_TRAIN_EVAL = 10_000  # train accuracy is measured in eval mode on at most this many images
 
 
@@ -93,6 +125,17 @@ def evaluate(model, x, y, c, amp) -> tuple[float, float, torch.Tensor]:
     return (loss / len(x)).item(), (pred == y).float().mean().item(), pred
 
 
+def fault_iteration(c: dict) -> int | None:
+    """Fault injection: the iteration at which this trial crashes (once), or None. Drawn from
+    the config (so a test can tell which trials crash), and always after a checkpoint, so the
+    retry resumes instead of starting over."""
+    first = c["checkpoint_every"] + 1
+    if not c["fault_rate"] or c["iterations"] < first:
+        return None
+    rng = random.Random(repr(sorted((k, v) for k, v in c.items() if k != "data_dir")))
+    return rng.randint(first, c["iterations"]) if rng.random() < c["fault_rate"] else None
+
+
 def train(config: dict) -> None:
     """Ray Tune trainable: see the module docstring."""
     c = {**DEFAULTS, **config}
@@ -126,18 +169,19 @@ def train(config: dict) -> None:
     if cuda and c["model"] == "cnn":
         model = model.to(memory_format=torch.channels_last)
     opt = OPTIMIZERS[c["optimizer"]](model.parameters(), c)
-    iteration, step = 0, 0
+    iteration, step, restarts = 0, 0, 0
 
     ckpt = tune.get_checkpoint()
-    if ckpt:  # resume: ASHA, a crash, or a restored study
+    if ckpt:  # resume after a crash, or in a restored study
         with ckpt.as_directory() as d:
             state = torch.load(os.path.join(d, "state.pt"), map_location=dev, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        iteration, step = state["iteration"], state["step"]
+        iteration, step, restarts = state["iteration"], state["step"], state["restarts"] + 1
         gen.set_state(state["gen"].to(gen.get_state().device))
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["py_rng"])
+    crash_at = fault_iteration(c) if not ckpt else None
 
     def batches():
         if c["task"] == "image":
@@ -174,11 +218,13 @@ def train(config: dict) -> None:
             correct += (logits.argmax(-1) == y).sum()
             seen += len(y)
         iteration += 1
+        if iteration == crash_at:  # after the work, before the report: as a real crash would
+            raise RuntimeError(f"injected fault at iteration {iteration} (fault_rate={c['fault_rate']})")
 
         train_loss = (loss_sum / seen).item()
         diverged = not math.isfinite(train_loss)
         metrics = {"train_loss": train_loss, "step": step, "samples": step * c["batch_size"],
-                   "diverged": diverged}
+                   "diverged": diverged, "restarts": restarts}
         if diverged:  # stop at once; the study goes on
             metrics.update(train_acc=0.0, val_loss=float("nan"), val_acc=0.0, test_loss=float("nan"),
                            test_acc=0.0, **{f"test_acc_{k}": 0.0 for k in range(len(classes))})
@@ -197,7 +243,8 @@ def train(config: dict) -> None:
         if iteration % c["checkpoint_every"] == 0 or iteration == c["iterations"]:
             with tempfile.TemporaryDirectory() as d:
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration,
-                            "step": step, "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                            "step": step, "restarts": restarts, "gen": gen.get_state(),
+                            "torch_rng": torch.get_rng_state(),
                             "py_rng": random.getstate()}, os.path.join(d, "state.pt"))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
         else:
