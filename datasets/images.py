@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,10 +112,13 @@ def prepare(name: str, data_dir: str | Path, download: bool = True) -> None:
 
         old = socket.getdefaulttimeout()
         socket.setdefaulttimeout(20)  # an unreachable network fails in seconds, not minutes
+        created = next((a for a in [*reversed(data_dir.parents), data_dir] if not a.exists()), None)
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
             torchvision.datasets.CIFAR10(str(data_dir), train=True, download=True)
         except Exception as e:  # URLError, socket timeout, HTTP errors: all mean "no download"
+            if created is not None:  # leave nothing behind
+                shutil.rmtree(created, ignore_errors=True)
             raise DatasetError(f"{_cifar_missing(data_dir)} ({type(e).__name__})") from None
         finally:
             socket.setdefaulttimeout(old)

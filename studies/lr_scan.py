@@ -15,7 +15,7 @@ STUDY = Study(
     grid=cross(lr=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 4e-2]),  # lr of Adam
     fixed=dict(task="image", model="cnn", optimizer="adam", batch_size=128),
     budgets={  # iterations are epochs
-        "smoke": Budget(iterations=3, grace=1, reduction=2, grid=cross(lr=[1e-5, 1e-3, 0.5]),
+        "smoke": Budget(iterations=3, grace=1, reduction=2, grid=cross(lr=[1e-5, 1e-3, 1.0]),
                         fixed=dict(dataset="digits", n_train=256, batch_size=64)),
         "quick": Budget(iterations=12, seeds=2, grace=2, reduction=3, fixed=dict(dataset="digits")),
         "full": Budget(iterations=100, seeds=3, grace=10, reduction=3, fixed=dict(dataset="cifar10", augment=True)),

@@ -357,6 +357,8 @@ def execute(p: Plan) -> int:
         results.write_manifest(p, started=started, finished=None)
         exp = f"{p.run_dir}/tune"
         trainable = tune.with_resources(train, {"cpu": p.cpus, "gpu": p.gpus})
+        if "://" not in exp and Path(exp).is_dir() and not list(Path(exp).glob("experiment_state-*.json")):
+            shutil.rmtree(exp)  # killed before Tune saved any state: nothing to resume, start afresh
         if tune.Tuner.can_restore(exp):
             print(f"Resuming {exp}", flush=True)
             tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True, resume_errored=True)
