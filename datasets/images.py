@@ -42,7 +42,10 @@ class ImageData:
         return tuple(self.train_x.shape[1:])
 
     def to(self, device) -> ImageData:
-        moved = {k: getattr(self, k).to(device, non_blocking=True) for k in self.__dataclass_fields__ if k != "classes"}
+        """Copy to `device`; to a GPU through pinned memory, without blocking."""
+        pin = torch.device(device).type == "cuda"
+        moved = {k: (getattr(self, k).pin_memory() if pin else getattr(self, k)).to(device, non_blocking=True)
+                 for k in self.__dataclass_fields__ if k != "classes"}
         return ImageData(**moved, classes=self.classes)
 
 
