@@ -242,6 +242,9 @@ def runtime_env(address: str | None = None) -> dict:
     if address is None:
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
         return {"env_vars": env}
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")  # set for `ray job submit` drivers
+    if (job.get("runtime_env") or {}).get("working_dir"):  # the job ships the project (Ray refuses a second one)
+        return {"env_vars": env}
     return {"working_dir": str(ROOT), "env_vars": env,
             "excludes": [".git", ".venv", "results", "data", ".gpu", "**/__pycache__", "*.parquet"]}
 
