@@ -66,15 +66,21 @@ def test_sigkill_at_any_moment_then_rerun_completes(tmp_path, moment):
         proc.kill()
     if moment == "tables":
         assert not (run_dir / "trials.parquet").exists()  # killed mid-write: no truncated table
-    finished_before = {d.name for d in run_dir.glob("tune/trial_*") if (d / "result.json").exists()
-                       and json.loads((d / "result.json").read_text().splitlines()[-1] or "{}").get("done")}
+    reported = {d.name.removeprefix("trial_"): (d / "result.json").read_text()
+                for d in run_dir.glob("tune/trial_*") if (d / "result.json").exists()}
     again = subprocess.run([sys.executable, "-m", "studies.palindrome", *SMOKE, "--storage", str(tmp_path)],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     t = check_complete(run_dir, n=4)
     assert not list(run_dir.glob(".*.tmp"))
-    for name in finished_before:  # finished trials were kept, not rerun: one run of reports each
-        assert f"trial_{t.loc[t['trial_id'] == name.removeprefix('trial_'), 'trial_id'].iloc[0]}" == name
+    kept = 0
+    for tid, text in reported.items():  # trials that had made all their reports: kept, not rerun
+        row = t[t["trial_id"] == tid].iloc[0]
+        if len(text.splitlines()) == row["iterations"]:
+            assert (run_dir / "tune" / f"trial_{tid}" / "result.json").read_text() == text
+            kept += 1
+    if moment == "tables":
+        assert kept == 4
 
 
 @pytest.mark.slow
