@@ -1,32 +1,40 @@
-"""python -m analysis RESULTS_DIR [RESULTS_DIR ...] [--out DIR] [--format png|pdf|svg]"""
+"""python -m analysis RESULTS_DIR [RESULTS_DIR ...] [--out DIR] [--format png|pdf|svg]
+
+Re-renders the summary table, figures, report.md and report.html of each run; a RESULTS_DIR
+that is a results root (holding <study>/<name>/trials.parquet) stands for every run under it, and
+gets an index.html and summary.png over them (or --out does). Bad input: one line, exit code 2,
+nothing written."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from analysis import ResultsError, load, render
+from analysis import ResultsError, render_all
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        raise ResultsError(message)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis", description="Re-render tables' figures and reports.")
-    p.add_argument("runs", nargs="+", help="run folders, e.g. results/lr_scan/quick")
-    p.add_argument("--out", help="write figures and reports here instead of into each run folder")
-    p.add_argument("--format", choices=("png", "pdf", "svg"), default="png")
-    a = p.parse_args(argv)
-    for run in a.runs:
-        try:
-            load(run)
-        except ResultsError as e:
-            print(f"python -m analysis: error: {e}", file=sys.stderr)
-            return 2
-    for run in a.runs:
-        out = None
-        if a.out:
-            r = load(run)
-            out = f"{a.out}/{r.manifest['study']}/{r.manifest['name']}"
-        w = render(run, out, a.format)
-        print(f"{run}: {len(w['figures'])} figures, report {w['report']}")
+    p = _Parser(prog="python -m analysis", description=__doc__.split("\n\n", 1)[1],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RESULTS_DIR",
+                   help="run folders (results/lr_scan/quick) or results roots (results)")
+    p.add_argument("--out", help="write everything here (as <study>/<name>/...) instead of into each run folder")
+    p.add_argument("--format", choices=("png", "pdf", "svg"), default="png", help="figure files (default png)")
+    try:
+        a = p.parse_args(argv)
+        done = render_all(a.runs, a.out, a.format)
+    except ResultsError as e:
+        print(f"python -m analysis: error: {e}", file=sys.stderr)
+        return 2
+    for run, w in done["runs"].items():
+        print(f"{run}: {len(w['figures'])} figures, {w['report']}, {w['html']}")
+    for ix in done["indexes"]:
+        print(f"index: {ix['index']}, {ix['summary_png']}")
     return 0
 
 

@@ -50,6 +50,19 @@ def write_table(stem: Path, df: pd.DataFrame) -> list[Path]:
             atomic(stem.with_suffix(".csv"), lambda tmp: df.to_csv(tmp, index=False))]
 
 
-def save_figure(fig, path: Path) -> Path:
+def save_figure(fig, path: Path, dpi: int = 100) -> Path:
     fmt = Path(path).suffix.lstrip(".")
-    return atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=130, bbox_inches="tight"))
+    return atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    return atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def figure_png(fig, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (for files, and for embedding in HTML)."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
