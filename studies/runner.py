@@ -344,17 +344,17 @@ def execute(p: Plan) -> int:
             loopback_only()
         ray.init(**ray_init_kwargs(p.args.address))
     try:
-        if p.args.address is not None:  # every node writes its trials under --storage
+        problem = _unschedulable(p, ray.cluster_resources())
+        if problem:
+            print(f"python -m studies.{p.study.name}: error: {problem}", file=sys.stderr)
+            return 2
+        if p.args.address is not None:  # every node of the cluster writes its trials under --storage
             from studies.cluster import storage_problem
 
             problem = storage_problem(p.args.storage, ray.nodes())
             if problem:
                 print(f"python -m studies.{p.study.name}: error: {problem}", file=sys.stderr)
                 return 2
-        problem = _unschedulable(p, ray.cluster_resources())
-        if problem:
-            print(f"python -m studies.{p.study.name}: error: {problem}", file=sys.stderr)
-            return 2
         if p.args.overwrite and "://" not in p.run_dir and Path(p.run_dir).exists():
             shutil.rmtree(p.run_dir)
         results.write_manifest(p, started=started, finished=None)
