@@ -345,9 +345,12 @@ def execute(p: Plan) -> int:
         ray.init(**ray_init_kwargs(p.args.address))
     try:
         problem = _unschedulable(p, ray.cluster_resources())
-        if problem:
+        if problem and p.args.address is None:
             print(f"python -m studies.{p.study.name}: error: {problem}", file=sys.stderr)
             return 2
+        if problem:  # a cluster's autoscaler may still add the nodes: say so, and wait for them
+            print(f"python -m studies.{p.study.name}: warning: {problem}; waiting for the autoscaler to add nodes",
+                  file=sys.stderr)
         if p.args.address is not None:  # every node of the cluster writes its trials under --storage
             from studies.cluster import storage_problem
 
