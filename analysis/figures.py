@@ -38,6 +38,7 @@ UNITS = {
 }
 DIVERGED = dict(marker="x", color="red", s=50, linewidths=2, zorder=6, clip_on=False, label="diverged")
 CHANCE = 0.1  # ten classes
+NEUTRAL = "0.3"  # dark grey: points that stand for no particular value (no palette colour)
 ACC_LIM = (0.0, 1.02)
 CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FADED = 0.4  # opacity of the curves of trials that ASHA stopped
@@ -200,6 +201,24 @@ def _crosses(ax, trials, xcol, y=0.0):
         ax.scatter(x, np.full(len(bad), y), **DIVERGED)
 
 
+def _log_x(ax, values) -> bool:
+    """A log x axis for a logarithmic scan; symlog (linear around 0) when the scan includes 0."""
+    v = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
+    if not is_log(v):
+        return False
+    if (v == 0).any():
+        ax.set_xscale("symlog", linthresh=float(v[v > 0].min()))
+    else:
+        ax.set_xscale("log")
+    return True
+
+
+def _categories(ax, values):
+    """Fix the order of a categorical x axis (sorted), before anything is drawn on it."""
+    cats = sorted(pd.Series(values).dropna().astype(str).unique())
+    ax.plot(cats, [np.nan] * len(cats), label="_categories")
+
+
 def _ok(trials):
     return trials[~trials["diverged"].astype(bool)] if "diverged" in trials else trials
 
@@ -346,6 +365,8 @@ def metric_vs_figure(trials, x, metrics, title, hue=None, chance=None):
     shown = metrics if hue is None else metrics[:1]
     s = metric_vs(trials, x, shown, hue)
     kind = spread_kind(s, shown)
+    if not numeric:
+        _categories(ax, trials[xcol])
     clip = bounds(shown[0]) if len({bounds(m) for m in shown}) == 1 else None
     if hue is None:
         for i, m in enumerate(metrics):
@@ -361,9 +382,7 @@ def metric_vs_figure(trials, x, metrics, title, hue=None, chance=None):
     _crosses(ax, trials, xcol)
     if chance is not None:
         ax.axhline(chance, color="gray", ls=":", lw=1.2, label=f"chance ({chance:g})")
-    if numeric and is_log(trials[xcol]):
-        ax.set_xscale("log")
-    if numeric and not is_log(trials[xcol]) and trials[xcol].nunique() <= 10:
+    if numeric and not _log_x(ax, trials[xcol]) and trials[xcol].nunique() <= 10:
         ax.set_xticks(sorted(trials[xcol].unique()))
     ax.set(xlabel=label(x), ylabel=label(shown[0]) if len(shown) == 1 else "accuracy (fraction correct)")
     if all(is_acc(m) for m in shown):
@@ -577,30 +596,34 @@ def per_class_figure(trials, sci, nuisance, objective, title):
 
 def hparam_axes_figure(trials, keys, metric, title, hue=None):
     """The playbook's basic hyperparameter-axis plots: the objective of every trial against each
-    varied key; diverged trials as red crosses at 0, ASHA-stopped ones hollow. In each panel the
-    points are coloured by another, categorical, key where there is one."""
+    varied key; diverged trials as red crosses at 0, ASHA-stopped ones hollow. Points are coloured
+    by the panel's key when it is categorical, else by another categorical key where there is one."""
     fig, axes = plt.subplots(1, len(keys), figsize=(4.8 * len(keys) + 1.6, 4.0), squeeze=False)
     ok = _ok(trials)
     for ax, k in zip(axes[0], keys):
         col = f"config.{k}"
-        h = hue or next((o for o in keys if o != k and not _numeric(trials[f"config.{o}"])), None)
-        if h and h != k:
+        if not _numeric(trials[col]):
+            _categories(ax, trials[col])
+        h = hue or (k if not _numeric(trials[col]) else
+                    next((o for o in keys if o != k and not _numeric(trials[f"config.{o}"])), None))
+        if h:  # a categorical key's values keep their colour; on their own axis they need no legend
             pal = colors(trials[f"config.{h}"])
             for v, g in ok.groupby(f"config.{h}", sort=True):
                 _points(ax, g, col, metric, pal[v])
-                ax.plot([], [], "o", color=pal[v], label=hue_label(h, v))
+                if h != k:
+                    ax.plot([], [], "o", color=pal[v], label=hue_label(h, v))
         else:
-            _points(ax, ok, col, metric, "C0")
+            _points(ax, ok, col, metric, NEUTRAL)
         _crosses(ax, trials, col)
-        if _numeric(trials[col]) and is_log(trials[col]):
-            ax.set_xscale("log")
+        if _numeric(trials[col]) and _log_x(ax, trials[col]):
+            pass
         elif _numeric(trials[col]) and trials[col].nunique() <= 10:
             ax.set_xticks(sorted(trials[col].dropna().unique()))
         ax.set(xlabel=label(k), ylabel=label(metric) if ax is axes[0][0] else "")
         if is_acc(metric):
             _acc_ylim(ax)
         ax.grid(alpha=0.3)
-        if h and h != k:
+        if h and h != k and ax is not axes[0][-1]:
             _legend(ax, loc="lower left", fontsize=8)
     _legend(axes[0][-1], _point_proxies(ok), outside=True)
     fig.suptitle(title)
