@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.tables import best_per_group, summarize, with_gap  # noqa: E402
 
@@ -404,18 +405,29 @@ def curves_figure(curves, trials, hue, metrics=("metric.val_acc", "metric.train_
     c = curve_lines(curves, trials, hue)
     pal = colors(trials[f"config.{hue}"])
     for ax, m in zip(axes[0], metrics):
-        seen = set()
+        seen, crossed = set(), False
         for _, g in c.groupby("trial_id", sort=False):
             v, stopped = g[f"config.{hue}"].iloc[0], bool(g["stopped_early"].iloc[0])
             ax.plot(g[x], g[m], color=pal.get(v, "gray"), alpha=FADED if stopped else 0.9, lw=1.0 if stopped else 1.5,
                     label=hue_label(hue, v) if v not in seen else None)
             seen.add(v)
             if bool(g["diverged"].iloc[0]):
+                # a red cross where it ended: at its last finite value, else at 0 (accuracy) or on
+                # the top edge (a loss that was never finite)
                 last = g[np.isfinite(g[m].astype(float))].tail(1)
-                ax.scatter(last[x], last[m] if len(last) else [0], **{**DIVERGED, "label": "_diverged"})
+                lab = "diverged" if not crossed else "_diverged"
+                if len(last):
+                    ax.scatter(last[x], last[m], **{**DIVERGED, "label": lab})
+                elif is_acc(m):
+                    ax.scatter([g[x].iloc[-1]], [0.0], **{**DIVERGED, "label": lab})
+                else:
+                    ax.scatter([g[x].iloc[-1]], [0.97], transform=ax.get_xaxis_transform(),
+                               **{**DIVERGED, "label": lab})
+                crossed = True
         for i, r in enumerate(rungs):
             ax.axvline(r, color="gray", ls="--", lw=0.9, label="ASHA rung" if i == 0 else None)
         _log_loss(ax, c[m], m)
+        _integer_x(ax, x)
         if is_acc(m):
             _acc_ylim(ax)
         ax.set(xlabel=xlabel or label(x), ylabel=label(m))
@@ -424,6 +436,12 @@ def curves_figure(curves, trials, hue, metrics=("metric.val_acc", "metric.train_
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _integer_x(ax, x: str):
+    """Epochs and report numbers are whole."""
+    if x == "iteration":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _log_loss(ax, values, m):
@@ -456,6 +474,7 @@ def mean_curves_figure(curves, trials, hue, metrics=FOUR, title="", x="iteration
         for i, r in enumerate(rungs):
             ax.axvline(r, color="gray", ls="--", lw=0.9, label="ASHA rung" if i == 0 else None)
         _log_loss(ax, c[m], m)
+        _integer_x(ax, x)
         if is_acc(m):
             _acc_ylim(ax)
         ax.set(xlabel=xlabel or label(x), ylabel=label(m), title=name(m))
@@ -489,6 +508,7 @@ def panel_curves_figure(curves, trials, panel, hue, metrics=("metric.val_acc",),
             if chance is not None and is_acc(m):
                 ax.axhline(chance, color="gray", ls=":", lw=1.2, label=f"chance ({chance:g})")
             _log_loss(ax, c[m], m)
+            _integer_x(ax, x)
             if is_acc(m):
                 _acc_ylim(ax)
             ax.set(xlabel=xlabel or label(x) if i == len(metrics) - 1 else "", ylabel=label(m) if j == 0 else "")
@@ -653,13 +673,14 @@ def regularization_figure(trials, keys=("dropout", "l2", "weight_decay")):
                 ax.set_xticks(s["value"].tolist())
             ax.grid(alpha=0.3)
         _acc_ylim(top)
-        gap = s["metric.gap.mean"].astype(float)
-        lo, hi = (gap - errors(s, "metric.gap", kind)[0]).min(), (gap + errors(s, "metric.gap", kind)[1]).max()
-        pad = max(0.01, 0.1 * (hi - lo)) if np.isfinite(hi - lo) else 0.01
-        bottom.set_ylim(min(0, lo - pad), max(0.02, hi + pad))
         bottom.axhline(0, color="gray", lw=0.8)
         top.set(ylabel="accuracy (fraction correct)" if j == 0 else "", title=f"against {name(k)}")
         bottom.set(xlabel=label(k), ylabel=label("gap") if j == 0 else "")
+    gap, e = d["metric.gap.mean"].astype(float), errors(d, "metric.gap", kind, bounds("gap"))
+    lo, hi = np.nanmin(gap - e[0], initial=0.0), np.nanmax(gap + e[1], initial=0.02)
+    pad = max(0.01, 0.1 * (hi - lo))
+    for ax in axes[1]:  # one gap scale for every regulariser, so that they compare
+        ax.set_ylim(min(0, lo - pad), hi + pad)
     _legend(axes[0][-1], outside=True)
     _legend(axes[1][-1], outside=True)
     fig.suptitle(f"Regularisation: final train/test accuracy and generalisation gap\n{spread_note(d, ms, kind)}")

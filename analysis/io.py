@@ -14,6 +14,8 @@ import pandas as pd
 # Testing hook: seconds to wait between writing a temporary file and renaming it, so that a test
 # can kill a study in the middle of writing its tables.
 WRITE_DELAY = float(os.environ.get("STUDIES_TEST_WRITE_DELAY", "0") or 0)
+UMASK = os.umask(0o022)
+os.umask(UMASK)
 
 
 def clean_temporaries(folder: Path) -> None:
@@ -30,6 +32,7 @@ def atomic(path: Path, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it private; results are as readable as any new file
         if WRITE_DELAY:
             time.sleep(WRITE_DELAY)
         os.replace(tmp, path)

@@ -252,6 +252,16 @@ def test_curves_fade_trials_stopped_by_asha_and_colour_by_value():
     assert all(h.get_alpha() == 1 for h in fig.axes[-1].get_legend().legend_handles)
 
 
+def test_a_trial_that_diverged_at_its_first_report_ends_in_a_cross_at_zero():
+    trials, curves = synthetic_lr_scan()
+    curves.loc[curves["config.lr"] == 1.0, ["metric.val_acc", "metric.train_loss"]] = np.nan
+    curves = curves[~((curves["config.lr"] == 1.0) & (curves["iteration"] > 1))]
+    fig = figures.curves_figure(curves, trials, "lr")
+    crosses = [c for c in fig.axes[0].collections if c.get_label() == "_diverged"]
+    assert [c.get_offsets().tolist() for c in crosses] == [[[1.0, 0.0]]]  # and one more, labelled for the legend
+    assert [c for c in fig.axes[0].collections if c.get_label() == "diverged"][0].get_offsets().tolist() == [[1.0, 0.0]]
+
+
 def test_asha_rungs_are_grace_times_powers_of_reduction_below_max_iterations():
     assert figures.asha_rungs({"asha": {"grace": 2, "reduction": 3}, "iterations": 12}) == [2, 6]
     assert figures.asha_rungs({"asha": {"grace": 5, "reduction": 2}, "iterations": 20}, scale=100) == [500, 1000]

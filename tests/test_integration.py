@@ -46,6 +46,8 @@ def run_smoke(name: str, tmp_path, *extra: str):
     assert m["study"] == name and m["seeds"] == list(range(b.seeds)) and m["versions"]["torch"]
     assert m["finished"] and "hardware" in m
     assert "Best configuration" in (run / "report.md").read_text()
+    assert "## Findings" in (run / "report.md").read_text() and (run / "summary.csv").is_file()
+    assert "data:image/png;base64," in (run / "report.html").read_text()
     return t, c, r
 
 
