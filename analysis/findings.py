@@ -50,6 +50,14 @@ def _ranking(d: pd.DataFrame, key: str, m: str) -> list:
     return d.sort_values(f"{m}.mean", ascending=False, kind="stable")[key].tolist()
 
 
+def _chain(items: list[tuple[float, str]], digits: int = 3) -> str:
+    """'a 0.91 > b 0.86 ≈ c 0.86': items in decreasing order, '≈' where the rounded values tie."""
+    out = items[0][1] if items else ""
+    for (prev, _), (v, text) in zip(items, items[1:]):
+        out += (" ≈ " if round(prev, digits) == round(v, digits) else " > ") + text
+    return out
+
+
 def _range_phrase(values: list, all_values: list, name: str) -> str:
     """'lr >= 0.003' when `values` are the top of `all_values`, 'lr <= ...' when the bottom, else a list."""
     vs, alls = sorted(values), sorted(all_values)
@@ -153,8 +161,9 @@ def optimizer_comparison(trials: pd.DataFrame, curves: pd.DataFrame, manifest: d
     b = best.set_index("config.optimizer")
     out.append("Isolation view (lr tuned per optimizer, the best of "
                f"{int(tried.min())}{'' if tried.min() == tried.max() else f'–{int(tried.max())}'} lrs each, by "
-               "mean best validation accuracy): " + " > ".join(
-                   f"{o} {stat(b.loc[o], obj)} at lr {fmt_sci(b.loc[o, 'config.lr'])}" for o in rank) + ".")
+               "mean best validation accuracy): " + _chain(
+                   [(b.loc[o, f"{obj}.mean"], f"{o} {stat(b.loc[o], obj)} at lr {fmt_sci(b.loc[o, 'config.lr'])}")
+                    for o in rank]) + ".")
     v = optimizer_views(trials, FIXED_LR, obj)
     fixed, tuned = v[v["view"] == "fixed lr"], v[v["view"] == "tuned lr"]
     if len(fixed):
@@ -162,7 +171,8 @@ def optimizer_comparison(trials: pd.DataFrame, curves: pd.DataFrame, manifest: d
                                                                                   "metric.test_acc")
         f = fixed.set_index("config.optimizer")
         out.append(f"Fixed-lr view (lr = {fmt_sci(FIXED_LR)} for all, as the hand-run reports; final test accuracy): "
-                   + " > ".join(f"{o} {stat(f.loc[o], 'metric.test_acc')}" for o in rf) + ".")
+                   + _chain([(f.loc[o, "metric.test_acc.mean"], f"{o} {stat(f.loc[o], 'metric.test_acc')}")
+                             for o in rf]) + ".")
         same = (np.isclose(tuned["config.lr"].astype(float), FIXED_LR, rtol=1e-6).all()
                 and sorted(tuned["config.optimizer"]) == sorted(fixed["config.optimizer"]))
         if same:

@@ -101,7 +101,8 @@ def blocks(r, figures: list[tuple[str, str, bytes | None]], summary: pd.DataFram
     if obj in ok and len(ok):
         top = ok.sort_values(obj, ascending=(mode == "min")).head(5)
         best = top.iloc[0]
-        cfg = ", ".join(f"{k.removeprefix('config.')}={fmt(best[k])}" for k in keys + ["config.seed"] if k in best)
+        cfg = ", ".join(f"{k.removeprefix('config.')}={fmt_sci(best[k]) if k == 'config.lr' else fmt(best[k])}"
+                        for k in keys + ["config.seed"] if k in best)
         test = f", final test_acc {best['metric.test_acc']:.4f}" if "metric.test_acc" in best else ""
         cols = [c for c in ["trial_id", *keys, "config.seed", obj, "metric.test_acc", "status", "iterations"]
                 if c in top]
@@ -114,7 +115,8 @@ def blocks(r, figures: list[tuple[str, str, bytes | None]], summary: pd.DataFram
                         + (f", final test_acc {stat(sb, 'metric.test_acc')}" if "metric.test_acc.mean" in sb else "")
                         + "."))
         out += [("p", f"Best single trial: {cfg}: best {m.get('metric')} {best[obj]:.4f}{test}. The top 5:"),
-                ("table", top[cols].rename(columns=lambda c: c.removeprefix("config.")))]
+                ("table", top[cols].assign(**({"config.lr": top["config.lr"].map(fmt_sci)} if "config.lr" in cols
+                                               else {})).rename(columns=lambda c: c.removeprefix("config.")))]
     if summary is not None and len(summary) and keys:
         mets = [obj, "metric.test_acc", "metric.train_acc", "metric.gap"]
         out += [("h2", "Over seeds, per configuration"),

@@ -464,7 +464,7 @@ def test_load_roundtrips_parquet_and_render_writes_report(tmp_path):
                                                 "hparam_axes.png", "curves_all_trials.png"}
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(p.name for p in out["figures"])
     text = out["report"].read_text()
-    assert "lr=0.001, seed=1" in text and "figures/accuracy_vs_lr.png" in text
+    assert "Best single trial: lr=1e-3, seed=1" in text and "figures/accuracy_vs_lr.png" in text
     assert "python -m studies.lr_scan" in text and "## Findings" in text and "Best lr 1e-3" in text
     assert '"study": "lr_scan"' in text  # the manifest
     s = pd.read_parquet(tmp_path / "summary.parquet")
@@ -559,3 +559,7 @@ def _close_figures():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_rankings_mark_ties_at_the_shown_precision():
+    assert findings._chain([(0.9861, "adam"), (0.9859, "rmsprop"), (0.897, "sgd")]) == "adam ≈ rmsprop > sgd"
