@@ -162,4 +162,4 @@ def write(p, trials: pd.DataFrame, curves: pd.DataFrame, started: float) -> dict
     base = p.run_dir
     return {"tables": f"{base}/trials.parquet, {base}/curves.parquet (and .csv)",
             "figures": f"{base}/figures/ ({len(written['figures'])} PNG)",
-            "report": f"{base}/report.md"}
+            "report": f"{base}/report.md, report.html (summary.csv: results over seeds)"}
