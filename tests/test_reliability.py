@@ -105,7 +105,7 @@ def test_crashing_trials_are_retried_from_their_checkpoint(ray_session, tmp_path
     from studies.palindrome import STUDY
     from studies.train import DEFAULTS, fault_iteration
 
-    assert run(STUDY, ["--budget", "smoke", "--seeds", "2", "--storage", str(tmp_path), "--inject-faults", "0.3"]) == 0
+    assert run(STUDY, ["--budget", "smoke", "--seeds", "2", "--storage", str(tmp_path), "--inject-faults", "0.5"]) == 0
     run_dir = tmp_path / "palindrome" / "smoke"
     t = check_complete(run_dir, n=8)  # all trials, none lost to the crashes
     crashed = 0
@@ -117,6 +117,8 @@ def test_crashing_trials_are_retried_from_their_checkpoint(ray_session, tmp_path
         crashed += expected
         steps = row["iterations"] * params["steps_per_report"]
         assert row["step"] == steps  # no step lost or done twice: resumed from the checkpoint
+    # Half the configs are drawn to crash (6 of 8 here); ASHA may stop some before their moment,
+    # but the first trial of each sequence length always passes the first rung.
     assert crashed >= 1
 
 
