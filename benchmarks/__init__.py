@@ -1,0 +1,23 @@
+"""Benchmarks of the studies' speed: how close a trial runs to the hardware, and what Ray Tune,
+checkpoints and ASHA cost or save. Not part of the test suite; run them by hand:
+
+    python -m benchmarks                       # everything (the study runs take tens of minutes on 2 cores)
+    python -m benchmarks throughput --quick    # seconds: the trainable's step vs a naive loop
+    python -m benchmarks overhead asha         # quick studies through Ray Tune, with and without ASHA
+    python -m benchmarks gpu                   # CIFAR-shaped VGG epochs on CUDA ("skipped: no CUDA" otherwise)
+
+Each benchmark prints its tables and appends them, with a description of the machine, to
+BENCHMARKS.md at the repository root (see benchmarks/common.py).
+
+- `throughput`: samples/s of our training step (studies/train.py's path) against the loop of the
+  hand-run reports, in the same process, interleaved, at the same thread count.
+- `overhead`: a study's wall time against the sum of its trials' own compute.
+- `asha`: the same quick study as a full grid and with ASHA: compute used, and the best config.
+- `gpu`: CIFAR-10-shaped epoch time of the VGG CNN on CUDA, naive DataLoader path vs resident data,
+  GPU augmentation, channels_last, bf16 autocast and (optionally) torch.compile.
+- `packed`: K configs of one MLP trained in one process with torch.func (vmap), vs K trainings.
+"""
+
+import studies  # noqa: F401  (puts the project root first on sys.path: our `datasets` wins)
+
+NAMES = ("throughput", "overhead", "asha", "gpu", "packed")

@@ -1,0 +1,112 @@
+"""Studies run through Ray Tune for the `overhead` and `asha` benchmarks, each at most once per
+process: `python -m benchmarks overhead asha` shares the ASHA runs between the two.
+
+A run is the study's own command (`studies.<name>.main`), with `--storage` a temporary folder
+and `--name` the arm; the `grid` arm is the same Study with the budget's ASHA grace set to its
+iterations (no rung before the end: no early stopping), run through `studies.runner.run`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from unittest import mock
+
+import pandas as pd
+
+import analysis
+from studies import runner
+
+
+@dataclass
+class StudyRun:
+    name: str  # the study
+    arm: str  # asha | grid | a variant's label
+    budget: str
+    study: runner.Study
+    trials: pd.DataFrame
+    wall_s: float  # the whole command: Ray start, Tune, tables, figures, report, Ray shutdown
+    span_s: float  # first trial start to last trial end (from Tune's result.json files)
+    concurrency: int  # trials that fit at once: CPUs / cpus per trial
+    load: float = float("nan")  # the machine's 1-minute load average at the end (other work slows trials too)
+
+    @property
+    def compute_s(self) -> float:
+        """The trials' own time: the sum of Tune's time_total_s (trainable start to last report)."""
+        return float(self.trials["wall_time_s"].sum())
+
+    @property
+    def iterations(self) -> int:
+        return int(self.trials["iterations"].sum())
+
+
+_RUNS: dict[tuple, StudyRun] = {}
+
+
+@contextmanager
+def _tune_config(extra: dict):
+    """tune.TuneConfig with `extra` arguments added, while the block runs."""
+    from ray import tune
+
+    if not extra:
+        yield
+        return
+    original = tune.TuneConfig
+    with mock.patch.object(tune, "TuneConfig", lambda *a, **kw: original(*a, **{**kw, **extra})):
+        yield
+
+
+def _trial_span(tune_dir: Path) -> float:
+    """Seconds from the first trial's start to the last trial's last report (1 s resolution)."""
+    starts, ends = [], []
+    for f in tune_dir.glob("*/result.json"):
+        lines = [json.loads(s) for s in f.read_text().splitlines() if s.strip()]
+        if lines:
+            starts.append(lines[0]["timestamp"] - lines[0].get("time_this_iter_s", 0))
+            ends.append(lines[-1]["timestamp"])
+    return max(ends) - min(starts) if starts else math.nan
+
+
+def study_run(name: str, budget: str = "quick", arm: str = "asha", seeds: int | None = None,
+              fixed: dict | None = None, tune_config: dict | None = None) -> StudyRun:
+    """Run study `name` once (cached per process) and return its trials and timings. `fixed`
+    overrides config keys of the budget; `tune_config` adds tune.TuneConfig arguments (e.g.
+    reuse_actors) to the runner's, for this run only."""
+    key = (name, budget, arm, seeds, json.dumps(fixed or {}, sort_keys=True), json.dumps(tune_config or {}))
+    if key in _RUNS:
+        return _RUNS[key]
+    mod = importlib.import_module(f"studies.{name}")
+    study = mod.STUDY
+    b = study.budgets[budget]
+    if arm == "grid":
+        b = replace(b, grace=b.iterations)
+    if fixed:
+        b = replace(b, fixed={**b.fixed, **fixed})
+    modified = b != study.budgets[budget]  # else: the study's own main()
+    study = replace(study, budgets={**study.budgets, budget: b})
+    storage = tempfile.mkdtemp(prefix="benchmarks-")
+    argv = ["--budget", budget, "--storage", storage, "--name", arm, *(["--seeds", str(seeds)] if seeds else [])]
+    print(f"\n-- {name} {budget} {arm}: {'runner.run(modified STUDY, ' if modified else 'main('}{argv})", flush=True)
+    try:
+        with _tune_config(tune_config or {}):
+            t = time.perf_counter()
+            rc = runner.run(study, argv) if modified else mod.main(argv)
+            wall = time.perf_counter() - t
+        if rc not in (0, 1):
+            raise RuntimeError(f"studies.{name} {' '.join(argv)} exited with {rc}")
+        run_dir = Path(storage) / name / arm
+        trials = analysis.load(run_dir).trials
+        span = _trial_span(run_dir / "tune")
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)  # the CNN's checkpoints are ~110 MB each
+    run = StudyRun(name, arm, budget, study, trials, wall, span, os.cpu_count() or 1, round(os.getloadavg()[0], 1))
+    _RUNS[key] = run
+    return run
