@@ -378,8 +378,7 @@ def execute(p: Plan) -> int:
                 tune_config=tune.TuneConfig(metric=p.study.metric, mode=p.study.mode, search_alg=search,
                                             scheduler=asha, num_samples=search.total,
                                             max_concurrent_trials=p.args.max_concurrent,
-                                            trial_dirname_creator=_trial_dirname,
-                                            reuse_actors=True),  # a worker process serves many trials
+                                            trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name="tune", storage_path=p.run_dir, verbose=1,
                                           failure_config=tune.FailureConfig(max_failures=2),
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
