@@ -424,18 +424,23 @@ def curves_figure(curves, trials, hue, metrics=("metric.val_acc", "metric.train_
                     ax.scatter([g[x].iloc[-1]], [0.97], transform=ax.get_xaxis_transform(),
                                **{**DIVERGED, "label": lab})
                 crossed = True
-        for i, r in enumerate(rungs):
-            ax.axvline(r, color="gray", ls="--", lw=0.9, label="ASHA rung" if i == 0 else None)
-        _log_loss(ax, c[m], m)
-        _integer_x(ax, x)
-        if is_acc(m):
-            _acc_ylim(ax)
-        ax.set(xlabel=xlabel or label(x), ylabel=label(m))
-        ax.grid(alpha=0.3)
+        _curve_axis(ax, c[m], m, x, xlabel, rungs)
     _legend(axes[0][-1], outside=True, title="faded: stopped by ASHA" if c["stopped_early"].any() else None)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _curve_axis(ax, values, m: str, x: str, xlabel, rungs):
+    """What every learning-curve panel shares: ASHA's rungs, log loss, whole epochs, labels."""
+    for i, r in enumerate(rungs):
+        ax.axvline(r, color="gray", ls="--", lw=0.9, label="ASHA rung" if i == 0 else None)
+    _log_loss(ax, values, m)
+    _integer_x(ax, x)
+    if is_acc(m):
+        _acc_ylim(ax)
+    ax.set(xlabel=xlabel or label(x), ylabel=label(m))
+    ax.grid(alpha=0.3)
 
 
 def _integer_x(ax, x: str):
@@ -471,14 +476,8 @@ def mean_curves_figure(curves, trials, hue, metrics=FOUR, title="", x="iteration
         for v, g in s.groupby(hcol, sort=True):
             g = g[g["complete"]]
             ax.plot(g[x], g[f"{m}.mean"], color=pal[v], lw=2.2, label=hue_label(hue, v))
-        for i, r in enumerate(rungs):
-            ax.axvline(r, color="gray", ls="--", lw=0.9, label="ASHA rung" if i == 0 else None)
-        _log_loss(ax, c[m], m)
-        _integer_x(ax, x)
-        if is_acc(m):
-            _acc_ylim(ax)
-        ax.set(xlabel=xlabel or label(x), ylabel=label(m), title=name(m))
-        ax.grid(alpha=0.3)
+        _curve_axis(ax, c[m], m, x, xlabel, rungs)
+        ax.set_title(name(m))
     _legend(axes.flat[ncol - 1], outside=True, title="thick: mean over seeds\nthin: single seeds")
     fig.suptitle(title)
     fig.tight_layout()

@@ -1,7 +1,7 @@
 """Trainable throughput (samples/s): our training step against the loop of the hand-run reports.
 
 Ours is the inner step of `studies.train.train`, built from its own functions (`build_model`,
-`loss_fn`, `OPTIMIZERS`, `DEFAULTS`) and the study's fixed config: palindromes generated
+`train_step`, `OPTIMIZERS`, `DEFAULTS`) and the study's fixed config: palindromes generated
 vectorised by `datasets.palindromes`, fused torch.nn cells, logits straight into cross_entropy,
 loss and accuracy summed on the device with one host sync per block; images resident in memory
 as one tensor, batches sliced from a `randperm`, flips and shifts by `datasets.augment`.
@@ -48,7 +48,7 @@ from datasets.palindrome import generator as palindrome_generator
 from models import CELLS, VGG, RecurrentClassifier
 from studies.lr_scan import STUDY as LR_SCAN
 from studies.palindrome import STUDY as PALINDROME
-from studies.train import DEFAULTS, OPTIMIZERS, build_model, loss_fn
+from studies.train import DEFAULTS, OPTIMIZERS, build_model, train_step
 
 BATCH = 128
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -83,15 +83,7 @@ def fast_steps(model: nn.Module, opt, batches, c: dict, amp=nullcontext, channel
     for x, y in batches:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with amp():
-            logits = model(x)
-        loss = loss_fn(logits, y, c)
-        objective = loss + c["l2"] * sum(p.norm(2) for p in params) if c["l2"] else loss
-        opt.zero_grad(set_to_none=True)
-        objective.backward()
-        if c["clip"]:
-            torch.nn.utils.clip_grad_norm_(params, c["clip"])
-        opt.step()
+        loss, logits = train_step(model, opt, params, x, y, c, amp)
         loss_sum = loss_sum + loss.detach() * len(y)
         correct = correct + (logits.argmax(-1) == y).sum()
         seen += len(y)

@@ -125,6 +125,20 @@ def evaluate(model, x, y, c, amp) -> tuple[float, float, torch.Tensor]:
     return (loss / len(x)).item(), (pred == y).float().mean().item(), pred
 
 
+def train_step(model, opt, params, x, y, c, amp=nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on batch (x, y); returns the loss and logits, still on the device."""
+    with amp():
+        logits = model(x)
+    loss = loss_fn(logits, y, c)
+    objective = loss + c["l2"] * sum(p.norm(2) for p in params) if c["l2"] else loss
+    opt.zero_grad(set_to_none=True)
+    objective.backward()
+    if c["clip"]:
+        torch.nn.utils.clip_grad_norm_(params, c["clip"])
+    opt.step()
+    return loss, logits
+
+
 def fault_iteration(c: dict) -> int | None:
     """Fault injection: the iteration at which this trial crashes (once), or None. Drawn from
     the config (so a test can tell which trials crash), and always after a checkpoint, so the
@@ -204,15 +218,7 @@ def train(config: dict) -> None:
         for x, y in batches():
             if cuda and c["model"] == "cnn":
                 x = x.contiguous(memory_format=torch.channels_last)
-            with amp():
-                logits = model(x)
-            loss = loss_fn(logits, y, c)
-            objective = loss + c["l2"] * sum(p.norm(2) for p in params) if c["l2"] else loss
-            opt.zero_grad(set_to_none=True)
-            objective.backward()
-            if c["clip"]:
-                torch.nn.utils.clip_grad_norm_(params, c["clip"])
-            opt.step()
+            loss, logits = train_step(model, opt, params, x, y, c, amp)
             step += 1
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(-1) == y).sum()
