@@ -1,15 +1,13 @@
 """What every benchmark shares: a description of the machine, timing, and the record in
 BENCHMARKS.md (appended atomically: the whole file is rewritten to a temporary file beside it
-and renamed over it, under a lock, so a crash or a second run never leaves it half written)."""
+and renamed over it, under a lock on its folder, so a crash or a second run never leaves it half written)."""
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import platform
 import sys
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -106,11 +104,13 @@ def record(name: str, tables: list[tuple[str, pd.DataFrame]], notes: list[str] =
     entry = "\n".join(lines).rstrip() + "\n"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = Path(tempfile.gettempdir()) / f"benchmarks-{hashlib.sha1(bytes(path.resolve())).hexdigest()[:12]}.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two benchmarks at once: one after the other
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)  # two benchmarks at once: one after the other
         old = path.read_text() if path.exists() else HEADER
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(old.rstrip() + "\n\n" + entry)
         os.replace(tmp, path)
+    finally:
+        os.close(folder)  # and with it the lock
     return path
