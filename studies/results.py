@@ -41,6 +41,8 @@ def tables(grid, p) -> tuple[pd.DataFrame, pd.DataFrame]:
     varied = list(dict.fromkeys([*p.study.scientific, *p.study.search, "seed"]))
     rows, curves = [], []
     for r in grid:
+        if r.config is None:  # a trial that never started (the run was interrupted): rerun resumes it
+            continue
         m = r.metrics or {}
         df = r.metrics_dataframe
         trial_id = m.get("trial_id") or Path(r.path).name
