@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -123,11 +124,16 @@ def manifest(p, started: float, finished: float | None) -> dict:
     }
 
 
-def _local_dir(p) -> tuple[Path, bool]:
-    """Where the tables are written: the run dir, or a staging folder uploaded to a URI after."""
-    if "://" in p.run_dir:
-        return Path(tempfile.mkdtemp(prefix="study-")), True
-    return Path(p.run_dir), False
+@contextmanager
+def _run_folder(p):
+    """The folder to write into: the run dir, or for a URI a staging folder uploaded after."""
+    remote = "://" in p.run_dir
+    local = Path(tempfile.mkdtemp(prefix="study-")) if remote else Path(p.run_dir)
+    local.mkdir(parents=True, exist_ok=True)
+    yield local
+    if remote:
+        _upload(local, p.run_dir)
+        shutil.rmtree(local)
 
 
 def _upload(local: Path, uri: str) -> None:
@@ -139,28 +145,20 @@ def _upload(local: Path, uri: str) -> None:
 
 
 def write_manifest(p, started: float, finished: float | None) -> None:
-    local, remote = _local_dir(p)
-    local.mkdir(parents=True, exist_ok=True)
-    io.write_text(local / "manifest.json", json.dumps(manifest(p, started, finished), indent=2, default=str))
-    if remote:
-        _upload(local, p.run_dir)
-        shutil.rmtree(local)
+    with _run_folder(p) as local:
+        io.write_text(local / "manifest.json", json.dumps(manifest(p, started, finished), indent=2, default=str))
 
 
 def write(p, trials: pd.DataFrame, curves: pd.DataFrame, started: float) -> dict[str, str]:
     """Tables (Parquet and CSV), manifest, figures and report; returns what was written where."""
     import analysis
 
-    local, remote = _local_dir(p)
-    local.mkdir(parents=True, exist_ok=True)
-    io.clean_temporaries(local)
-    io.write_text(local / "manifest.json", json.dumps(manifest(p, started, time.time()), indent=2, default=str))
-    io.write_table(local / "trials", trials)
-    io.write_table(local / "curves", curves)
-    written = analysis.render(local)
-    if remote:
-        _upload(local, p.run_dir)
-        shutil.rmtree(local)
+    with _run_folder(p) as local:
+        io.clean_temporaries(local)
+        io.write_text(local / "manifest.json", json.dumps(manifest(p, started, time.time()), indent=2, default=str))
+        io.write_table(local / "trials", trials)
+        io.write_table(local / "curves", curves)
+        written = analysis.render(local)
     base = p.run_dir
     return {"tables": f"{base}/trials.parquet, {base}/curves.parquet (and .csv)",
             "figures": f"{base}/figures/ ({len(written['figures'])} PNG)",

@@ -305,6 +305,11 @@ def _unschedulable(p: Plan, resources: dict) -> str | None:
     return None
 
 
+def _say(study: Study, kind: str, message: str) -> None:
+    """One line on stderr: 'python -m studies.NAME: error: ...'."""
+    print(f"python -m studies.{study.name}: {kind}: {message}", file=sys.stderr)
+
+
 def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
@@ -322,7 +327,7 @@ def run(study: Study, argv: list[str] | None = None) -> int:
                 raise UsageError(str(e)) from None
         _check_storage(p)
     except UsageError as e:
-        print(f"python -m studies.{study.name}: error: {e}", file=sys.stderr)
+        _say(study, "error", str(e))
         return 2
     return execute(p)
 
@@ -346,17 +351,16 @@ def execute(p: Plan) -> int:
     try:
         problem = _unschedulable(p, ray.cluster_resources())
         if problem and p.args.address is None:
-            print(f"python -m studies.{p.study.name}: error: {problem}", file=sys.stderr)
+            _say(p.study, "error", problem)
             return 2
         if problem:  # a cluster's autoscaler may still add the nodes: say so, and wait for them
-            print(f"python -m studies.{p.study.name}: warning: {problem}; waiting for the autoscaler to add nodes",
-                  file=sys.stderr)
+            _say(p.study, "warning", f"{problem}; waiting for the autoscaler to add nodes")
         if p.args.address is not None:  # every node of the cluster writes its trials under --storage
             from studies.cluster import storage_problem
 
             problem = storage_problem(p.args.storage, ray.nodes())
             if problem:
-                print(f"python -m studies.{p.study.name}: error: {problem}", file=sys.stderr)
+                _say(p.study, "error", problem)
                 return 2
         if p.args.overwrite and "://" not in p.run_dir and Path(p.run_dir).exists():
             shutil.rmtree(p.run_dir)
