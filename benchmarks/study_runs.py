@@ -37,6 +37,7 @@ class StudyRun:
     span_s: float  # first trial start to last trial end (from Tune's result.json files)
     concurrency: int  # trials that fit at once: CPUs / cpus per trial
     load: float = float("nan")  # the machine's 1-minute load average at the end (other work slows trials too)
+    curves: pd.DataFrame | None = None  # one row per trial per report
 
     @property
     def compute_s(self) -> float:
@@ -103,10 +104,11 @@ def study_run(name: str, budget: str = "quick", arm: str = "asha", seeds: int | 
         if rc not in (0, 1):
             raise RuntimeError(f"studies.{name} {' '.join(argv)} exited with {rc}")
         run_dir = Path(storage) / name / arm
-        trials = analysis.load(run_dir).trials
+        results = analysis.load(run_dir)
         span = _trial_span(run_dir / "tune")
     finally:
         shutil.rmtree(storage, ignore_errors=True)  # the CNN's checkpoints are ~110 MB each
-    run = StudyRun(name, arm, budget, study, trials, wall, span, os.cpu_count() or 1, round(os.getloadavg()[0], 1))
+    run = StudyRun(name, arm, budget, study, results.trials, wall, span, os.cpu_count() or 1,
+                   round(os.getloadavg()[0], 1), results.curves)
     _RUNS[key] = run
     return run

@@ -114,6 +114,9 @@ def parser(study: Study) -> argparse.ArgumentParser:
                         "e.g. --grid lr=1e-3,1.0")
     p.add_argument("--iterations", type=_positive(int), help="iterations per trial (epochs, or report blocks): "
                    "ASHA's max_t")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                   help="arithmetic of matmuls and convolutions: auto (default: bf16 autocast on a GPU, fp32 on "
+                        "the CPU), bf16 (autocast on the CPU too: ~2x on CPUs with avx512_bf16 or AMX), fp32")
     p.add_argument("--inject-faults", type=float, default=0.0, metavar="P",
                    help="testing: each trial crashes once with probability P, and is retried from its checkpoint")
     return p
@@ -197,6 +200,8 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
     fixed = {**study.fixed, **b.fixed, "iterations": b.iterations}
     if args.inject_faults:
         fixed["fault_rate"] = args.inject_faults
+    if args.precision is not None:
+        fixed["precision"] = args.precision
     if args.dataset is not None:
         if args.dataset not in study.datasets:
             raise UsageError(f"--dataset: unknown dataset {args.dataset!r} for {study.name}; "
@@ -382,7 +387,11 @@ def execute(p: Plan) -> int:
                 tune_config=tune.TuneConfig(metric=p.study.metric, mode=p.study.mode, search_alg=search,
                                             scheduler=asha, num_samples=search.total,
                                             max_concurrent_trials=p.args.max_concurrent,
-                                            trial_dirname_creator=_trial_dirname),
+                                            trial_dirname_creator=_trial_dirname,
+                                            # one worker process serves many trials on this machine
+                                            # (a new one costs ~3 s of torch and Tune imports); on a
+                                            # cluster, one per trial, so that trials spread over nodes
+                                            reuse_actors=p.args.address is None),
                 run_config=tune.RunConfig(name="tune", storage_path=p.run_dir, verbose=1,
                                           failure_config=tune.FailureConfig(max_failures=2),
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),

@@ -6,7 +6,7 @@ once per iteration (an epoch of images, or `steps_per_report` palindrome steps) 
 keys every time. A checkpoint (model, optimizer, iteration, step and every RNG state) goes with
 every `checkpoint_every`-th report and the last one, so ASHA pauses, crashes and restores resume
 where they left off. Runs on the GPU that Ray assigns (bf16 autocast, cudnn.benchmark,
-channels_last) and on the CPU otherwise.
+channels_last) and on the CPU otherwise (fp32, or bf16 autocast with precision="bf16").
 """
 
 from __future__ import annotations
@@ -26,11 +26,22 @@ import datasets
 from datasets.palindrome import generator as palindrome_generator
 from models import CELLS, IMPLS, MLP, VGG, RecurrentClassifier
 
+def _fused(cls, params, **kwargs) -> torch.optim.Optimizer:
+    """`cls` with fused=True (one kernel per step instead of ~10 per parameter: what a small model's
+    step is made of) where this torch has it for the parameters' device, else the default."""
+    params = list(params)
+    try:
+        return cls(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError):  # no fused kernel for this optimizer, device or torch version
+        return cls(params, **kwargs)
+
+
 OPTIMIZERS = {
-    "adam": lambda p, c: torch.optim.Adam(p, lr=c["lr"], weight_decay=c["weight_decay"]),
+    "adam": lambda p, c: _fused(torch.optim.Adam, p, lr=c["lr"], weight_decay=c["weight_decay"]),
     "nadam": lambda p, c: torch.optim.NAdam(p, lr=c["lr"], weight_decay=c["weight_decay"]),
     "rmsprop": lambda p, c: torch.optim.RMSprop(p, lr=c["lr"], weight_decay=c["weight_decay"]),
-    "sgd": lambda p, c: torch.optim.SGD(p, lr=c["lr"], momentum=c["momentum"], weight_decay=c["weight_decay"]),
+    "sgd": lambda p, c: _fused(torch.optim.SGD, p, lr=c["lr"], momentum=c["momentum"],
+                               weight_decay=c["weight_decay"]),
 }
 DEFAULTS = dict(  # every key a config may set, with its default
     task="image",  # image | palindrome
@@ -43,12 +54,14 @@ DEFAULTS = dict(  # every key a config may set, with its default
     l2=0.0,  # lambda of the penalty lambda * sum of parameter 2-norms, added to the loss
     clip=None,  # max gradient norm; None: no clipping
     double_softmax=False,  # the hand-run flaw: softmax before CrossEntropyLoss
+    precision="auto",  # matmuls and convolutions: auto (bf16 autocast on a GPU, fp32 on the CPU) | bf16 | fp32
     iterations=10,  # reports per trial: epochs, or blocks of steps_per_report steps
     checkpoint_every=2,  # a checkpoint with every k-th report (and the last): the CNN's is ~110 MB
     eval_batch=1024, n_eval=4096,  # evaluation batch; palindrome held-out set size
     fault_rate=0.0,  # fault injection: the probability that a trial crashes once (tests)
     seed=0,
 )
+PRECISIONS = ("auto", "bf16", "fp32")
 CHECKS = {  # config key -> (valid?, what is valid)
     "task": (lambda v: v in ("image", "palindrome"), "image or palindrome"),
     "model": (lambda v: v in ("cnn", "mlp", "rnn"), "cnn, mlp or rnn"),
@@ -65,6 +78,7 @@ CHECKS = {  # config key -> (valid?, what is valid)
     "batch_size": (lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
     "iterations": (lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
     "steps_per_report": (lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
+    "precision": (lambda v: v in PRECISIONS, ", ".join(PRECISIONS)),
     "clip": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "a positive number"),
     "fault_rate": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a probability in [0, 1]"),
 }
@@ -78,6 +92,13 @@ def check_config(config: dict) -> str | None:
         if k in CHECKS and not CHECKS[k][0](v):
             return f"{k}={v!r}: expected {CHECKS[k][1]}"
     return None
+
+
+def autocast_for(device: torch.device, precision: str):
+    """The autocast context of a trial: bf16 on a GPU unless precision="fp32", and on the CPU only
+    when asked (precision="bf16": worth it where the CPU has bf16 units, avx512_bf16 or AMX)."""
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
 
 
 N_TRAIN_EVAL = 10_000  # train accuracy is measured in eval mode on at most this many images
@@ -162,7 +183,7 @@ def train(config: dict) -> None:
     cuda = dev.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else nullcontext
+    amp = autocast_for(dev, c["precision"])
 
     # Data: resident on the device; batches are slices of a permutation or freshly generated.
     gen = torch.Generator(device=dev)

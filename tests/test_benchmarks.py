@@ -4,6 +4,7 @@ assertions: speed is what `python -m benchmarks` measures, not what the tests ch
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -127,3 +128,36 @@ def test_trial_span_reads_tunes_result_files(tmp_path):
         (tmp_path / name / "result.json").write_text(
             "\n".join(json.dumps({"timestamp": ts, "time_this_iter_s": it}) for ts, it in lines))
     assert _trial_span(tmp_path) == 130 - 95
+
+
+def test_asha_replay_stops_the_slow_configs_and_keeps_the_grid_whole_without_early_stopping():
+    import pandas as pd
+
+    from benchmarks.asha import frontier, replay
+    from benchmarks.study_runs import StudyRun
+    from studies.lr_scan import STUDY
+
+    lrs, its = [0.1, 0.01, 0.001], 8
+    budget = STUDY.budgets["quick"]
+    study = replace(STUDY, budgets={"quick": replace(budget, iterations=its, grid=[{"lr": lr} for lr in lrs])})
+    # lr 0.01 learns fastest and ends best; 0.1 and 0.001 stay behind at every iteration
+    acc = {0.1: 0.3, 0.01: 0.9, 0.001: 0.5}
+    curves = pd.DataFrame([{"config.lr": lr, "config.seed": s, "iteration": i, "time_s": float(i),
+                            "metric.val_acc": acc[lr] * i / its} for lr in lrs for s in (0, 1)
+                           for i in range(1, its + 1)])
+    trials = curves.groupby(["config.lr", "config.seed"], as_index=False).agg(
+        **{"best.val_acc": ("metric.val_acc", "max"), "iterations": ("iteration", "max")})
+    grid = StudyRun("lr_scan", "grid", "quick", study, trials, 1.0, 1.0, 2, curves=curves)
+
+    whole = replay(grid, grace=its, reduction=2)
+    assert whole["iterations"].tolist() == [its] * 6  # no rung before the end: the grid itself
+    t = replay(grid, grace=2, reduction=2).set_index(["config.lr", "config.seed"])
+    # started in grid order, two at a time: 0.1 passes its rungs first (nothing recorded yet), 0.01
+    # beats it; 0.001's first seed falls below the median recorded at iteration 2 and stops there,
+    # its second seed equals the new median (a tie goes on) and stops at the next rung, iteration 4
+    assert t.loc[(0.1, 0), "iterations"] == t.loc[(0.01, 0), "iterations"] == its
+    assert t.loc[(0.001, 0), "iterations"] == 2 and t.loc[(0.001, 1), "iterations"] == 4
+    assert t["iterations"].sum() < 6 * its
+    f = frontier(grid, (2, 2), graces=(2, its), reductions=(2,))
+    assert f["same best"].all() and list(f["the budget's"]) == ["yes", ""]
+    assert f["iterations / grid"].iloc[0] == t["iterations"].sum() / (6 * its) and f["iterations / grid"].iloc[1] == 1

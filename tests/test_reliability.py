@@ -190,6 +190,7 @@ BAD = [  # (study, argv, set-up, words the message must contain)
     ("lr_scan", ["--address", "not an address"], None, "expected auto, HOST:PORT"),
     ("lr_scan", ["--resume", "--overwrite"], None, "contradict"),
     ("lr_scan", ["--inject-faults", "2"], None, "probability"),
+    ("lr_scan", ["--precision", "fp16"], None, "invalid choice: 'fp16'"),
     ("lr_scan", ["--name", "../escape"], None, "plain folder name"),
     ("lr_scan", ["--frobnicate"], None, "unrecognized arguments"),
     ("lr_scan", ["--resume"], None, "holds no run to resume"),

@@ -114,3 +114,39 @@ def test_grid_search_state_survives_save_and_restore(tmp_path):
     t = GridSearch([{"lr": 9}], seeds=[5], fixed={}, metric="acc", mode="max")
     t.restore(str(tmp_path / "s.pkl"))
     assert t.suggest("b")["lr"] == 2 and t.suggest("c") == GridSearch.FINISHED
+
+
+def test_precision_flag_reaches_the_config(tmp_path):
+    from studies.lr_scan import STUDY
+
+    assert "precision" not in plan(STUDY, ["--storage", str(tmp_path)]).fixed  # the trainable's default: auto
+    assert plan(STUDY, ["--precision", "bf16", "--storage", str(tmp_path)]).fixed["precision"] == "bf16"
+
+
+def test_autocast_is_bf16_on_a_gpu_and_on_the_cpu_only_when_asked():
+    import torch
+
+    from studies.train import autocast_for
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_for(cpu, "auto") is autocast_for(cpu, "fp32") is autocast_for(cuda, "fp32")
+    with autocast_for(cpu, "bf16")():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with autocast_for(cpu, "auto")():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert autocast_for(cuda, "auto") is not autocast_for(cuda, "fp32")
+
+
+def test_adam_and_sgd_use_the_fused_kernel_where_torch_has_one():
+    import torch
+
+    model = torch.nn.Linear(3, 2)
+    for name, opt_cls in (("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)):
+        opt = OPTIMIZERS[name](model.parameters(), DEFAULTS)
+        try:
+            opt_cls([torch.zeros(1, requires_grad=True)], lr=0.1, fused=True)
+            fused = True
+        except RuntimeError:  # this torch has no fused kernel for the CPU
+            fused = False
+        assert bool(opt.defaults.get("fused")) is fused, name
+        assert len(opt.param_groups[0]["params"]) == 2  # every parameter, not an emptied iterator
