@@ -147,9 +147,10 @@ def run(quick: bool = False, seeds: int | None = None) -> tuple[list, list[str]]
               + ", ".join(f"{r.study} grace {r.grace} reduction {r.reduction}: {r['iterations / grid']:.2f}"
                           for _, r in good.iterrows())
               + (f" (<= 1/3: {'yes' if (cheapest <= TARGET).all() else 'no'})." if len(cheapest) else "."),
-              "why ASHA cannot do better here: a trial that reaches a rung first, or beats every trial recorded there "
-              "so far, always goes on (async promotion), so of n trials in a group about 1 + 1/2 + ... + 1/n go "
-              "on (2.5 of 6 palindrome trials per length); and a grace short enough to save compute decides on "
-              "curves that have not separated yet (see the replay rows that lose the best)."]
+              "why ASHA cannot do better here: it promotes a trial that reaches a rung first, or that is in the top "
+              "1/reduction of those recorded there so far (a tie with the cut-off goes on too: palindrome trials at "
+              "100% val_acc); of n trials in random order about 1 + 1/2 + ... + 1/n beat every one before them "
+              "(2.45 of the 6 palindrome trials of a length). And a grace short enough to save compute decides "
+              "on curves that have not separated yet: the replay rows that lose the best."]
     return [("Compute: grid vs ASHA", compute), ("Best configuration: grid vs ASHA", best),
             ("Replay of grace x reduction on the grid's curves", replays)], notes

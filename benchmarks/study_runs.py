@@ -77,11 +77,12 @@ def _trial_span(tune_dir: Path) -> float:
 
 
 def study_run(name: str, budget: str = "quick", arm: str = "asha", seeds: int | None = None,
-              fixed: dict | None = None, tune_config: dict | None = None) -> StudyRun:
+              fixed: dict | None = None, tune_config: dict | None = None, flags: tuple[str, ...] = ()) -> StudyRun:
     """Run study `name` once (cached per process) and return its trials and timings. `fixed`
     overrides config keys of the budget; `tune_config` adds tune.TuneConfig arguments (e.g.
-    reuse_actors) to the runner's, for this run only."""
-    key = (name, budget, arm, seeds, json.dumps(fixed or {}, sort_keys=True), json.dumps(tune_config or {}))
+    reuse_actors) to the runner's, for this run only; `flags` go to the study's command line
+    (e.g. ("--gpus-per-trial", "0.25"))."""
+    key = (name, budget, arm, seeds, json.dumps(fixed or {}, sort_keys=True), json.dumps(tune_config or {}), flags)
     if key in _RUNS:
         return _RUNS[key]
     mod = importlib.import_module(f"studies.{name}")
@@ -94,7 +95,8 @@ def study_run(name: str, budget: str = "quick", arm: str = "asha", seeds: int | 
     modified = b != study.budgets[budget]  # else: the study's own main()
     study = replace(study, budgets={**study.budgets, budget: b})
     storage = tempfile.mkdtemp(prefix="benchmarks-")
-    argv = ["--budget", budget, "--storage", storage, "--name", arm, *(["--seeds", str(seeds)] if seeds else [])]
+    argv = ["--budget", budget, "--storage", storage, "--name", arm, *(["--seeds", str(seeds)] if seeds else []),
+            *flags]
     print(f"\n-- {name} {budget} {arm}: {'runner.run(modified STUDY, ' if modified else 'main('}{argv})", flush=True)
     try:
         with _tune_config(tune_config or {}):
