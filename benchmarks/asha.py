@@ -96,7 +96,8 @@ def replay(grid: StudyRun, grace: int, reduction: float, concurrency: int = 2) -
     return pd.DataFrame(rows).drop(columns="trial")
 
 
-def frontier(grid: StudyRun, own: tuple[int, float], graces=(1, 2, 3, 4, 5, 6), reductions=(2, 3, 4, 6)) -> pd.DataFrame:
+def frontier(grid: StudyRun, own: tuple[int, float], graces=(1, 2, 3, 4, 5, 6),
+             reductions=(2, 3, 4, 6)) -> pd.DataFrame:
     """Every grace x reduction replayed on the grid's curves: compute / grid, and whether the
     pick is the grid's best (or a tie) in every ASHA group. `own`: the budget's (grace, reduction)."""
     rows = []
@@ -142,8 +143,8 @@ def run(quick: bool = False, seeds: int | None = None) -> tuple[list, list[str]]
     for name in STUDIES:
         b = study_run(name, budget, arm="asha", seeds=seeds).study.budgets[budget]
         notes.append(f"{name} {budget}: {b.iterations} iterations, ASHA grace {b.grace}, reduction {b.reduction}.")
-    notes += [f"replay: the study's GroupedASHA fed the grid's own learning curves, trials started in the searcher's "
-              f"order, 2 at a time, every grace x reduction; the cheapest that keeps the grid's best in every group: "
+    notes += ["replay: the study's GroupedASHA fed the grid's own learning curves, trials started in the searcher's "
+              "order, 2 at a time, every grace x reduction; the cheapest that keeps the grid's best in every group: "
               + ", ".join(f"{r.study} grace {r.grace} reduction {r.reduction}: {r['iterations / grid']:.2f}"
                           for _, r in good.iterrows())
               + (f" (<= 1/3: {'yes' if (cheapest <= TARGET).all() else 'no'})." if len(cheapest) else "."),

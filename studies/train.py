@@ -26,6 +26,7 @@ import datasets
 from datasets.palindrome import generator as palindrome_generator
 from models import CELLS, IMPLS, MLP, VGG, RecurrentClassifier
 
+
 def _fused(cls, params, **kwargs) -> torch.optim.Optimizer:
     """`cls` with fused=True (one kernel per step instead of ~10 per parameter: what a small model's
     step is made of) where this torch has it for the parameters' device, else the default."""
