@@ -116,7 +116,7 @@ def parser(study: Study) -> argparse.ArgumentParser:
                    "ASHA's max_t")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                    help="arithmetic of matmuls and convolutions: auto (default: bf16 autocast on a GPU, fp32 on "
-                        "the CPU), bf16 (autocast on the CPU too: ~2x on CPUs with avx512_bf16 or AMX), fp32")
+                        "the CPU), bf16 (autocast on the CPU too, for CPUs with bf16 units: avx512_bf16, AMX), fp32")
     p.add_argument("--inject-faults", type=float, default=0.0, metavar="P",
                    help="testing: each trial crashes once with probability P, and is retried from its checkpoint")
     return p
