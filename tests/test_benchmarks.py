@@ -161,3 +161,25 @@ def test_asha_replay_stops_the_slow_configs_and_keeps_the_grid_whole_without_ear
     f = frontier(grid, (2, 2), graces=(2, its), reductions=(2,))
     assert f["same best"].all() and list(f["the budget's"]) == ["yes", ""]
     assert f["iterations / grid"].iloc[0] == t["iterations"].sum() / (6 * its) and f["iterations / grid"].iloc[1] == 1
+
+
+def test_gpu_packing_asks_for_1_to_8_trials_per_gpu(monkeypatch):
+    import pandas as pd
+
+    from benchmarks.study_runs import StudyRun
+    from studies.palindrome import STUDY
+
+    asked = []
+
+    def fake_run(name, budget, arm, flags):
+        asked.append((name, budget, arm, flags))
+        k = int(arm.split("-")[0])
+        trials = pd.DataFrame({"iterations": [10] * 24, "wall_time_s": [1.0] * 24})
+        return StudyRun(name, arm, budget, STUDY, trials, 3600 / k, 3600 / k, 2)  # k per GPU: k times faster
+
+    monkeypatch.setattr(gpu, "study_run", fake_run)
+    df = gpu.packing("smoke")
+    assert [a[3][:2] for a in asked] == [("--gpus-per-trial", g) for g in ("1", "0.5", "0.25", "0.125")]
+    assert all(a[0] == "palindrome" and a[1] == "smoke" for a in asked)
+    assert list(df["trials per GPU"]) == [1, 2, 4, 8] and list(df["trials per hour"]) == [24, 48, 96, 192]
+    assert list(df["vs 1 per GPU"]) == [1, 2, 4, 8] and df["GPU busy %"].isna().all()  # done before a first sample
