@@ -99,3 +99,11 @@ class GroupedASHA(ASHAScheduler):
         key = tuple(trial.config.get(k) for k in self._group_by)
         brackets = self._groups.setdefault(key, copy.deepcopy(self._template))
         self._trial_info[trial.trial_id] = brackets[0]
+
+    def on_trial_error(self, tune_controller, trial):
+        # A crashed trial is retried from its checkpoint, and its restart copies its result.json back
+        # from the storage folder, which Tune syncs from the driver's staging folder only now and
+        # then: reports made since the last sync would vanish from the trial's curve. Sync first.
+        super().on_trial_error(tune_controller, trial)
+        if tune_controller is not None and trial.should_recover():
+            tune_controller.checkpoint(force=True, wait=True)

@@ -150,3 +150,18 @@ def test_adam_and_sgd_use_the_fused_kernel_where_torch_has_one():
             fused = False
         assert bool(opt.defaults.get("fused")) is fused, name
         assert len(opt.param_groups[0]["params"]) == 2  # every parameter, not an emptied iterator
+
+
+def test_a_crashed_trial_that_will_be_retried_has_its_results_synced_first():
+    from types import SimpleNamespace
+
+    from studies.search import GroupedASHA
+
+    asha = GroupedASHA(time_attr="training_iteration", metric="val_acc", mode="max", max_t=4, grace_period=1)
+    calls = []
+    controller = SimpleNamespace(checkpoint=lambda **kw: calls.append(kw))
+    for recover in (True, False):
+        trial = SimpleNamespace(trial_id=f"t{recover}", config={}, should_recover=lambda r=recover: r)
+        asha.on_trial_add(controller, trial)
+        asha.on_trial_error(controller, trial)
+    assert calls == [{"force": True, "wait": True}]  # the retried one only: a stopped trial keeps its file
