@@ -1,8 +1,8 @@
-"""Data of the studies, resident in device memory: images (CIFAR-10, scikit-learn digits) and
-generated palindromes. This is the project's own `datasets`, not Hugging Face's: `studies`
-puts the project root first on `sys.path`, in the driver and in Ray's workers."""
+"""Data of the studies, resident in device memory: images (CIFAR-10, Fashion-MNIST, scikit-learn
+digits) and generated palindromes. This is the project's own `datasets`, not Hugging Face's:
+`studies` puts the project root first on `sys.path`, in the driver and in Ray's workers."""
 
-from datasets.images import IMAGE_DATASETS, DatasetError, ImageData, augment, load_images, prepare
+from datasets.images import IMAGE_DATASETS, DatasetError, ImageData, augment, available, load_images, prepare
 from datasets.palindrome import palindromes
 
 IS_STUDIES_DATASETS = True  # lets tests and the trainable tell this package from a namesake
@@ -12,6 +12,7 @@ __all__ = [
     "DatasetError",
     "ImageData",
     "augment",
+    "available",
     "load_images",
     "palindromes",
     "prepare",

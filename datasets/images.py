@@ -4,22 +4,41 @@
   network allows; 45k train / 5k validation (fixed split) / 10k test.
 - `digits`: scikit-learn's 8x8 handwritten digits (1797 images, ship with the package), the
   offline dataset of the quick budgets; 60/20/20 fixed split.
+- `fashion_mnist`: Zalando's Fashion-MNIST, 28x28 greyscale clothes in 10 classes; 55k train /
+  5k validation (fixed split) / 10k test. The four IDX files (`train-images-idx3-ubyte`,
+  `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, each plain or
+  `.gz`) are read here with numpy, from the first folder that holds all four of:
+  `data_dir/FashionMNIST/raw` (torchvision's layout), `data_dir/fashion-mnist`, then
+  `FASHION_SYSTEM_DIRS` (Debian's package `dataset-fashion-mnist`: /usr/share/datasets/fashion-mnist).
+  When none does, `prepare` downloads them with torchvision into `data_dir/FashionMNIST/raw`.
+  Debian's files are recompressed, so they never go through torchvision's MD5 checks.
 """
 
 from __future__ import annotations
 
+import gzip
+import math
 import pickle
 import shutil
 import socket
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-IMAGE_DATASETS = ("digits", "cifar10")
+IMAGE_DATASETS = ("digits", "cifar10", "fashion_mnist")
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte")
+FASHION_SYSTEM_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)  # Debian's dataset-fashion-mnist
+FASHION_PACKAGE = "dataset-fashion-mnist"
+IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801  # IDX magic: uint8 data, 3 dims / 1 dim
 SPLIT_SEED = 0  # the train/validation split is fixed, whatever the trial seed
 
 
@@ -92,6 +111,125 @@ def _cifar_dataset():
     return CIFAR10
 
 
+def _fashion_dirs(data_dir: Path) -> list[Path]:
+    """The folders searched for Fashion-MNIST, in order."""
+    return [data_dir / "FashionMNIST" / "raw", data_dir / "fashion-mnist", *map(Path, FASHION_SYSTEM_DIRS)]
+
+
+def _fashion_paths(data_dir: str | Path) -> list[Path] | None:
+    """The four IDX files of the first folder that holds them all (each plain, else `.gz`), or None."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    for folder in _fashion_dirs(data_dir):
+        paths = []
+        for f in FASHION_FILES:
+            path = next((p for p in (folder / f, folder / f"{f}.gz") if p.is_file()), None)
+            if path is None:
+                break
+            paths.append(path)
+        else:
+            return paths
+    return None
+
+
+def _fashion_missing(data_dir: Path) -> str:
+    raw = data_dir / "FashionMNIST" / "raw"
+    *others, last = (str(d) for d in _fashion_dirs(data_dir)[1:])
+    return (f"Fashion-MNIST is not in {', '.join([str(raw), *others])} or {last} and could not be downloaded: "
+            f"install it offline with "
+            f"`apt-get install {FASHION_PACKAGE}` (Debian/Ubuntu), or put the four IDX files "
+            f"({', '.join(FASHION_FILES)}, plain or .gz) in {raw}, or use --dataset digits, "
+            "which ships with scikit-learn and needs no network")
+
+
+def _read_idx(path: Path, magic: int) -> np.ndarray:
+    """An IDX file (plain or gzip) as a uint8 array of its dims; DatasetError if it is not one."""
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+        ndim = magic & 0xFF
+        if len(raw) < 4 + 4 * ndim:
+            raise ValueError(f"{len(raw)} bytes, too short for an IDX header")
+        found = int.from_bytes(raw[:4], "big")
+        if found != magic:
+            raise ValueError(f"magic number 0x{found:08x}, expected 0x{magic:08x}")
+        dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+        data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+        if len(data) != math.prod(dims):
+            raise ValueError(f"{len(data)} data bytes for dims {dims}")
+        return data.reshape(dims)
+    except (OSError, EOFError, zlib.error, ValueError) as e:
+        raise DatasetError(f"Fashion-MNIST file {path} is corrupted ({_one_line(e)}): {_fashion_fix(path)}") from None
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())
+
+
+def _fashion_fix(path: Path) -> str:
+    if any(path.parent == Path(d) for d in FASHION_SYSTEM_DIRS):
+        return f"reinstall it with `apt-get install --reinstall {FASHION_PACKAGE}`"
+    return (f"delete {path.parent} and run again to download it, or copy intact IDX files there, "
+            "or use --dataset digits")
+
+
+def _fashion_arrays(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fashion-MNIST's train images, train labels, test images and test labels, checked."""
+    paths = _fashion_paths(data_dir)
+    if paths is None:
+        raise DatasetError(_fashion_missing(Path(data_dir).expanduser().resolve()))
+    arrays = [_read_idx(p, IDX_IMAGES if i % 2 == 0 else IDX_LABELS) for i, p in enumerate(paths)]
+    for i in (0, 2):
+        (images, labels), (ipath, lpath) = arrays[i:i + 2], paths[i:i + 2]
+        if images.shape[1:] != (28, 28):
+            problem = f"holds {images.shape[1]}x{images.shape[2]} images, not 28x28"
+            raise DatasetError(f"Fashion-MNIST file {ipath} {problem}: {_fashion_fix(ipath)}")
+        if len(images) != len(labels):
+            problem = f"holds {len(labels)} labels for the {len(images)} images of {ipath.name}"
+            raise DatasetError(f"Fashion-MNIST file {lpath} {problem}: {_fashion_fix(lpath)}")
+        if len(labels) and labels.max() >= len(FASHION_CLASSES):
+            problem = f"holds label {labels.max()}, not one of 0-{len(FASHION_CLASSES) - 1}"
+            raise DatasetError(f"Fashion-MNIST file {lpath} {problem}: {_fashion_fix(lpath)}")
+    return tuple(arrays)
+
+
+def _prepare_fashion(data_dir: Path, download: bool) -> None:
+    if _fashion_paths(data_dir) is None:
+        if not download:
+            raise DatasetError(_fashion_missing(data_dir))
+        import torchvision
+
+        old = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(20)  # an unreachable network fails in seconds, not minutes
+        target = data_dir / "FashionMNIST"
+        created = next((a for a in [*reversed(data_dir.parents), data_dir, target] if not a.exists()), None)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            torchvision.datasets.FashionMNIST(str(data_dir), train=True, download=True)
+            torchvision.datasets.FashionMNIST(str(data_dir), train=False, download=True)
+        except Exception as e:  # URLError, socket timeout, HTTP errors, MD5 mismatch: all mean "no download"
+            if created is not None:  # leave nothing behind
+                shutil.rmtree(created, ignore_errors=True)
+            raise DatasetError(f"{_fashion_missing(data_dir)} ({type(e).__name__})") from None
+        finally:
+            socket.setdefaulttimeout(old)
+    _fashion_arrays(data_dir)  # the files are complete and well formed
+
+
+def _fashion_mnist(data_dir: str | Path) -> ImageData:
+    train_images, train_labels, test_images, test_labels = _fashion_arrays(data_dir)
+
+    def tensors(images, labels):
+        x = torch.from_numpy(images.astype(np.float32)).unsqueeze(1).div_(255)  # (N, 1, 28, 28) in [0, 1]
+        return x, torch.from_numpy(labels.astype(np.int64))
+
+    x, y = tensors(train_images, train_labels)
+    test_x, test_y = tensors(test_images, test_labels)
+    train_x, train_y, val_x, val_y = _split(x, y, n_val=len(x) // 12)
+    train_x, val_x, test_x = _normalise(train_x, val_x, test_x)
+    return ImageData(train_x, train_y, val_x, val_y, test_x, test_y, FASHION_CLASSES)
+
+
 def _cifar_missing(data_dir: Path) -> str:
     return (f"CIFAR-10 is not in {data_dir / CIFAR_DIR} and could not be downloaded: put the python "
             f"version there (extract cifar-10-python.tar.gz into {data_dir}), or use --dataset digits, "
@@ -104,9 +242,11 @@ def prepare(name: str, data_dir: str | Path, download: bool = True) -> None:
     Runs in the driver before Ray starts, so that trials never download."""
     if name not in IMAGE_DATASETS:
         raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join(IMAGE_DATASETS)}")
+    data_dir = Path(data_dir).expanduser().resolve()
+    if name == "fashion_mnist":
+        return _prepare_fashion(data_dir, download)
     if name != "cifar10":
         return
-    data_dir = Path(data_dir).expanduser().resolve()
     folder = data_dir / CIFAR_DIR
     if not all((folder / f).is_file() for f in CIFAR_FILES):
         if not download:
@@ -151,10 +291,24 @@ def _cifar10(data_dir: str | Path) -> ImageData:
     return ImageData(train_x, train_y, val_x, val_y, test_x, test_y, CIFAR_CLASSES)
 
 
+def available(name: str, data_dir: str | Path = "data") -> bool:
+    """Whether `load_images(name, data_dir)` would work now, without downloading; never raises."""
+    if name == "digits":
+        return True
+    try:
+        prepare(name, data_dir, download=False)
+    except Exception:
+        return False
+    return True
+
+
 def load_images(name: str, data_dir: str | Path = "data", n_train: int | None = None) -> ImageData:
     """Load dataset `name` as CPU tensors; `n_train` keeps the first n training images."""
-    prepare(name, data_dir, download=False)
-    data = _digits() if name == "digits" else _cifar10(data_dir)
+    if name == "fashion_mnist":  # its loader checks the files as it reads them, once
+        data = _fashion_mnist(data_dir)
+    else:
+        prepare(name, data_dir, download=False)
+        data = _digits() if name == "digits" else _cifar10(data_dir)
     if n_train is not None:
         data.train_x, data.train_y = data.train_x[:n_train], data.train_y[:n_train]
     return data
