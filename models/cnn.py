@@ -2,7 +2,8 @@
 
 Each "conv" is Conv2d(3x3, stride 1, pad 1) + BatchNorm2d + ReLU; each pool is
 MaxPool2d(k3, s2, p1). On 32x32 inputs the feature maps are 32,16,16,8,8,8,4,4,4,2,2,2,1;
-the k3/s2/p1 pools never go below 1x1, so the same network runs on 8x8 digits as well.
+the k3/s2/p1 pools never go below 1x1, so the same network runs on 8x8 digits and 28x28
+Fashion-MNIST as well. `width` scales every layer's channels (0.25: 16..128, for CPU budgets).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ LAYOUT = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
 class VGG(nn.Module):
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, dropout: float = 0.0):
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, dropout: float = 0.0, width: float = 1.0):
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
@@ -22,6 +23,7 @@ class VGG(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
             else:
+                v = max(1, round(v * width))
                 layers += [nn.Conv2d(c, v, 3, padding=1, bias=False), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
                 c = v
         self.features = nn.Sequential(*layers)

@@ -66,7 +66,7 @@ class RecurrentClassifier(nn.Module):
     """Reads a sequence (B, T) or (B, T, I) and classifies it from the last hidden state."""
 
     def __init__(self, cell: str = "lstm", impl: str = "fused", input_size: int = 1,
-                 hidden_size: int = 128, num_classes: int = 10):
+                 hidden_size: int = 128, num_classes: int = 10, forget_bias: float | None = None):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
@@ -77,6 +77,12 @@ class RecurrentClassifier(nn.Module):
             self.rnn = FUSED[cell](input_size, hidden_size, batch_first=True)
         else:
             self.rnn = ScratchRecurrent(cell, input_size, hidden_size)
+        if forget_bias is not None and cell == "lstm":
+            # the forget gate's bias (b_ih + b_hh, gate order i,f,g,o) set to forget_bias (Jozefowicz
+            # et al. 2015: 1.0): the cell keeps its memory from the start instead of halving it each step
+            with torch.no_grad():
+                self.rnn.bias_ih_l0[hidden_size : 2 * hidden_size].fill_(forget_bias)
+                self.rnn.bias_hh_l0[hidden_size : 2 * hidden_size].zero_()
         self.head = nn.Linear(hidden_size, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # -> logits (B, num_classes)

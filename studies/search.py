@@ -1,16 +1,19 @@
-"""The study's search algorithm and scheduler: a grid of scientific values, repeated over seeds, with the
-nuisance hyperparameters searched by one OptunaSearch per scientific value.
+"""The study's search algorithm and scheduler: a grid of scientific values, each configuration one
+trial that trains all its seeds (see `studies.train`), with the nuisance hyperparameters searched
+by one Optuna study per scientific value, and ASHA that compares a trial only with trials of the
+same scientific values.
 
 Ray's own searchers either enumerate a grid (BasicVariantGenerator) or optimise a whole space
-(OptunaSearch); a fair comparison needs both at once: the best lr *for each* optimizer. Each
-Optuna suggestion runs once per seed, and Optuna is told the mean over seeds.
+(OptunaSearch); a fair comparison needs both at once: the best lr *for each* optimizer. Optuna
+sees each configuration's mean over its seeds, and a configuration that ASHA stopped is told to
+it as pruned (with its intermediate values), never as a finished result: TPE ranks it below every
+configuration that ran to the end, so the tuned value is a real optimum.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections import deque
 
 import cloudpickle
 from ray.tune.schedulers import ASHAScheduler
@@ -19,60 +22,65 @@ from ray.tune.search import Searcher
 
 class GridSearch(Searcher):
     def __init__(self, points: list[dict], seeds: list[int], fixed: dict, metric: str, mode: str,
-                 space: dict | None = None, samples: int = 1, first: dict | None = None):
+                 space: dict | None = None, samples: int = 1, first: dict | None = None,
+                 max_t: int | None = None):
         super().__init__(metric=metric, mode=mode)
-        self.points, self.seeds, self.fixed = points, seeds, fixed
+        self.points, self.seeds, self.fixed = points, list(seeds), fixed
+        self.max_t = max_t or fixed.get("iterations")  # a trial that ends before it was stopped by ASHA
         self.samples = samples if space else 1
         self.order = [(p, k) for k in range(self.samples) for p in range(len(points))]  # round robin
         self.issued = 0
-        self.pending: deque[tuple[str, dict]] = deque()  # (key, config) not yet handed to Tune
-        self.live: dict[str, str] = {}  # Tune trial id -> key "point-sample"
-        self.scores: dict[str, list] = {}
-        self.optuna = None
+        self.live: dict[str, tuple[int, object]] = {}  # Tune trial id -> (point, Optuna trial or None)
+        self.studies = None
         if space:
             import optuna
             from ray.tune.search.optuna import OptunaSearch
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            dists = OptunaSearch.convert_search_space(space)
+            self.distributions = OptunaSearch.convert_search_space(space)
             startup = max(2, min(10, self.samples // 2))  # TPE needs a few random points first
-            # `first`: the nuisance values every scientific value tries first (e.g. a hand-run lr)
-            first_points = [first] if first else None
-            self.optuna = [OptunaSearch(space=dists, metric=metric, mode=mode, points_to_evaluate=first_points,
-                                        sampler=optuna.samplers.TPESampler(seed=p, n_startup_trials=startup))
-                           for p in range(len(points))]
+            direction = "maximize" if mode == "max" else "minimize"
+            self.studies = [optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(
+                seed=p, n_startup_trials=startup)) for p in range(len(points))]
+            for s in self.studies if first else ():  # the nuisance values every scientific value tries first
+                s.enqueue_trial(dict(first))
 
     @property
     def total(self) -> int:
-        return len(self.order) * len(self.seeds)
+        """Trials in the study: one per scientific value and nuisance sample (each trains every seed)."""
+        return len(self.order)
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # metric and mode are set here already; the config comes from the grid
 
     def suggest(self, trial_id: str):
-        if not self.pending:
-            if self.issued == len(self.order):
-                return Searcher.FINISHED
-            p, k = self.order[self.issued]
-            self.issued += 1
-            key = f"{p}-{k}"
-            nuisance = self.optuna[p].suggest(key) if self.optuna else {}
-            for seed in self.seeds:
-                self.pending.append((key, {**self.fixed, **self.points[p], **nuisance, "seed": seed}))
-        key, config = self.pending.popleft()
-        self.live[trial_id] = key
-        return config
+        if self.issued == len(self.order):
+            return Searcher.FINISHED
+        p, _ = self.order[self.issued]
+        self.issued += 1
+        ot = self.studies[p].ask(self.distributions) if self.studies else None
+        self.live[trial_id] = (p, ot)
+        return {**self.fixed, **self.points[p], **(ot.params if ot else {}), "seeds": self.seeds}
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        p, ot = self.live.get(trial_id, (None, None))
+        value = result.get(self.metric)
+        if ot is not None and value is not None and math.isfinite(value):
+            ot.report(value, result.get("training_iteration", 0))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        key = self.live.pop(trial_id, None)
-        if key is None or self.optuna is None:
+        p, ot = self.live.pop(trial_id, (None, None))
+        if ot is None:
             return
+        from optuna.trial import TrialState
+
         value = None if error or not result else result.get(self.metric)
-        self.scores.setdefault(key, []).append(value)
-        if len(self.scores[key]) == len(self.seeds):
-            ok = [v for v in self.scores[key] if v is not None and math.isfinite(v)]
-            p = int(key.split("-")[0])
-            self.optuna[p].on_trial_complete(key, {self.metric: sum(ok) / len(ok)} if ok else None, error=not ok)
+        if value is None or not math.isfinite(value):
+            self.studies[p].tell(ot, state=TrialState.FAIL)
+        elif self.max_t and result.get("training_iteration", self.max_t) < self.max_t:
+            self.studies[p].tell(ot, state=TrialState.PRUNED)  # stopped by ASHA: not a final value
+        else:
+            self.studies[p].tell(ot, value)
 
     def save(self, checkpoint_path: str):
         with open(checkpoint_path, "wb") as f:
@@ -85,8 +93,11 @@ class GridSearch(Searcher):
 
 class GroupedASHA(ASHAScheduler):
     """ASHA whose rungs are kept per group of trials: a trial competes only with the trials that
-    share its values of `group_by`. The palindrome study groups by sequence length, since a
-    longer sequence is a harder task, not a worse configuration. No groups: plain ASHA."""
+    share its values of `group_by`. Studies group by their scientific hyperparameters, so ASHA
+    prunes nuisance samples of the same scientific value and never a scientific value in favour of
+    another (a longer palindrome is a harder task, not a worse configuration); a study whose
+    question is the choice of the value itself (lr_scan) groups by nothing: plain ASHA. Each trial
+    is a whole configuration, all seeds, so ASHA never splits the seeds of one."""
 
     def __init__(self, group_by: tuple[str, ...] = (), **kwargs):
         super().__init__(**kwargs)

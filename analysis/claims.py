@@ -1,0 +1,170 @@
+"""Claims: what a study expects to find, and whether a run reproduced it.
+
+A study's analysis module declares the findings of its hand-run reports as `Claim`s: a sentence,
+the reference it comes from (number and source), and a check over the run's tables that returns a
+`Verdict`: reproduced, contradicted, or inconclusive (with the reason). The checks are built from
+the few rules below, so every verdict states the statistical rule that decided it:
+
+- only seeds that ran to the end count (`ended`): a trial that ASHA stopped early is left out, and
+  a diverged seed counts with what it ended at (accuracy 0);
+- one seed never decides: fewer than 2 seeds that ran to the end is inconclusive;
+- `greater` (A > B + margin): with >= 3 seeds each, Welch's t-test, one-sided at p < 0.05; with 2,
+  every seed of A above every seed of B (their ranges apart). The opposite, by the same rule, is
+  contradicted; anything else inconclusive;
+- `at_least` / `at_most` (A >= x): the whole spread of A (95% CI with >= 3 seeds, else min-max)
+  on the claimed side of x is reproduced, the whole spread on the other side contradicted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.data import spread
+
+REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
+VERDICTS = (REPRODUCED, CONTRADICTED, INCONCLUSIVE)
+ALPHA = 0.05
+RULE_GREATER = ("Welch t-test, one-sided p < 0.05 (>= 3 seeds each); with 2 seeds, every seed of one side "
+                "above every seed of the other")
+RULE_BOUND = "the whole spread over seeds (95% CI with >= 3 seeds, else min-max) on one side of the bound"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str  # reproduced | contradicted | inconclusive
+    value: str  # this run's value(s), with their spread over seeds
+    rule: str = ""  # the statistical rule that decided
+    why: str = ""  # why it is inconclusive (or a note)
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str  # the sentence, as a researcher would write it
+    reference: str  # where it comes from: the hand-run number and its source
+    check: Callable  # (trials, curves, manifest) -> Verdict
+    datasets: tuple[str, ...] = ()  # the data that can show it (empty: any); elsewhere inconclusive
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One side of a comparison: a label and its values over the seeds that ran to the end."""
+
+    label: str
+    values: np.ndarray = field(default_factory=lambda: np.array([]))
+    left_out: int = 0  # seeds that ASHA stopped early (or that failed)
+
+    def text(self, digits: int = 3) -> str:
+        if not len(self.values):
+            return f"{self.label}: no seed ran to the end"
+        s = spread(self.values)
+        return f"{self.label} {s.text(digits)}"
+
+
+def ended(trials: pd.DataFrame) -> pd.DataFrame:
+    """The seeds that ran to the end of the budget (or diverged on the way): what claims rest on."""
+    if "status" not in trials:
+        return trials
+    return trials[trials["status"].isin(["completed", "diverged"])]
+
+
+def sample(trials: pd.DataFrame, label: str, metric: str, **where) -> Sample:
+    """The values of `metric` over the seeds of the trials that match `where` (config keys)."""
+    t = trials
+    for k, v in where.items():
+        col = t[f"config.{k}"]
+        t = t[np.isclose(col.astype(float), float(v))] if isinstance(v, float) else t[col == v]
+    e = ended(t)
+    v = e[metric].astype(float).to_numpy() if metric in e else np.array([])
+    return Sample(label, v[np.isfinite(v)], len(t) - len(e))
+
+
+def _too_few(*samples: Sample) -> str | None:
+    short = [s for s in samples if len(s.values) < 2]
+    if not short:
+        return None
+    return "; ".join(f"{s.label}: {len(s.values)} seed{'s' if len(s.values) != 1 else ''} ran to the end"
+                     + (f" ({s.left_out} stopped early)" if s.left_out else "") for s in short) \
+        + ": one seed never decides"
+
+
+def _apart(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
+    """A > B + margin by the rule in the module docstring."""
+    if min(len(a), len(b)) >= 3:
+        if np.all(a - margin == a[0] - margin) and np.all(b == b[0]):  # no spread at all: compare the values
+            return a[0] - margin > b[0]
+        p = stats.ttest_ind(a - margin, b, equal_var=False, alternative="greater").pvalue
+        return bool(np.isfinite(p) and p < ALPHA)
+    return bool(a.min() - margin > b.max())
+
+
+def greater(a: Sample, b: Sample, margin: float = 0.0) -> Verdict:
+    """Claim: A > B + margin."""
+    value = f"{a.text()} vs {b.text()}"
+    why = _too_few(a, b)
+    if why:
+        return Verdict(INCONCLUSIVE, value, RULE_GREATER, why)
+    if _apart(a.values, b.values, margin):
+        return Verdict(REPRODUCED, value, RULE_GREATER)
+    if _apart(b.values, a.values, -margin):
+        return Verdict(CONTRADICTED, value, RULE_GREATER)
+    return Verdict(INCONCLUSIVE, value, RULE_GREATER, "the seeds do not separate the two")
+
+
+def at_least(a: Sample, bound: float, at_most: bool = False) -> Verdict:
+    """Claim: A >= bound (or A <= bound with at_most=True)."""
+    value = f"{a.text()} ({'<=' if at_most else '>='} {bound:g} claimed)"
+    why = _too_few(a)
+    if why:
+        return Verdict(INCONCLUSIVE, value, RULE_BOUND, why)
+    s = spread(a.values)
+    lo, hi = (-s.hi, -s.lo) if at_most else (s.lo, s.hi)
+    b = -bound if at_most else bound
+    if lo >= b:
+        return Verdict(REPRODUCED, value, RULE_BOUND)
+    if hi < b:
+        return Verdict(CONTRADICTED, value, RULE_BOUND)
+    return Verdict(INCONCLUSIVE, value, RULE_BOUND, "the spread over seeds straddles the bound")
+
+
+def every(verdicts: Sequence[Verdict]) -> Verdict:
+    """A claim made of several parts: reproduced when every part is, contradicted when any part is."""
+    value = "; ".join(v.value for v in verdicts)
+    rule = verdicts[0].rule if len({v.rule for v in verdicts}) == 1 else "; ".join(dict.fromkeys(v.rule for v in
+                                                                                                   verdicts))
+    kinds = {v.verdict for v in verdicts}
+    if CONTRADICTED in kinds:
+        return Verdict(CONTRADICTED, value, rule)
+    if kinds == {REPRODUCED}:
+        return Verdict(REPRODUCED, value, rule)
+    return Verdict(INCONCLUSIVE, value, rule, "; ".join(v.why for v in verdicts if v.why))
+
+
+def dataset_of(manifest: dict) -> str | None:
+    return (manifest.get("fixed") or {}).get("dataset")
+
+
+def evaluate(claims: Sequence[Claim], trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> pd.DataFrame:
+    """The claims table of a run: claim, reference, this run's value, verdict, rule, and why."""
+    rows = []
+    for c in claims:
+        data = dataset_of(manifest)
+        if c.datasets and data not in c.datasets:
+            v = Verdict(INCONCLUSIVE, "–", "", f"needs {' or '.join(c.datasets)}; this run used {data}")
+        else:
+            try:
+                v = c.check(trials, curves, manifest)
+            except (KeyError, ValueError, IndexError) as e:  # a run without the values the claim reads
+                v = Verdict(INCONCLUSIVE, "–", "", f"this run lacks what the claim reads ({type(e).__name__}: {e})")
+        rows.append({"claim": c.text, "reference": c.reference, "value": v.value, "verdict": v.verdict,
+                     "rule": v.rule, "why": v.why})
+    return pd.DataFrame(rows, columns=["claim", "reference", "value", "verdict", "rule", "why"])
+
+
+def counts(table: pd.DataFrame) -> dict[str, int]:
+    """{'reproduced': n, 'contradicted': n, 'inconclusive': n}."""
+    return {v: int((table["verdict"] == v).sum()) if len(table) else 0 for v in VERDICTS}

@@ -1,0 +1,80 @@
+"""The trainable without Ray: one trial trains all seeds of a configuration, each exactly as if it
+ran alone; BatchNorm statistics are refreshed before evaluation; the LSTM's forget-gate bias."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import studies.train as train_mod
+from models import RecurrentClassifier
+
+
+class _Tune:
+    """Stands in for ray.tune inside the trainable: collects the reports."""
+
+    def __init__(self):
+        self.reports = []
+
+    def get_checkpoint(self):
+        return None
+
+    def report(self, metrics, checkpoint=None):
+        self.reports.append(dict(metrics))
+
+    class Checkpoint:
+        @staticmethod
+        def from_directory(path):
+            return None
+
+
+def _run(monkeypatch, **config) -> list[dict]:
+    fake = _Tune()
+    monkeypatch.setattr(train_mod, "tune", fake)
+    train_mod.train({"task": "palindrome", "model": "rnn", "cell": "lstm", "seq_len": 5, "steps_per_report": 15,
+                     "iterations": 3, "n_eval": 256, "batch_size": 32, "checkpoint_every": 2, **config})
+    return fake.reports
+
+
+def test_a_packed_trial_trains_each_seed_as_if_alone(monkeypatch):
+    packed = _run(monkeypatch, seeds=[0, 1])
+    alone = {s: _run(monkeypatch, seeds=[s]) for s in (0, 1)}
+    assert len(packed) == 3
+    for s in (0, 1):
+        for k in ("train_loss", "val_acc", "val_loss", "test_acc"):
+            np.testing.assert_allclose([r[f"seed{s}/{k}"] for r in packed], [r[f"seed{s}/{k}"] for r in alone[s]],
+                                       rtol=1e-5, atol=1e-6, err_msg=f"seed {s} {k}")
+    for r in packed:  # what ASHA and Optuna see: the mean over the seeds
+        assert r["val_acc"] == pytest.approx((r["seed0/val_acc"] + r["seed1/val_acc"]) / 2)
+        assert r["step"] == packed[0]["step"] * (packed.index(r) + 1)
+    assert packed[0]["seed0/val_acc"] != packed[0]["seed1/val_acc"] or \
+        packed[0]["seed0/train_loss"] != packed[0]["seed1/train_loss"]  # the seeds differ
+
+
+def test_a_trial_whose_seeds_all_diverge_stops_at_that_report(monkeypatch):
+    reports = _run(monkeypatch, seeds=[0, 1], lr=1e8, optimizer="sgd", task="image", model="mlp", hidden=(64,),
+                   dataset="digits", n_train=256, batch_size=64)
+    ends = {s: reports[-1][f"seed{s}/diverged_at"] for s in (0, 1)}
+    assert all(ends.values()) and reports[-1]["diverged"]  # both diverge at once: the trial stops there
+    assert len(reports) == max(ends.values())
+
+
+def test_refresh_bn_sets_the_running_statistics_to_the_data_batches():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    x = torch.randn(64, 1, 8, 8) * 3 + 2
+    train_mod.refresh_bn(model, x, batch_size=64)
+    with torch.no_grad():
+        h = model[0](x)
+    torch.testing.assert_close(model[1].running_mean, h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model[1].running_var, h.var(dim=(0, 2, 3), unbiased=True), rtol=1e-3, atol=1e-4)
+    assert model[1].momentum == 0.1 and model.training  # put back as it was
+
+
+@pytest.mark.parametrize("impl", ["fused", "scratch"])
+def test_forget_bias_sets_the_lstm_forget_gate(impl):
+    m = RecurrentClassifier("lstm", impl, 1, 16, 10, forget_bias=1.0)
+    b = m.rnn.bias_ih_l0.detach() + m.rnn.bias_hh_l0.detach()
+    torch.testing.assert_close(b[16:32], torch.ones(16))
+    assert not torch.allclose(b[:16], torch.ones(16))  # the other gates keep torch's init
