@@ -1,9 +1,21 @@
 """Analysis of study runs: load a run's tables as pandas DataFrames, and render its summary
-table, figures and reports.
+table, claims table, figures and reports.
 
     >>> import analysis
     >>> trials, curves, manifest, path = analysis.load("results/lr_scan/quick")
     >>> trials.groupby("config.lr")["metric.val_acc"].mean()
+    >>> analysis.claims("results/lr_scan/quick")  # claim, reference, value, verdict, rule, why
+
+`load`, `find_runs`: read runs. `figures`, `render`, `render_all`: a run's figures, and its files
+(summary, claims, figures, report.md, report.html; an index over several runs). `claims(run)`:
+its claims table. `analysis.claims` is also the module of the claim rules (`Claim`, `sample`,
+`greater`, `at_least`, ...): `from analysis.claims import Claim, greater, sample`.
+
+What is specific to a study is in its analysis module, `studies/NAME_analysis.py`: `HEADLINE`,
+`REFERENCE`, `CAPTIONS`, `figures`, `findings`, `CLAIMS` and optionally `CURVE_HUE`. The modules
+here are generic: `style` (names, units, colours, formats), `data` (numbers over seeds, what is
+plotted), `draw`, `plots` and `curves` (figures), `findings`, `report`, `index`, `files` (atomic
+writes), `claims` (verdicts).
 
 Columns are stable: `config.<key>` for every hyperparameter (same name as in the search space),
 `metric.<name>` for the last reported value, `best.<name>` for the best over the trial, and
@@ -15,18 +27,27 @@ Columns are stable: `config.<key>` for every hyperparameter (same name as in the
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
-from analysis.tables import ci95, run_summary, summarize
+import studies
+from analysis import claims as _claims
+from analysis.data import ci95, run_summary, summarize
+from analysis.style import config_text
 
-__all__ = ["Results", "ResultsError", "ci95", "find_runs", "load", "render", "render_all", "run_summary",
-           "summarize"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["Results", "ResultsError", "ci95", "claims", "figures", "find_runs", "load", "render", "render_all",
+           "run_summary", "summarize"]
 
 
 class Results(NamedTuple):
+    """One run: its tables, its manifest and its folder."""
+
     trials: pd.DataFrame
     curves: pd.DataFrame
     manifest: dict
@@ -73,66 +94,109 @@ def find_runs(path: str | Path) -> list[Path]:
 
 
 def _best_text(summary: pd.DataFrame, manifest: dict) -> str:
-    from analysis.figures import fmt, fmt_sci
-
     obj = f"best.{manifest.get('metric', 'val_acc')}"
     if f"{obj}.mean" not in summary or summary[f"{obj}.mean"].isna().all():
         return "no finished trial"
     b = summary.loc[summary[f"{obj}.mean"].idxmax() if manifest.get("mode", "max") == "max"
                     else summary[f"{obj}.mean"].idxmin()]
-    keys = [c for c in summary.columns if c.startswith("config.")]
-    cfg = ", ".join(f"{k.removeprefix('config.')}={fmt_sci(b[k]) if k == 'config.lr' else fmt(b[k])}" for k in keys)
+    cfg = config_text(b, [c for c in summary.columns if c.startswith("config.")])
     return f"{cfg or 'all'}: {obj.removeprefix('best.')} {b[f'{obj}.mean']:.3f} (mean of {int(b[f'{obj}.n'])})"
 
 
+def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
+    """Figure name -> Figure for one run: its study's own (the headline first), then those every
+    study gets: the hyperparameter-axis plots and the learning curves of all trials, coloured by the
+    study's `CURVE_HUE` (a key, or a function of the trials that derives one), else by its first
+    scientific key."""
+    from analysis.curves import curves_all_trials
+    from analysis.plots import hparam_axes
+
+    module = studies.analysis_module(manifest.get("study", ""))
+    figs = dict(module.figures(trials, curves, manifest)) if module else {}
+    hue = getattr(module, "CURVE_HUE", None) or next(
+        (k for k in manifest.get("scientific", []) if f"config.{k}" in trials), None)
+    if callable(hue):  # a derived key: its values are computed from the trials
+        trials, hue = trials.assign(**{f"config.{hue.__name__}": hue(trials)}), hue.__name__
+    for name, fig in (("hparam_axes", hparam_axes(trials, manifest)),
+                      ("curves_all_trials", curves_all_trials(trials, curves, manifest, hue))):
+        if fig is not None:
+            figs[name] = fig
+    return figs
+
+
+def _claims_table(run: str | Path | Results) -> pd.DataFrame:
+    from analysis.report import claims_table
+
+    r = run if isinstance(run, Results) else load(run)
+    return claims_table(r.trials, r.curves, r.manifest)
+
+
+class _ClaimsModule(types.ModuleType):
+    """`analysis.claims`: the module of the claim rules, which can also be called."""
+
+    def __call__(self, run: str | Path | Results) -> pd.DataFrame:
+        """The claims table of a run (a run folder or a `Results`): one row per claim of its study
+        (`CLAIMS` in studies/NAME_analysis.py) with columns claim, reference, value (this run's, with
+        its spread over seeds), verdict (reproduced, contradicted, inconclusive), rule (the
+        statistical rule that decided) and why (why inconclusive); no rows where the study declares
+        no claims. What `render` writes to claims.csv / claims.parquet."""
+        return _claims_table(run)
+
+
+_claims.__class__ = _ClaimsModule
+claims = _claims  # analysis.claims(run) -> the run's claims table; analysis.claims.greater, .sample, ...
+
+
 def render(path: str | Path, out: str | Path | None = None, fmt: str = "png") -> dict:
-    """Write a run's summary table, figures, report.md and report.html (into the run folder, or
-    `out`). Returns what was written, and what an index of several runs shows of this one."""
+    """Write a run's summary table, claims table, figures, report.md and report.html (into the run
+    folder, or `out`). Returns what was written, and what an index of several runs shows of this
+    one (its best configuration, headline figure, findings and claims' verdict counts)."""
     import matplotlib.pyplot as plt
 
-    from analysis import io
-    from analysis.figures import HEADLINE, study_figures
+    from analysis import files
     from analysis.findings import findings
-    from analysis.report import blocks, to_html, to_markdown
+    from analysis.report import blocks, claims_table, to_html, to_markdown
 
     r = load(path)
     out = Path(out) if out else r.path
     summary = run_summary(r.trials, r.manifest)
-    tables = io.write_table(out / "summary", summary)
+    tables = files.write_table(out / "summary", summary)
+    table = claims_table(r.trials, r.curves, r.manifest)
+    claim_files = files.write_table(out / "claims", table)
     written, figs = [], []
-    for name, fig in study_figures(r.manifest["study"], r.trials, r.curves, r.manifest).items():
-        png = io.figure_png(fig)
+    for name, fig in figures(r.trials, r.curves, r.manifest).items():
+        png = files.figure_png(fig)
         target = out / "figures" / f"{name}.{fmt}"
-        written.append(io.write_bytes(target, png) if fmt == "png" else io.save_figure(fig, target))
+        written.append(files.write_bytes(target, png) if fmt == "png" else files.save_figure(fig, target))
         figs.append((name, target.relative_to(out).as_posix(), png))
         plt.close(fig)
     found = findings(r.trials, r.curves, r.manifest)
     for stale in (out / "figures").glob(f"*.{fmt}"):  # figures that an older version of this code wrote
         if stale not in written:
             stale.unlink()
-    bl = blocks(r, figs, summary, found)
-    rep = io.write_text(out / "report.md", to_markdown(bl))
-    page = io.write_text(out / "report.html", to_html(bl, f"{r.manifest['study']}: {r.manifest.get('name')}"))
-    head = HEADLINE.get(r.manifest["study"])
+    bl = blocks(r, figs, summary, found, table)
+    rep = files.write_text(out / "report.md", to_markdown(bl))
+    page = files.write_text(out / "report.html", to_html(bl, f"{r.manifest['study']}: {r.manifest.get('name')}"))
+    head = getattr(studies.analysis_module(r.manifest["study"]), "HEADLINE", None)
     headline = next((f for f in figs if f[0] == head), figs[0] if figs else None)
-    return {"figures": written, "report": rep, "html": page, "summary": tables, "study": r.manifest["study"],
-            "name": r.manifest.get("name", r.path.name), "trials": len(r.trials),
+    return {"figures": written, "report": rep, "html": page, "summary": tables, "claims_files": claim_files,
+            "study": r.manifest["study"], "name": r.manifest.get("name", r.path.name), "trials": len(r.trials),
             "best": _best_text(summary, r.manifest), "headline": (headline[0], headline[2]) if headline else None,
-            "findings": found}
+            "findings": found, "claims": _claims.counts(table)}
 
 
 def render_index(entries: list[dict], root: str | Path) -> dict:
     """`index.html` and `summary.png` over the rendered runs, at `root`."""
     import matplotlib.pyplot as plt
 
-    from analysis import io
+    from analysis import files
     from analysis.index import index_html, summary_figure
 
     root = Path(root)
     fig = summary_figure(entries)
-    png = io.write_bytes(root / "summary.png", io.figure_png(fig, dpi=80))
+    png = files.write_bytes(root / "summary.png", files.figure_png(fig, dpi=80))
     plt.close(fig)
-    return {"index": io.write_text(root / "index.html", index_html(entries, root)), "summary_png": png}
+    return {"index": files.write_text(root / "index.html", index_html(entries, root)), "summary_png": png}
 
 
 def render_all(paths: list[str | Path], out: str | Path | None = None, fmt: str = "png") -> dict:

@@ -1,6 +1,6 @@
 """python -m analysis RESULTS_DIR [RESULTS_DIR ...] [--out DIR] [--format png|pdf|svg]
 
-Re-renders the summary table, figures, report.md and report.html of each run; a RESULTS_DIR
+Re-renders the summary table, claims table, figures, report.md and report.html of each run; a RESULTS_DIR
 that is a results root (holding <study>/<name>/trials.parquet) stands for every run under it, and
 gets an index.html and summary.png over them (or --out does). Bad input: one line, exit code 2,
 nothing written."""
@@ -18,7 +18,7 @@ class _Parser(argparse.ArgumentParser):
         raise ResultsError(message)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = _Parser(prog="python -m analysis", description=__doc__.split("\n\n", 1)[1],
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RESULTS_DIR",

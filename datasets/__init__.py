@@ -2,7 +2,16 @@
 digits) and generated palindromes. This is the project's own `datasets`, not Hugging Face's:
 `studies` puts the project root first on `sys.path`, in the driver and in Ray's workers."""
 
-from datasets.images import IMAGE_DATASETS, DatasetError, ImageData, augment, available, load_images, prepare
+from datasets.images import (
+    IMAGE_DATASETS,
+    DatasetError,
+    ImageData,
+    augment,
+    available,
+    class_names,
+    load_images,
+    prepare,
+)
 from datasets.palindrome import palindromes
 
 IS_STUDIES_DATASETS = True  # lets tests and the trainable tell this package from a namesake
@@ -13,6 +22,7 @@ __all__ = [
     "ImageData",
     "augment",
     "available",
+    "class_names",
     "load_images",
     "palindromes",
     "prepare",

@@ -327,3 +327,15 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.
     cols = dx + torch.arange(W, device=dev)  # (B, W)
     out = padded[torch.arange(B, device=dev)[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2)
+
+
+def class_names(name: str) -> tuple[str, ...]:
+    """The class names of dataset `name`, without loading it: digits and palindromes (whose target
+    is a digit) '0'..'9', CIFAR-10's and Fashion-MNIST's own names."""
+    if name in ("digits", "palindrome"):
+        return tuple(str(i) for i in range(10))
+    if name == "cifar10":
+        return CIFAR_CLASSES
+    if name == "fashion_mnist":
+        return FASHION_CLASSES
+    raise ValueError(f"unknown dataset {name!r}: one of {', '.join(IMAGE_DATASETS)} or palindrome")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import io
+from analysis import files
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
@@ -108,6 +108,16 @@ def _hardware() -> dict:
 
 
 def manifest(p, started: float, finished: float | None) -> dict:
+    """What `manifest.json` records of a run: the study's declaration as run (its scientific and
+    nuisance keys, the nuisance values tried first, the fixed config, the budget), the dataset's class
+    names (what analysis names classes by), the command, versions, commit, hardware and times."""
+    from datasets import class_names  # ours: `studies` put the project root first on sys.path
+
+    data = p.fixed.get("dataset") or p.fixed.get("task")
+    try:
+        classes = list(class_names(data)) if data else None
+    except ValueError:
+        classes = None
     return {
         "study": p.study.name, "name": Path(p.run_dir).name, "budget": p.budget_name,
         "command": " ".join(["python", "-m", f"studies.{p.study.name}", *sys.argv[1:]])
@@ -115,6 +125,7 @@ def manifest(p, started: float, finished: float | None) -> dict:
         "argv": vars(p.args),
         "metric": p.study.metric, "mode": p.study.mode,
         "scientific": p.study.scientific, "nuisance": list(p.study.search), "seeds": p.seeds,
+        "search_first": {k: _value(v) for k, v in p.study.search_first.items()}, "classes": classes,
         "fixed": {k: _value(v) for k, v in p.fixed.items()},
         "iterations": p.budget.iterations, "asha": {"grace": p.budget.grace, "reduction": p.budget.reduction},
         "signature": p.signature,
@@ -146,7 +157,7 @@ def _upload(local: Path, uri: str) -> None:
 
 def write_manifest(p, started: float, finished: float | None) -> None:
     with _run_folder(p) as local:
-        io.write_text(local / "manifest.json", json.dumps(manifest(p, started, finished), indent=2, default=str))
+        files.write_text(local / "manifest.json", json.dumps(manifest(p, started, finished), indent=2, default=str))
 
 
 def write(p, trials: pd.DataFrame, curves: pd.DataFrame, started: float) -> dict[str, str]:
@@ -154,10 +165,10 @@ def write(p, trials: pd.DataFrame, curves: pd.DataFrame, started: float) -> dict
     import analysis
 
     with _run_folder(p) as local:
-        io.clean_temporaries(local)
-        io.write_text(local / "manifest.json", json.dumps(manifest(p, started, time.time()), indent=2, default=str))
-        io.write_table(local / "trials", trials)
-        io.write_table(local / "curves", curves)
+        files.clean_temporaries(local)
+        files.write_text(local / "manifest.json", json.dumps(manifest(p, started, time.time()), indent=2, default=str))
+        files.write_table(local / "trials", trials)
+        files.write_table(local / "curves", curves)
         written = analysis.render(local)
     base = p.run_dir
     return {"tables": f"{base}/trials.parquet, {base}/curves.parquet (and .csv)",

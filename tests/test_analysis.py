@@ -10,9 +10,14 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis import figures, findings, io
+from analysis import files, findings, style
 from analysis.__main__ import main as cli
-from analysis.tables import best_per_group, ci95, run_summary, summarize
+from analysis.curves import curves_figure, mean_curves_figure
+from analysis.data import asha_rungs, best_per_group, ci95, mean_curves, run_summary, summarize
+from analysis.plots import best_per_value_figure, hparam_axes_figure, metric_vs_figure
+from datasets.images import CIFAR_CLASSES
+from studies.optimizer_comparison_analysis import optimizer_views, per_class, per_class_figure
+from studies.regularization_analysis import regularization_figure
 
 
 def ys(line) -> np.ndarray:
@@ -138,9 +143,9 @@ REG_MANIFEST = manifest("regularization", ["dropout", "l2", "weight_decay"], see
 
 
 def write_run(folder, trials, curves, manifest):
-    io.write_table(folder / "trials", trials)
-    io.write_table(folder / "curves", curves)
-    io.write_text(folder / "manifest.json", json.dumps(manifest))
+    files.write_table(folder / "trials", trials)
+    files.write_table(folder / "curves", curves)
+    files.write_text(folder / "manifest.json", json.dumps(manifest))
     return folder
 
 
@@ -188,7 +193,7 @@ def test_run_summary_counts_every_trial_but_averages_only_the_finite_ones():
 
 def test_accuracy_vs_lr_plots_the_seed_means_on_a_log_axis():
     trials, curves = synthetic_lr_scan()
-    fig = figures.study_figures("lr_scan", trials, curves, MANIFEST)["accuracy_vs_lr"]
+    fig = analysis.figures(trials, curves, MANIFEST)["accuracy_vs_lr"]
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and ax.get_title() and ax.get_xlabel() == "learning rate"
     assert ax.get_ylim() == (0.0, 1.02) and "fraction" in ax.get_ylabel()
@@ -210,7 +215,7 @@ def test_accuracy_vs_lr_plots_the_seed_means_on_a_log_axis():
 def test_wide_confidence_intervals_are_clipped_to_the_accuracy_range():
     # T=10: 3 seeds at 0.0, 0.5, 1.0: the t-based CI is ±1.24 around 0.5; bars must stop at 0 and 1
     trials, _ = synthetic_palindrome(seeds=(0, 1, 2), spread=0.5)
-    fig = figures.metric_vs_figure(trials, "seq_len", ["metric.test_acc"], "t", hue="cell", chance=0.1)
+    fig = metric_vs_figure(trials, "seq_len", ["metric.test_acc"], "t", hue="cell", chance=0.1)
     ax = fig.axes[0]
     assert ax.get_ylim() == (0.0, 1.02) and "95% CI" in ax.get_title()
     rnn = bars(ax)["cell=rnn"]
@@ -225,7 +230,7 @@ def test_wide_confidence_intervals_are_clipped_to_the_accuracy_range():
 
 def test_palindrome_figure_has_one_line_per_cell_with_a_band_for_two_seeds():
     trials, _ = synthetic_palindrome()
-    fig = figures.metric_vs_figure(trials, "seq_len", ["metric.test_acc"], "t", hue="cell", chance=0.1)
+    fig = metric_vs_figure(trials, "seq_len", ["metric.test_acc"], "t", hue="cell", chance=0.1)
     ax = fig.axes[0]
     data = {label: ys(c.lines[0]).tolist() for label, c in bars(ax).items()}
     assert data == {"cell=lstm": [1.0, 1.0, 0.1, 0.1], "cell=rnn": [1.0, 0.5, 0.1, 0.1]}
@@ -238,15 +243,15 @@ def test_palindrome_figure_has_one_line_per_cell_with_a_band_for_two_seeds():
 
 def test_curves_fade_trials_stopped_by_asha_and_colour_by_value():
     trials, curves = synthetic_lr_scan()
-    fig = figures.curves_figure(curves, trials, "lr")
+    fig = curves_figure(curves, trials, "lr")
     lines = fig.axes[0].lines
     assert len(lines) == 8
     alphas = {l.get_alpha() for l in lines}
-    assert alphas == {figures.FADED, 0.9}
+    assert alphas == {style.FADED, 0.9}
     same = [l for l in lines if l.get_label() == "lr=0.001"]
     assert len(same) == 1  # one legend entry per value
     np.testing.assert_allclose(ys(lines[2]), [0.3, 0.6, 0.9])
-    pal = figures.colors(trials["config.lr"])
+    pal = style.colors(trials["config.lr"])
     assert rgba(same[0].get_color()) == rgba(pal[1e-3])
     # the legend shows faded values at full opacity
     assert all(h.get_alpha() == 1 for h in fig.axes[-1].get_legend().legend_handles)
@@ -256,36 +261,36 @@ def test_a_trial_that_diverged_at_its_first_report_ends_in_a_cross_at_zero():
     trials, curves = synthetic_lr_scan()
     curves.loc[curves["config.lr"] == 1.0, ["metric.val_acc", "metric.train_loss"]] = np.nan
     curves = curves[~((curves["config.lr"] == 1.0) & (curves["iteration"] > 1))]
-    fig = figures.curves_figure(curves, trials, "lr")
+    fig = curves_figure(curves, trials, "lr")
     crosses = [c for c in fig.axes[0].collections if c.get_label() == "_diverged"]
     assert [c.get_offsets().tolist() for c in crosses] == [[[1.0, 0.0]]]  # and one more, labelled for the legend
     assert [c for c in fig.axes[0].collections if c.get_label() == "diverged"][0].get_offsets().tolist() == [[1.0, 0.0]]
 
 
 def test_asha_rungs_are_grace_times_powers_of_reduction_below_max_iterations():
-    assert figures.asha_rungs({"asha": {"grace": 2, "reduction": 3}, "iterations": 12}) == [2, 6]
-    assert figures.asha_rungs({"asha": {"grace": 5, "reduction": 2}, "iterations": 20}, scale=100) == [500, 1000]
-    assert figures.asha_rungs({"asha": {"grace": 10, "reduction": 2}, "iterations": 30}) == [10, 20]
-    assert figures.asha_rungs({"iterations": 30}) == []
+    assert asha_rungs({"asha": {"grace": 2, "reduction": 3}, "iterations": 12}) == [2, 6]
+    assert asha_rungs({"asha": {"grace": 5, "reduction": 2}, "iterations": 20}, scale=100) == [500, 1000]
+    assert asha_rungs({"asha": {"grace": 10, "reduction": 2}, "iterations": 30}) == [10, 20]
+    assert asha_rungs({"iterations": 30}) == []
 
 
 def test_learning_curves_mark_the_rungs_on_the_step_axis_for_palindromes():
     trials, curves = synthetic_palindrome()
-    figs = figures.study_figures("palindrome", trials, curves, PAL_MANIFEST)
+    figs = analysis.figures(trials, curves, PAL_MANIFEST)
     ax = figs["curves_all_trials"].axes[0]
     assert ax.get_xlabel().startswith("optimizer step")
     rungs = [l for l in ax.lines if l.get_linestyle() == "--"]
     assert sorted(l.get_xdata()[0] for l in rungs) == [200]  # grace 2 x 100 steps; 4 < 4 is no rung
-    faded = [l for l in ax.lines if l.get_alpha() == figures.FADED]
+    faded = [l for l in ax.lines if l.get_alpha() == style.FADED]
     assert len(faded) == 8  # the T=15 and T=20 trials, stopped by ASHA
 
 
 def test_palindrome_curves_per_cell_have_a_panel_per_cell_coloured_by_length():
     trials, curves = synthetic_palindrome()
-    fig = figures.study_figures("palindrome", trials, curves, PAL_MANIFEST)["curves_per_cell"]
+    fig = analysis.figures(trials, curves, PAL_MANIFEST)["curves_per_cell"]
     top = [ax for ax in fig.axes if ax.get_title().startswith("cell = ")]
     assert [ax.get_title() for ax in top] == ["cell = lstm", "cell = rnn"]
-    pal = figures.colors(trials["config.seq_len"])
+    pal = style.colors(trials["config.seq_len"])
     for ax in top:
         lines = [l for l in ax.lines if l.get_label().startswith("seq_len=") or l.get_label() == "_seed"]
         assert len(lines) == 8  # 4 lengths x 2 seeds
@@ -297,7 +302,7 @@ def test_palindrome_curves_per_cell_have_a_panel_per_cell_coloured_by_length():
 
 def test_lr_scan_has_four_panel_mean_curves_and_the_gap_against_lr():
     trials, curves = synthetic_lr_scan()
-    figs = figures.study_figures("lr_scan", trials, curves, MANIFEST)
+    figs = analysis.figures(trials, curves, MANIFEST)
     assert list(figs)[0] == "accuracy_vs_lr"
     assert {"gap_vs_lr", "mean_curves_by_lr", "hparam_axes", "curves_all_trials"} <= set(figs)
     panels = [ax for ax in figs["mean_curves_by_lr"].axes if ax.get_title()]
@@ -312,23 +317,23 @@ def test_lr_scan_has_four_panel_mean_curves_and_the_gap_against_lr():
 def test_mean_curves_are_drawn_only_where_all_seeds_report():
     trials, curves = synthetic_lr_scan()
     curves = curves[~((curves["trial_id"] == "0.001-1") & (curves["iteration"] == 3))]  # one seed stopped at 2
-    m = figures.mean_curves(curves, trials, "lr", ["metric.test_acc"]).set_index(["config.lr", "iteration"])
+    m = mean_curves(curves, trials, "lr", ["metric.test_acc"]).set_index(["config.lr", "iteration"])
     assert m.loc[(1e-3, 3), "complete"] == False and m.loc[(1e-3, 2), "complete"] == True  # noqa: E712
     assert m.loc[(1e-3, 3), "metric.test_acc.mean"] == pytest.approx(0.85)
-    fig = figures.mean_curves_figure(curves, trials, "lr", ["metric.test_acc"])
+    fig = mean_curves_figure(curves, trials, "lr", ["metric.test_acc"])
     mean = next(l for l in fig.axes[0].lines if l.get_label() == "lr=0.001")
     assert list(mean.get_xdata()) == [1, 2]
 
 
 def test_optimizer_views_select_the_fixed_lr_and_each_optimizers_best():
     trials, _ = synthetic_optimizer()
-    v = figures.optimizer_views(trials, 1e-4).set_index(["view", "config.optimizer"])
+    v = optimizer_views(trials, 1e-4).set_index(["view", "config.optimizer"])
     assert v.loc[("fixed lr", "adam"), "config.lr"] == FIXED_LR  # 0.1**4 found as 1e-4
     assert v.loc[("fixed lr", "adam"), "metric.test_acc.mean"] == pytest.approx(0.76)
     assert v.loc[("fixed lr", "sgd"), "rank"] == 1 and v.loc[("fixed lr", "adam"), "rank"] == 2
     assert v.loc[("tuned lr", "adam"), "config.lr"] == 1e-3 and v.loc[("tuned lr", "sgd"), "config.lr"] == FIXED_LR
     assert v.loc[("tuned lr", "adam"), "rank"] == 1
-    figs = figures.study_figures("optimizer_comparison", *synthetic_optimizer(), OPT_MANIFEST)
+    figs = analysis.figures(*synthetic_optimizer(), OPT_MANIFEST)
     assert list(figs)[0] == "best_per_optimizer"
     ax = figs["optimizer_views"].axes[0]
     heights = {p.get_label(): [] for p in ax.patches}
@@ -344,7 +349,7 @@ def test_optimizer_views_select_the_fixed_lr_and_each_optimizers_best():
 
 def test_isolation_plot_shows_each_optimizers_best_lr_with_its_seeds():
     trials, _ = synthetic_optimizer()
-    fig = figures.best_per_value_figure(trials, "optimizer", ["lr"], "best.val_acc", "t")
+    fig = best_per_value_figure(trials, "optimizer", ["lr"], "best.val_acc", "t")
     ax = fig.axes[0]
     assert [round(p.get_height(), 6) for p in ax.patches] == [0.91, 0.86]
     texts = [t.get_text() for t in ax.texts]
@@ -354,25 +359,25 @@ def test_isolation_plot_shows_each_optimizers_best_lr_with_its_seeds():
 
 def test_per_class_bars_name_cifar_classes_and_use_each_optimizers_best_lr():
     trials, _ = synthetic_optimizer("cifar10")
-    d = figures.per_class(trials, "optimizer", ["lr"], "best.val_acc")
-    assert d["class_name"].iloc[:10].tolist() == list(figures.CIFAR10)
+    d = per_class(trials, "optimizer", ["lr"], "best.val_acc")
+    assert d["class_name"].iloc[:10].tolist() == list(CIFAR_CLASSES)
     adam = d[d["config.optimizer"] == "adam"]
     assert (adam["config.lr"] == 1e-3).all()
     np.testing.assert_allclose(adam["acc.mean"], np.arange(10) / 10 + 0.01)
-    fig = figures.per_class_figure(trials, "optimizer", ["lr"], "best.val_acc", "t")
+    fig = per_class_figure(trials, "optimizer", ["lr"], "best.val_acc", "t")
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == list(figures.CIFAR10)
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(CIFAR_CLASSES)
     bar = [c for c in ax.containers if not hasattr(c, "lines")]
     assert [c.get_label() for c in bar] == ["adam (lr=1e-3)", "sgd (lr=1e-4)"]
     np.testing.assert_allclose([p.get_height() for p in bar[1].patches], 1 - np.arange(10) / 10 + 0.01)
-    digits = figures.per_class(synthetic_optimizer("digits")[0], "optimizer", ["lr"], "best.val_acc")
+    digits = per_class(synthetic_optimizer("digits")[0], "optimizer", ["lr"], "best.val_acc")
     assert digits["class_name"].iloc[:10].tolist() == [str(k) for k in range(10)]
 
 
 def test_a_value_has_the_same_colour_in_every_figure_of_a_run():
     trials, curves = synthetic_optimizer()
-    figs = figures.study_figures("optimizer_comparison", trials, curves, OPT_MANIFEST)
-    pal = figures.colors(trials["config.optimizer"])
+    figs = analysis.figures(trials, curves, OPT_MANIFEST)
+    pal = style.colors(trials["config.optimizer"])
     best = figs["best_per_optimizer"].axes[0].patches
     assert [rgba(p.get_facecolor())[:3] for p in best] == [rgba(pal[o])[:3] for o in ("adam", "sgd")]
     for name in ("lr_per_optimizer",):
@@ -385,7 +390,7 @@ def test_a_value_has_the_same_colour_in_every_figure_of_a_run():
 
 def test_hparam_axes_plot_every_trial_with_diverged_crosses_and_log_axes():
     trials, _ = synthetic_lr_scan()
-    fig = figures.hparam_axes_figure(trials, ["lr"], "metric.val_acc", "t")
+    fig = hparam_axes_figure(trials, ["lr"], "metric.val_acc", "t")
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and ax.get_ylim() == (0.0, 1.02)
     dots = [c for c in ax.collections if c.get_label() == "_trial"]
@@ -395,7 +400,7 @@ def test_hparam_axes_plot_every_trial_with_diverged_crosses_and_log_axes():
 
 
 def test_regularization_gap_is_train_minus_test():
-    fig = figures.regularization_figure(synthetic_regularization())
+    fig = regularization_figure(synthetic_regularization())
     top, bottom = fig.axes[0], fig.axes[3]  # against dropout (l2 and weight decay held at 0)
     assert top.get_title() == "against dropout p"
     gap = bars(bottom)["final train − test gap"].lines[0]
@@ -409,7 +414,7 @@ def test_every_figure_has_a_title_and_labelled_axes():
     runs = [("lr_scan", *synthetic_lr_scan(), MANIFEST), ("palindrome", *synthetic_palindrome(), PAL_MANIFEST),
             ("optimizer_comparison", *synthetic_optimizer(), OPT_MANIFEST)]
     for study, trials, curves, m in runs:
-        for name, fig in figures.study_figures(study, trials, curves, m).items():
+        for name, fig in analysis.figures(trials, curves, m).items():
             assert fig._suptitle is not None or any(ax.get_title() for ax in fig.axes), (study, name)
             assert any(ax.get_xlabel() for ax in fig.axes), (study, name)
             assert any(ax.get_ylabel() for ax in fig.axes), (study, name)
@@ -562,4 +567,4 @@ def _close_figures():
 
 
 def test_rankings_mark_ties_at_the_shown_precision():
-    assert findings._chain([(0.9861, "adam"), (0.9859, "rmsprop"), (0.897, "sgd")]) == "adam ≈ rmsprop > sgd"
+    assert style.chain([(0.9861, "adam"), (0.9859, "rmsprop"), (0.897, "sgd")]) == "adam ≈ rmsprop > sgd"

@@ -1,0 +1,84 @@
+"""Analysis of the learning-rate scan (studies/lr_scan.py): accuracy and the generalisation gap
+against lr, the mean learning curves per lr, and the findings a researcher would write under them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.curves import FOUR, axis, mean_curves_figure
+from analysis.data import not_diverged, stat, summarize, with_gap
+from analysis.plots import metric_vs_figure
+from analysis.style import fmt_sci, range_phrase
+
+HEADLINE = "accuracy_vs_lr"
+# What the hand-run reports measured (STUDIES.md; single runs on the full setup): the trend to compare with.
+REFERENCE = ("1e-3 converges faster than 1e-4; the train/test gap shrinks as lr grows within a range; 4e-2 and "
+             "5e-2 plateau lower, oscillate or get stuck at a constant loss (VGG CNN, Adam, CIFAR-10).")
+CAPTIONS = {
+    "accuracy_vs_lr": "Best and final validation accuracy and final test accuracy against lr.",
+    "gap_vs_lr": "Generalisation gap (final train − test accuracy) against lr.",
+    "mean_curves_by_lr": "Train and test loss and accuracy per lr: mean over seeds (thick), single seeds (thin).",
+}
+CLAIMS: list = []  # claims: see analysis.claims
+
+POOR = 0.1  # an lr whose mean objective is this far below the best one falls short
+
+
+def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
+    figs = {
+        "accuracy_vs_lr": metric_vs_figure(trials, "lr", ["best.val_acc", "metric.val_acc", "metric.test_acc"],
+                                           "Accuracy against learning rate"),
+        "gap_vs_lr": metric_vs_figure(trials, "lr", ["metric.gap"],
+                                      "Generalisation gap (final train − test accuracy) against learning rate"),
+    }
+    ax = axis(trials, curves, manifest)
+    if ax:
+        figs["mean_curves_by_lr"] = mean_curves_figure(
+            curves, trials, "lr", [m for m in FOUR if m in curves], "Train and test loss and accuracy per learning "
+            "rate", ax.x, ax.label, ax.rungs)
+    return figs
+
+
+def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list[str]:
+    obj = f"best.{manifest.get('metric', 'val_acc')}"
+    s = summarize(not_diverged(with_gap(trials)), ["config.lr"], [obj, "metric.test_acc", "metric.gap"])
+    if not len(s):
+        return []
+    b = s.loc[s[f"{obj}.mean"].idxmax()]
+    out = [f"Best lr {fmt_sci(b['config.lr'])}: best validation accuracy {stat(b, obj)}, final test accuracy "
+           f"{stat(b, 'metric.test_acc')}."]
+    near = s[(s[f"{obj}.mean"] >= b[f"{obj}.mean"] - 0.01) & (s["config.lr"] != b["config.lr"])]
+    if len(near):
+        out.append(f"Within 0.01 of it: lr {', '.join(fmt_sci(v) for v in near['config.lr'])}.")
+    poor = s[s[f"{obj}.mean"] < b[f"{obj}.mean"] - POOR]
+    if len(poor):
+        vals = ", ".join(f"{r[f'{obj}.mean']:.2f} at {fmt_sci(r['config.lr'])}" for _, r in poor.iterrows())
+        out.append(f"{range_phrase(poor['config.lr'].tolist(), s['config.lr'].tolist(), 'lr')} falls short "
+                   f"(mean best validation accuracy {vals}).")
+    bad = trials[trials["diverged"].astype(bool)] if "diverged" in trials else trials.iloc[:0]
+    if len(bad):
+        out.append(f"Diverged: lr {', '.join(fmt_sci(v) for v in sorted(bad['config.lr'].unique()))}.")
+    g = s.dropna(subset=["metric.gap.mean"])
+    if len(g):
+        w = g.loc[g["metric.gap.mean"].idxmax()]
+        out.append(f"Train − test gap {b['metric.gap.mean']:.3f} at the best lr; largest {w['metric.gap.mean']:.3f} "
+                   f"at lr {fmt_sci(w['config.lr'])}.")
+    if len(curves) and "metric.val_acc" in curves:
+        out.append(_speed(trials, curves, b[f"{obj}.mean"]))
+    return out
+
+
+def _speed(trials: pd.DataFrame, curves: pd.DataFrame, best: float) -> str:
+    """Epochs to reach 90% of the best lr's accuracy, per lr."""
+    target = np.floor(0.9 * best * 100) / 100
+    speed = []
+    for lr, g in curves[curves["trial_id"].isin(not_diverged(trials)["trial_id"])].groupby("config.lr"):
+        first = [t["iteration"][t["metric.val_acc"] >= target].min() for _, t in g.groupby("trial_id")]
+        hit = [f for f in first if np.isfinite(f)]
+        speed.append(f"{fmt_sci(lr)}: " + (f"{np.mean(hit):.1f}" + (f" ({len(hit)} of {len(first)} seeds)"
+                                                                    if len(hit) < len(first) else "")
+                                           if hit else "not reached"))
+    return (f"Epochs to reach validation accuracy {target:.2f} (90% of the best lr's), mean over the seeds "
+            f"that reach it: {'; '.join(speed)}.")

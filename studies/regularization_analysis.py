@@ -1,0 +1,121 @@
+"""Analysis of the regularisation study (studies/regularization.py): per regulariser (the others at
+0), train and test accuracy and their gap against its strength; learning curves coloured by the
+regulariser setting of each trial ('dropout p=0.5', 'L2 λ=0.01', 'none')."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis import draw
+from analysis.data import metric_vs, not_diverged, spread_kind, spread_note, stat, summarize, with_gap
+from analysis.style import bounds, fmt, is_log, label, legend_label, name
+
+HEADLINE = "gap_vs_strength"
+# What the hand-run reports measured (STUDIES.md; single runs on the full setup): the trend to compare with.
+REFERENCE = ("deep MLP train 0.99 / test 0.55 without regularisation; dropout p=0.5: 0.547 / 0.492; L2 λ=0.01: "
+             "0.770 / 0.520 (CIFAR-10).")
+CAPTIONS = {
+    "gap_vs_strength": "Train and test accuracy (top) and their gap (bottom) against each regulariser's strength.",
+}
+CLAIMS: list = []  # claims: see analysis.claims
+
+KEYS = ("dropout", "l2", "weight_decay")  # the regularisers, each scanned with the others at 0
+SHORT = {"dropout": "dropout p", "l2": "L2 λ", "weight_decay": "weight decay"}  # in settings and findings
+
+
+def setting(trials: pd.DataFrame) -> pd.Series:
+    """One label per trial for the regularisation grid: 'dropout p=0.5', 'L2 λ=0.01', or 'none'."""
+    keys = [k for k in KEYS if f"config.{k}" in trials]
+
+    def one(r):
+        on = [f"{SHORT[k]}={fmt(r[f'config.{k}'])}" for k in keys if r[f"config.{k}"]]
+        return ", ".join(on) or "none"
+
+    return trials.apply(one, axis=1) if len(trials) else pd.Series([], dtype=object)
+
+
+CURVE_HUE = setting  # the learning curves of all trials are coloured by `setting` (a derived key)
+
+
+def regularization_data(trials: pd.DataFrame, keys: Sequence[str] = KEYS) -> pd.DataFrame:
+    """Train and test accuracy and their gap per value of each regulariser, the others held at 0;
+    column `scan` names the regulariser, `value` its strength."""
+    keys = [k for k in keys if f"config.{k}" in trials]
+    out = []
+    for k in keys:
+        others = [o for o in keys if o != k]
+        sub = trials[(trials[[f"config.{o}" for o in others]] == 0).all(axis=1)] if others else trials
+        s = metric_vs(sub, k, ["metric.train_acc", "metric.test_acc", "metric.gap"])
+        out.append(s.rename(columns={f"config.{k}": "value"}).assign(scan=k))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def regularization_figure(trials: pd.DataFrame, keys: Sequence[str] = KEYS) -> Figure:
+    """Per regulariser (the others at 0): train and test accuracy (top) and the generalisation
+    gap (bottom, its own scale) against strength."""
+    d = regularization_data(trials, keys)
+    keys = [k for k in keys if f"config.{k}" in trials]
+    ms = ["metric.train_acc", "metric.test_acc", "metric.gap"]
+    kind = spread_kind(d, ms)
+    fig, axes = plt.subplots(2, len(keys), figsize=(4.8 * len(keys), 6.6), squeeze=False, sharex="col",
+                             gridspec_kw=dict(height_ratios=[3, 2]))
+    for j, k in enumerate(keys):
+        s = d[d["scan"] == k].sort_values("value")
+        top, bottom = axes[0][j], axes[1][j]
+        for m, c, ax in (("metric.train_acc", "C0", top), ("metric.test_acc", "C1", top), ("metric.gap", "C3", bottom)):
+            draw.series(ax, s["value"], s, m, kind, band=True, clip=bounds(m), color=c, label=legend_label(m))
+        pos = s.loc[s["value"] > 0, "value"]
+        for ax in (top, bottom):
+            if is_log(s["value"]):
+                ax.set_xscale("symlog", linthresh=float(pos.min()))
+            elif len(s):
+                ax.set_xticks(s["value"].tolist())
+            ax.grid(alpha=0.3)
+        draw.acc_ylim(top)
+        bottom.axhline(0, color="gray", lw=0.8)
+        top.set(ylabel="accuracy (fraction correct)" if j == 0 else "", title=f"against {name(k)}")
+        bottom.set(xlabel=label(k), ylabel=label("gap") if j == 0 else "")
+    gap, e = d["metric.gap.mean"].astype(float), draw.errors(d, "metric.gap", kind, bounds("gap"))
+    lo, hi = np.nanmin(gap - e[0], initial=0.0), np.nanmax(gap + e[1], initial=0.02)
+    pad = max(0.01, 0.1 * (hi - lo))
+    for ax in axes[1]:  # one gap scale for every regulariser, so that they compare
+        ax.set_ylim(min(0, lo - pad), hi + pad)
+    draw.legend(axes[0][-1], outside=True)
+    draw.legend(axes[1][-1], outside=True)
+    fig.suptitle(f"Regularisation: final train/test accuracy and generalisation gap\n{spread_note(d, ms, kind)}")
+    fig.tight_layout()
+    return fig
+
+
+def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
+    return {"gap_vs_strength": regularization_figure(trials)}
+
+
+def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list[str]:
+    keys = [k for k in KEYS if f"config.{k}" in trials]
+    t = not_diverged(with_gap(trials))
+    out = []
+    for k in keys:
+        others = [o for o in keys if o != k]
+        sub = t[(t[[f"config.{o}" for o in others]] == 0).all(axis=1)] if others else t
+        s = summarize(sub, [f"config.{k}"], ["metric.gap", "metric.test_acc", "metric.train_acc"])
+        if len(s) < 2:
+            continue
+        lo, hi = s.iloc[0], s.iloc[-1]
+        out.append(f"{SHORT[k]}: gap at {fmt(lo[f'config.{k}'])} {stat(lo, 'metric.gap')} vs at "
+                   f"{fmt(hi[f'config.{k}'])} {stat(hi, 'metric.gap')}; test accuracy {lo['metric.test_acc.mean']:.3f} "
+                   f"-> {hi['metric.test_acc.mean']:.3f}, train {lo['metric.train_acc.mean']:.3f} -> "
+                   f"{hi['metric.train_acc.mean']:.3f}.")
+    if keys:
+        s = summarize(t.assign(setting=setting(t)), ["setting"], ["metric.test_acc", "metric.gap"])
+        if len(s):
+            b = s.loc[s["metric.test_acc.mean"].idxmax()]
+            g = s.loc[s["metric.gap.mean"].idxmin()]
+            out.append(f"Highest final test accuracy: {b['setting']} {stat(b, 'metric.test_acc')}; smallest gap: "
+                       f"{g['setting']} {stat(g, 'metric.gap')}.")
+    return out
