@@ -129,7 +129,7 @@ def run(quick: bool = False) -> tuple[list, list[str]]:
     costs = report_costs()
     print(costs.to_string(index=False), flush=True)
     runs = [study_run("palindrome", budget), study_run("lr_scan", budget),
-            study_run("palindrome", budget, arm="no-reuse", tune_config={"reuse_actors": False}),
+            study_run("palindrome", budget, arm="no-reuse", plan_fields={"reuse_actors": False}),
             study_run("lr_scan", budget, arm="ckpt-at-end",
                       fixed={"checkpoint_every": LR_SCAN.budgets[budget].iterations})]
     table = overhead_table(runs)
@@ -142,7 +142,7 @@ def run(quick: bool = False) -> tuple[list, list[str]]:
              "tables, figures, report); trial compute includes each trial's own evaluation and checkpoints "
              "(see the per-report costs).",
              "default: the study as the runner runs it on a local Ray (reuse_actors=True: one worker process per "
-             "slot); no-reuse: the same palindrome run with tune.TuneConfig(reuse_actors=False) forced, a new "
+             "slot); no-reuse: the same palindrome run with the plan's reuse_actors=False forced, a new "
              "worker process (torch and Tune imports) per trial, as on a cluster; ckpt-at-end: the same "
              "lr_scan run with checkpoint_every = iterations (one checkpoint, at the end; its time is inside trial "
              "compute, so it shows in wall s and trial compute s, not in overhead %).",

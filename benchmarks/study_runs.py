@@ -3,7 +3,8 @@ process: `python -m benchmarks overhead asha` shares the ASHA runs between the t
 
 A run is the study's own command (`studies.<name>.main`), with `--storage` a temporary folder
 and `--name` the arm; the `grid` arm is the same Study with the budget's ASHA grace set to its
-iterations (no rung before the end: no early stopping), run through `studies.runner.run`.
+iterations (no rung before the end: no early stopping), run through `studies.runner.run`, as is a
+run that sets fields of the runner's Plan (e.g. reuse_actors=False).
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from unittest import mock
 
 import pandas as pd
 
 import analysis
 from studies import runner
+from studies.study import Study
 
 
 @dataclass
@@ -31,7 +31,7 @@ class StudyRun:
     name: str  # the study
     arm: str  # asha | grid | a variant's label
     budget: str
-    study: runner.Study
+    study: Study
     trials: pd.DataFrame
     wall_s: float  # the whole command: Ray start, Tune, tables, figures, report, Ray shutdown
     span_s: float  # first trial start to last trial end (from Tune's result.json files)
@@ -52,19 +52,6 @@ class StudyRun:
 _RUNS: dict[tuple, StudyRun] = {}
 
 
-@contextmanager
-def _tune_config(extra: dict):
-    """tune.TuneConfig with `extra` arguments added, while the block runs."""
-    from ray import tune
-
-    if not extra:
-        yield
-        return
-    original = tune.TuneConfig
-    with mock.patch.object(tune, "TuneConfig", lambda *a, **kw: original(*a, **{**kw, **extra})):
-        yield
-
-
 def _trial_span(tune_dir: Path) -> float:
     """Seconds from the first trial's start to the last trial's last report (1 s resolution)."""
     starts, ends = [], []
@@ -77,12 +64,12 @@ def _trial_span(tune_dir: Path) -> float:
 
 
 def study_run(name: str, budget: str = "quick", arm: str = "asha", seeds: int | None = None,
-              fixed: dict | None = None, tune_config: dict | None = None, flags: tuple[str, ...] = ()) -> StudyRun:
+              fixed: dict | None = None, plan_fields: dict | None = None, flags: tuple[str, ...] = ()) -> StudyRun:
     """Run study `name` once (cached per process) and return its trials and timings. `fixed`
-    overrides config keys of the budget; `tune_config` adds tune.TuneConfig arguments (e.g.
-    reuse_actors) to the runner's, for this run only; `flags` go to the study's command line
-    (e.g. ("--gpus-per-trial", "0.25"))."""
-    key = (name, budget, arm, seeds, json.dumps(fixed or {}, sort_keys=True), json.dumps(tune_config or {}), flags)
+    overrides config keys of the budget; `plan_fields` set fields of the runner's Plan (e.g.
+    {"reuse_actors": False}, which the runner passes to tune.TuneConfig), for this run only; `flags`
+    go to the study's command line (e.g. ("--gpus-per-trial", "0.25"))."""
+    key = (name, budget, arm, seeds, json.dumps(fixed or {}, sort_keys=True), json.dumps(plan_fields or {}), flags)
     if key in _RUNS:
         return _RUNS[key]
     mod = importlib.import_module(f"studies.{name}")
@@ -97,12 +84,13 @@ def study_run(name: str, budget: str = "quick", arm: str = "asha", seeds: int | 
     storage = tempfile.mkdtemp(prefix="benchmarks-")
     argv = ["--budget", budget, "--storage", storage, "--name", arm, *(["--seeds", str(seeds)] if seeds else []),
             *flags]
-    print(f"\n-- {name} {budget} {arm}: {'runner.run(modified STUDY, ' if modified else 'main('}{argv})", flush=True)
+    fields = "".join(f", {k}={v!r}" for k, v in (plan_fields or {}).items())
+    call = "runner.run(modified STUDY, " if modified else "runner.run(STUDY, " if fields else "main("
+    print(f"\n-- {name} {budget} {arm}: {call}{argv}{fields})", flush=True)
     try:
-        with _tune_config(tune_config or {}):
-            t = time.perf_counter()
-            rc = runner.run(study, argv) if modified else mod.main(argv)
-            wall = time.perf_counter() - t
+        t = time.perf_counter()
+        rc = runner.run(study, argv, **(plan_fields or {})) if modified or fields else mod.main(argv)
+        wall = time.perf_counter() - t
         if rc not in (0, 1):
             raise RuntimeError(f"studies.{name} {' '.join(argv)} exited with {rc}")
         run_dir = Path(storage) / name / arm

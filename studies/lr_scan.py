@@ -7,7 +7,8 @@ Fixed: VGG-style CNN, Adam, batch 128. Seeds repeat every lr; ASHA stops on vali
     python -m studies.lr_scan --budget full --gpus-per-trial 0.5 # CIFAR-10, 100 epochs
 """
 
-from studies.runner import Budget, Study, cross, run
+from studies.runner import run
+from studies.study import Budget, Study, cross
 
 STUDY = Study(
     name="lr_scan",

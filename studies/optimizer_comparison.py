@@ -12,7 +12,8 @@ each optimizer.
 
 from ray import tune
 
-from studies.runner import Budget, Study, cross, run
+from studies.runner import run
+from studies.study import Budget, Study, cross
 
 STUDY = Study(
     name="optimizer_comparison",

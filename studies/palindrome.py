@@ -11,7 +11,8 @@ task, not a worse configuration), with a grace of a quarter of the run.
     python -m studies.palindrome --budget full --gpus-per-trial 0.25   # 10,000 steps
 """
 
-from studies.runner import Budget, Study, cross, run
+from studies.runner import run
+from studies.study import Budget, Study, cross
 
 STUDY = Study(
     name="palindrome",

@@ -9,7 +9,8 @@ so that slow-but-better regularised trials are not cut before they overtake.
     python -m studies.regularization --budget full --dataset cifar10
 """
 
-from studies.runner import Budget, Study, cross, run
+from studies.runner import run
+from studies.study import Budget, Study, cross
 
 STUDY = Study(
     name="regularization",

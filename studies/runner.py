@@ -1,59 +1,28 @@
-"""Declaring and running a study: the `Study` a study module declares, its command line, and
-the Ray Tune run (grid x seeds, Optuna for nuisance hyperparameters, ASHA) that writes tables,
-figures and a report under `<storage>/<study>/<name>/`."""
+"""Running a study from its command line: parse and check the flags into a `Plan` (nothing
+started yet), check the storage, then execute the plan on Ray Tune (grid x seeds, Optuna for
+nuisance hyperparameters, ASHA), which writes tables, figures and a report under
+`<storage>/<study>/<name>/`. The Tune settings (TuneConfig, RunConfig, the trainable with its
+resources) come from the plan. The study declarations live in `studies.study`, the Ray
+environment (runtime_env, ray.init arguments, cluster checks) in `studies.cluster`."""
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-ROOT = Path(__file__).resolve().parent.parent
-BUDGETS = ("smoke", "quick", "full")
+from studies.cluster import cuda_available, loopback_only, ray_init_kwargs, storage_problem, unschedulable
+from studies.study import BUDGETS, Budget, Study
 
-
-def cross(**axes: list) -> list[dict]:
-    """All combinations of the axes: cross(lr=[1, 2], seed=[0]) -> [{lr: 1, seed: 0}, {lr: 2, seed: 0}]."""
-    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much one run of a study costs. `iterations` is ASHA's max_t (epochs, or report blocks)."""
-
-    iterations: int
-    seeds: int = 1
-    samples: int = 1  # Optuna samples of the nuisance space per scientific value
-    grace: int = 1  # ASHA grace period, in iterations
-    reduction: int = 3  # ASHA reduction factor
-    grid: list[dict] | None = None  # a smaller scientific grid (smoke tests)
-    fixed: dict = field(default_factory=dict)  # overrides of the study's fixed config
-
-
-@dataclass(frozen=True)
-class Study:
-    name: str
-    doc: str
-    grid: list[dict]  # scientific hyperparameters: one dict per point
-    fixed: dict  # fixed hyperparameters (training.DEFAULTS fills the rest)
-    budgets: dict[str, Budget]
-    search: dict = field(default_factory=dict)  # nuisance hyperparameters: tune domains, Optuna
-    search_first: dict = field(default_factory=dict)  # nuisance values Optuna tries first, per scientific value
-    metric: str = "val_acc"
-    mode: str = "max"
-    datasets: tuple[str, ...] = ("digits", "cifar10")
-    asha_groups: tuple[str, ...] = ()  # ASHA compares trials only within a group (see GroupedASHA)
-
-    @property
-    def scientific(self) -> list[str]:
-        return list(dict.fromkeys(k for p in self.grid for k in p))
+if TYPE_CHECKING:
+    from ray import tune
 
 
 class UsageError(Exception):
@@ -157,6 +126,10 @@ class Plan:
     run_dir: str  # local path or URI
     cpus: float
     gpus: float
+    # one worker process serves many trials (a new one costs ~3 s of torch and Tune imports), or a
+    # new one per trial; None: reuse on this machine's Ray, not on a cluster (so that trials spread
+    # over its nodes)
+    reuse_actors: bool | None = None
 
     @property
     def signature(self) -> dict:
@@ -164,6 +137,38 @@ class Plan:
         return {"study": self.study.name, "points": self.points, "seeds": self.seeds,
                 "fixed": self.fixed, "search": {k: describe(v) for k, v in self.study.search.items()},
                 "samples": self.budget.samples, "iterations": self.budget.iterations}
+
+    @property
+    def tune_dir(self) -> str:
+        """Tune's experiment folder (local path or URI): its state, and one folder per trial."""
+        return f"{self.run_dir}/tune"
+
+    def trainable(self) -> Any:
+        """The training function with the CPUs and GPUs of one trial."""
+        from ray import tune
+
+        from studies.train import train
+
+        return tune.with_resources(train, {"cpu": self.cpus, "gpu": self.gpus})
+
+    def tune_config(self, search: Any, scheduler: Any) -> tune.TuneConfig:
+        """Tune's settings for a new run: this search algorithm and scheduler, one sample per trial
+        the search will suggest, at most --max-concurrent at once."""
+        from ray import tune
+
+        reuse = self.args.address is None if self.reuse_actors is None else self.reuse_actors
+        return tune.TuneConfig(metric=self.study.metric, mode=self.study.mode, search_alg=search,
+                               scheduler=scheduler, num_samples=search.total,
+                               max_concurrent_trials=self.args.max_concurrent,
+                               trial_dirname_creator=_trial_dirname, reuse_actors=reuse)
+
+    def run_config(self) -> tune.RunConfig:
+        """Where Tune writes (`tune_dir`), how often a crashed trial is retried, and the checkpoints kept."""
+        from ray import tune
+
+        return tune.RunConfig(name="tune", storage_path=self.run_dir, verbose=1,
+                              failure_config=tune.FailureConfig(max_failures=2),
+                              checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
 
 
 def describe(domain) -> str:
@@ -222,8 +227,8 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
             raise UsageError(f"{problem} ({study.name}); fix the value or the --grid flag")
     gpus = args.gpus_per_trial
     if gpus is None:
-        gpus = 1.0 if (args.address is None and _cuda_available()) else 0.0
-    elif gpus > 0 and args.address is None and not _cuda_available():
+        gpus = 1.0 if (args.address is None and cuda_available()) else 0.0
+    elif gpus > 0 and args.address is None and not cuda_available():
         raise UsageError(f"--gpus-per-trial {gpus:g}: no GPU is visible on this machine; "
                          "use --gpus-per-trial 0, or --address to run on a cluster with GPUs")
     storage = args.storage if "://" in args.storage else str(Path(args.storage).expanduser().resolve())
@@ -232,44 +237,6 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
         raise UsageError(f"--name {name!r}: use a plain folder name such as 'quick' or 'try2'")
     run_dir = f"{storage.rstrip('/')}/{study.name}/{name}"
     return Plan(study, args.budget, b, args, points, list(range(b.seeds)), fixed, run_dir, args.cpus_per_trial, gpus)
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def runtime_env(address: str | None = None) -> dict:
-    """What Ray's workers need to import this project: its root first on the path, so that our
-    `datasets` wins over Hugging Face's; on a cluster the project itself travels as working_dir."""
-    env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
-    if address is None:
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-        return {"env_vars": env}
-    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")  # set for `ray job submit` drivers
-    if (job.get("runtime_env") or {}).get("working_dir"):  # the job ships the project (Ray refuses a second one)
-        return {"env_vars": env}
-    return {"working_dir": str(ROOT), "env_vars": env,
-            "excludes": [".git", ".venv", "results", "data", ".gpu", "**/__pycache__", "*.parquet"]}
-
-
-def loopback_only() -> None:
-    """Make the Ray started next (and its processes) bind to 127.0.0.1 only, not the machine's
-    external address. Ray reads the switch at import, so it is set in the module too."""
-    from ray._private import ray_constants
-
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false", "False")
-
-
-def ray_init_kwargs(address: str | None = None) -> dict:
-    kwargs = {"runtime_env": runtime_env(address), "log_to_driver": True, "logging_level": "WARNING"}
-    if address is None:
-        kwargs["include_dashboard"] = False
-    else:
-        kwargs["address"] = address
-    return kwargs
 
 
 def _check_storage(p: Plan) -> None:
@@ -299,17 +266,6 @@ def _check_storage(p: Plan) -> None:
                              "or --overwrite to replace it")
 
 
-def _unschedulable(p: Plan, resources: dict) -> str | None:
-    """Why no trial could ever start on this Ray, or None: refuse at once rather than hang."""
-    for kind, need in (("CPU", p.cpus), ("GPU", p.gpus)):
-        have = resources.get(kind, 0)
-        if need > have:
-            where = f"the Ray cluster at {p.args.address}" if p.args.address else "this machine's Ray"
-            return (f"a trial needs {need:g} {kind} but {where} has {have:g}: lower --{kind.lower()}s-per-trial"
-                    + ("" if p.args.address else " or run on a cluster with --address"))
-    return None
-
-
 def _say(study: Study, kind: str, message: str) -> None:
     """One line on stderr: 'python -m studies.NAME: error: ...'."""
     print(f"python -m studies.{study.name}: {kind}: {message}", file=sys.stderr)
@@ -319,10 +275,13 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def run(study: Study, argv: list[str] | None = None) -> int:
-    """`python -m studies.NAME`: plan, check, run on Ray Tune, write results. Returns the exit code."""
+def run(study: Study, argv: list[str] | None = None, **plan_fields: Any) -> int:
+    """`python -m studies.NAME`: plan, check, run on Ray Tune, write results. Returns the exit code.
+    `plan_fields` set fields of the Plan after the command line is read (e.g. reuse_actors=False)."""
     try:
         p = plan(study, argv)
+        if plan_fields:
+            p = replace(p, **plan_fields)
         if "dataset" in p.fixed:
             import datasets
 
@@ -338,12 +297,13 @@ def run(study: Study, argv: list[str] | None = None) -> int:
 
 
 def execute(p: Plan) -> int:
+    """Run a checked plan on Ray Tune (a new run, or the resumed one) and write its results.
+    Returns the exit code: 0, 1 if every trial failed, 2 if no trial could ever start."""
     import ray
     from ray import tune
 
     from studies import results
     from studies.search import GridSearch, GroupedASHA
-    from studies.train import train
 
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -354,15 +314,13 @@ def execute(p: Plan) -> int:
             loopback_only()
         ray.init(**ray_init_kwargs(p.args.address))
     try:
-        problem = _unschedulable(p, ray.cluster_resources())
+        problem = unschedulable(p.cpus, p.gpus, p.args.address, ray.cluster_resources())
         if problem and p.args.address is None:
             _say(p.study, "error", problem)
             return 2
         if problem:  # a cluster's autoscaler may still add the nodes: say so, and wait for them
             _say(p.study, "warning", f"{problem}; waiting for the autoscaler to add nodes")
         if p.args.address is not None:  # every node of the cluster writes its trials under --storage
-            from studies.cluster import storage_problem
-
             problem = storage_problem(p.args.storage, ray.nodes())
             if problem:
                 _say(p.study, "error", problem)
@@ -370,8 +328,8 @@ def execute(p: Plan) -> int:
         if p.args.overwrite and "://" not in p.run_dir and Path(p.run_dir).exists():
             shutil.rmtree(p.run_dir)
         results.write_manifest(p, started=started, finished=None)
-        exp = f"{p.run_dir}/tune"
-        trainable = tune.with_resources(train, {"cpu": p.cpus, "gpu": p.gpus})
+        exp = p.tune_dir
+        trainable = p.trainable()
         if "://" not in exp and Path(exp).is_dir() and not list(Path(exp).glob("experiment_state-*.json")):
             shutil.rmtree(exp)  # killed before Tune saved any state: nothing to resume, start afresh
         if tune.Tuner.can_restore(exp):
@@ -382,20 +340,7 @@ def execute(p: Plan) -> int:
                                 p.study.search, p.budget.samples, p.study.search_first)
             asha = GroupedASHA(p.study.asha_groups, time_attr="training_iteration", max_t=p.budget.iterations,
                                  grace_period=p.budget.grace, reduction_factor=p.budget.reduction)
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(metric=p.study.metric, mode=p.study.mode, search_alg=search,
-                                            scheduler=asha, num_samples=search.total,
-                                            max_concurrent_trials=p.args.max_concurrent,
-                                            trial_dirname_creator=_trial_dirname,
-                                            # one worker process serves many trials on this machine
-                                            # (a new one costs ~3 s of torch and Tune imports); on a
-                                            # cluster, one per trial, so that trials spread over nodes
-                                            reuse_actors=p.args.address is None),
-                run_config=tune.RunConfig(name="tune", storage_path=p.run_dir, verbose=1,
-                                          failure_config=tune.FailureConfig(max_failures=2),
-                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
-            )
+            tuner = tune.Tuner(trainable, tune_config=p.tune_config(search, asha), run_config=p.run_config())
         grid = tuner.fit()
         trials, curves = results.tables(grid, p)
     finally:

@@ -100,7 +100,7 @@ def test_network_filesystem_is_shared(tmp_path):
 
 
 def test_the_project_travels_once(monkeypatch):
-    from studies.runner import runtime_env
+    from studies.cluster import runtime_env
 
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
     assert runtime_env("auto")["working_dir"] == str(ROOT)
@@ -165,7 +165,7 @@ def stop_node(proc: subprocess.Popen) -> None:
 WHERE = """
 import sys, ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-from studies.runner import runtime_env
+from studies.cluster import runtime_env
 
 ray.init(address=sys.argv[1], runtime_env=runtime_env(sys.argv[1]), logging_level="WARNING")
 

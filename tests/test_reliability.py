@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import analysis
-from studies.runner import Budget, Study, cross, run
+from studies.runner import run
+from studies.study import Budget, Study, cross
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ["--budget", "smoke", "--seeds", "1"]

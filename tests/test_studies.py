@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from studies import STUDIES
-from studies.runner import BUDGETS, UsageError, plan
+from studies.runner import UsageError, plan
 from studies.search import GridSearch
+from studies.study import BUDGETS
 from studies.train import DEFAULTS, OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,49 @@
+"""What a study module declares: a `Study` (its grid of scientific hyperparameters, fixed config,
+nuisance search and metric) with one `Budget` per name in `BUDGETS`, and `cross` to write grids.
+Declarations only: no command line and no Ray here (see `studies.runner` to run one)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+BUDGETS = ("smoke", "quick", "full")
+
+
+def cross(**axes: list) -> list[dict]:
+    """All combinations of the axes: cross(lr=[1, 2], seed=[0]) -> [{lr: 1, seed: 0}, {lr: 2, seed: 0}]."""
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much one run of a study costs. `iterations` is ASHA's max_t (epochs, or report blocks)."""
+
+    iterations: int
+    seeds: int = 1
+    samples: int = 1  # Optuna samples of the nuisance space per scientific value
+    grace: int = 1  # ASHA grace period, in iterations
+    reduction: int = 3  # ASHA reduction factor
+    grid: list[dict] | None = None  # a smaller scientific grid (smoke tests)
+    fixed: dict = field(default_factory=dict)  # overrides of the study's fixed config
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study as its module declares it: `python -m studies.NAME` runs it through `studies.runner.run`."""
+
+    name: str
+    doc: str
+    grid: list[dict]  # scientific hyperparameters: one dict per point
+    fixed: dict  # fixed hyperparameters (training.DEFAULTS fills the rest)
+    budgets: dict[str, Budget]
+    search: dict = field(default_factory=dict)  # nuisance hyperparameters: tune domains, Optuna
+    search_first: dict = field(default_factory=dict)  # nuisance values Optuna tries first, per scientific value
+    metric: str = "val_acc"
+    mode: str = "max"
+    datasets: tuple[str, ...] = ("digits", "cifar10")
+    asha_groups: tuple[str, ...] = ()  # ASHA compares trials only within a group (see GroupedASHA)
+
+    @property
+    def scientific(self) -> list[str]:
+        return list(dict.fromkeys(k for p in self.grid for k in p))
