@@ -8,14 +8,14 @@ table, claims table, figures and reports.
 
 `load`, `find_runs`: read runs. `figures`, `render`, `render_all`: a run's figures, and its files
 (summary, claims, figures, report.md, report.html; an index over several runs). `claims(run)`:
-its claims table. `analysis.claims` is also the module of the claim rules (`Claim`, `sample`,
-`greater`, `at_least`, ...): `from analysis.claims import Claim, greater, sample`.
+its claims table. The claim rules (`Claim`, `sample`, `greater`, `at_least`, ...) are in
+`analysis.verdicts`: `from analysis.verdicts import Claim, greater, sample`.
 
 What is specific to a study is in its analysis module, `studies/NAME_analysis.py`: `HEADLINE`,
 `REFERENCE`, `CAPTIONS`, `figures`, `findings`, `CLAIMS` and optionally `CURVE_HUE`. The modules
 here are generic: `style` (names, units, colours, formats), `data` (numbers over seeds, what is
 plotted), `draw`, `plots` and `curves` (figures), `findings`, `report`, `index`, `files` (atomic
-writes), `claims` (verdicts).
+writes), `verdicts` (claims and their verdicts).
 
 Columns are stable: `config.<key>` for every hyperparameter (same name as in the search space),
 `metric.<name>` for the last reported value, `best.<name>` for the best over the trial, and
@@ -27,16 +27,15 @@ Columns are stable: `config.<key>` for every hyperparameter (same name as in the
 from __future__ import annotations
 
 import json
-import types
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
 import studies
-from analysis import claims as _claims
 from analysis.data import ci95, run_summary, summarize
 from analysis.style import config_text
+from analysis.verdicts import counts
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -124,27 +123,16 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
     return figs
 
 
-def _claims_table(run: str | Path | Results) -> pd.DataFrame:
+def claims(run: str | Path | Results) -> pd.DataFrame:
+    """The claims table of a run (a run folder or a `Results`): one row per claim of its study
+    (`CLAIMS` in studies/NAME_analysis.py) with columns claim, reference, value (this run's, with
+    its spread over seeds), verdict (reproduced, contradicted, inconclusive), rule (the statistical
+    rule that decided) and why (why inconclusive); no rows where the study declares no claims.
+    What `render` writes to claims.csv / claims.parquet. The rules are in `analysis.verdicts`."""
     from analysis.report import claims_table
 
     r = run if isinstance(run, Results) else load(run)
     return claims_table(r.trials, r.curves, r.manifest)
-
-
-class _ClaimsModule(types.ModuleType):
-    """`analysis.claims`: the module of the claim rules, which can also be called."""
-
-    def __call__(self, run: str | Path | Results) -> pd.DataFrame:
-        """The claims table of a run (a run folder or a `Results`): one row per claim of its study
-        (`CLAIMS` in studies/NAME_analysis.py) with columns claim, reference, value (this run's, with
-        its spread over seeds), verdict (reproduced, contradicted, inconclusive), rule (the
-        statistical rule that decided) and why (why inconclusive); no rows where the study declares
-        no claims. What `render` writes to claims.csv / claims.parquet."""
-        return _claims_table(run)
-
-
-_claims.__class__ = _ClaimsModule
-claims = _claims  # analysis.claims(run) -> the run's claims table; analysis.claims.greater, .sample, ...
 
 
 def render(path: str | Path, out: str | Path | None = None, fmt: str = "png") -> dict:
@@ -182,7 +170,7 @@ def render(path: str | Path, out: str | Path | None = None, fmt: str = "png") ->
     return {"figures": written, "report": rep, "html": page, "summary": tables, "claims_files": claim_files,
             "study": r.manifest["study"], "name": r.manifest.get("name", r.path.name), "trials": len(r.trials),
             "best": _best_text(summary, r.manifest), "headline": (headline[0], headline[2]) if headline else None,
-            "findings": found, "claims": _claims.counts(table)}
+            "findings": found, "claims": counts(table)}
 
 
 def render_index(entries: list[dict], root: str | Path) -> dict:

@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.claims import VERDICTS  # noqa: E402
 from analysis.style import CSS, img  # noqa: E402
+from analysis.verdicts import VERDICTS  # noqa: E402
 
 
 def verdict_text(counts: dict[str, int] | None) -> str:

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 import studies
-from analysis.claims import INCONCLUSIVE, evaluate
 from analysis.data import MIN_CI, interval, stat
 from analysis.style import CSS, SCI_KEYS, cell, config_text, fmt_sci, img, key
+from analysis.verdicts import INCONCLUSIVE, evaluate
 
 if TYPE_CHECKING:
     from analysis import Results  # type only: the package imports this module, not the reverse
@@ -29,7 +29,7 @@ Block = tuple  # (kind, ...): h1, h2, p, ul, table, code, fig
 
 
 def claims_table(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> pd.DataFrame:
-    """The run's claims table (`analysis.claims.evaluate` of its study's CLAIMS): claim, reference,
+    """The run's claims table (`analysis.verdicts.evaluate` of its study's CLAIMS): claim, reference,
     value, verdict, rule, why; no rows for a study that declares no claims."""
     module = studies.analysis_module(manifest.get("study", ""))
     return evaluate(getattr(module, "CLAIMS", None) or [], trials, curves, manifest)

@@ -16,6 +16,8 @@ BENCHMARKS.md at the repository root (see benchmarks/common.py).
 - `gpu`: CIFAR-10-shaped epoch time of the VGG CNN on CUDA, naive DataLoader path vs resident data,
   GPU augmentation, channels_last, bf16 autocast and (optionally) torch.compile.
 - `packed`: K configs of one MLP trained in one process with torch.func (vmap), vs K trainings.
+- `validity` (run by name only, `python -m benchmarks validity [STUDY ...] [--repeats N]`): each
+  study's default command N times with new seeds, and whether its claims held, into VALIDITY.md.
 """
 
 import studies  # noqa: F401  (puts the project root first on sys.path: our `datasets` wins)

@@ -1,5 +1,6 @@
 """`python -m benchmarks [NAME ...] [--quick]`: run benchmarks, print their tables, append them to
-BENCHMARKS.md."""
+BENCHMARKS.md. `python -m benchmarks validity [STUDY ...] [--repeats N]`: the studies' claims over
+repeats, into VALIDITY.md (see benchmarks/validity.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from benchmarks.common import RECORD, record, show
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["validity"]:  # its own flags, and its own record: VALIDITY.md
+        from benchmarks import validity
+
+        return validity.main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=benchmarks.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run: {', '.join(NAMES)} (default: all)")

@@ -29,7 +29,7 @@ Does each study reproduce the findings of the hand-run reports (`../shared/STUDI
 claims state them, run after run? Written by `python -m benchmarks validity` (see
 `benchmarks/validity.py`): each study's command is run several times, every repeat with new seeds,
 and each claim's verdict is read from the run's claims table (the rule that decides is in
-`analysis/claims.py` and in each run's report). A claim holds when it is reproduced in every repeat.
+`analysis/verdicts.py` and in each run's report). A claim holds when it is reproduced in every repeat.
 """
 
 
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or args.repeats < 1:
         p.error(f"unknown study {', '.join(unknown)}; choose from {', '.join(STUDIES)}" if unknown
                 else "--repeats must be 1 or more")
-    from analysis.claims import RULE_BOUND, RULE_GREATER
+    from analysis.verdicts import RULE_BOUND, RULE_GREATER
 
     for study in args.studies or STUDIES:
         print(f"\n== validity: {study} ({args.budget}, {args.repeats} repeats) ==", flush=True)

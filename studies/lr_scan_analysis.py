@@ -3,6 +3,8 @@ against lr, the mean learning curves per lr, and the findings a researcher would
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -11,6 +13,7 @@ from analysis.curves import FOUR, axis, mean_curves_figure
 from analysis.data import not_diverged, stat, summarize, with_gap
 from analysis.plots import metric_vs_figure
 from analysis.style import fmt_sci, range_phrase
+from analysis.verdicts import CONTRADICTED, RULE_GREATER, Claim, Sample, Verdict, ended, greater, sample
 
 HEADLINE = "accuracy_vs_lr"
 # What the hand-run reports measured (STUDIES.md; single runs on the full setup): the trend to compare with.
@@ -21,7 +24,6 @@ CAPTIONS = {
     "gap_vs_lr": "Generalisation gap (final train − test accuracy) against lr.",
     "mean_curves_by_lr": "Train and test loss and accuracy per lr: mean over seeds (thick), single seeds (thin).",
 }
-CLAIMS: list = []  # claims: see analysis.claims
 
 POOR = 0.1  # an lr whose mean objective is this far below the best one falls short
 
@@ -82,3 +84,54 @@ def _speed(trials: pd.DataFrame, curves: pd.DataFrame, best: float) -> str:
                                            if hit else "not reached"))
     return (f"Epochs to reach validation accuracy {target:.2f} (90% of the best lr's), mean over the seeds "
             f"that reach it: {'; '.join(speed)}.")
+
+
+# ---- claims (STUDIES.md section 2) --------------------------------------------------------------
+
+def _ended_lrs(trials: pd.DataFrame, metric: str) -> pd.Series:
+    """Mean of `metric` per lr over the seeds that ran to the end."""
+    return ended(trials).groupby("config.lr")[metric].mean()
+
+
+def _epochs_to(curves: pd.DataFrame, trials: pd.DataFrame, lr: float, target: float) -> Sample:
+    """Per seed of `lr` that ran to the end: the first epoch whose validation accuracy reaches
+    `target` (the budget's epochs + 1 where it never does)."""
+    t = ended(trials)
+    t = t[np.isclose(t["config.lr"], lr)]
+    c = curves[curves["trial_id"].isin(t["trial_id"])]
+    firsts = [g.loc[g["metric.val_acc"] >= target, "iteration"].min() for _, g in c.groupby("trial_id")]
+    n = int(trials["config.iterations"].max()) if "config.iterations" in trials else 0
+    return Sample(f"lr {fmt_sci(lr)}", np.array([f if np.isfinite(f) else n + 1 for f in firsts], dtype=float))
+
+
+def _faster(trials, curves, manifest):
+    best = _ended_lrs(trials, "metric.val_acc").max()
+    target = round(0.9 * best, 3)
+    v = greater(_epochs_to(curves, trials, 1e-4, target), _epochs_to(curves, trials, 1e-3, target))
+    return replace(v, value=f"epochs to validation accuracy {target:.3f} (90% of the best lr's final): {v.value}")
+
+
+def _too_large(trials, curves, manifest):
+    means = _ended_lrs(trials, "metric.test_acc")
+    best = means.idxmax()
+    if np.isclose(best, 4e-2):
+        return Verdict(CONTRADICTED, f"lr 4e-2 has the best final test accuracy ({means[best]:.3f})", RULE_GREATER)
+    return greater(sample(trials, f"best lr {fmt_sci(best)}", "metric.test_acc", lr=float(best)),
+                   sample(trials, "lr 4e-2", "metric.test_acc", lr=4e-2), margin=0.02)
+
+
+def _gap(trials, curves, manifest):
+    t = with_gap(trials)
+    return greater(sample(t, "lr 1e-4", "metric.gap", lr=1e-4), sample(t, "lr 1e-2", "metric.gap", lr=1e-2))
+
+
+CLAIMS = [
+    Claim("lr 1e-3 converges faster than 1e-4: it reaches 90% of the best final validation accuracy in fewer "
+          "epochs", "1e-3 converges faster than 1e-4 (hand-run, VGG CNN, Adam, CIFAR-10; STUDIES.md section 2)",
+          _faster),
+    Claim("Too large an lr plateaus lower: lr 4e-2 ends at least 0.02 below the best lr in final test accuracy",
+          "4e-2 and 5e-2 plateau lower, oscillate or get stuck at a constant loss (hand-run, CIFAR-10)", _too_large),
+    Claim("The train − test gap shrinks as lr grows: it is smaller at lr 1e-2 than at 1e-4",
+          "the train/test gap shrinks as lr grows within a range (hand-run, CIFAR-10)", _gap,
+          datasets=("fashion_mnist", "cifar10")),
+]

@@ -11,6 +11,7 @@ from analysis.curves import axis, panel_curves_figure
 from analysis.data import not_diverged, summarize
 from analysis.plots import metric_vs_figure
 from analysis.style import CHANCE
+from analysis.verdicts import Claim, at_least, every, greater, sample
 
 HEADLINE = "accuracy_vs_length"
 # What the hand-run reports measured (STUDIES.md; single runs on the full setup): the trend to compare with.
@@ -20,7 +21,6 @@ CAPTIONS = {
     "accuracy_vs_length": "Final test accuracy against sequence length, one line per cell; chance is 0.1.",
     "curves_per_cell": "Validation accuracy and train loss per cell, coloured by sequence length.",
 }
-CLAIMS: list = []  # claims: see analysis.claims
 CURVE_HUE = "seq_len"  # the learning curves of all trials are coloured by length
 
 SOLVED = 0.99  # test accuracy at or above this is "solved"
@@ -33,24 +33,75 @@ def chance(manifest: dict) -> float:
     return 1 / len(classes) if classes else CHANCE
 
 
+def setup(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's cell and, where it differs from the corrected setup, the hand-run flaw it keeps:
+    'lstm', 'lstm, torch init' (forget-gate bias 0), 'gru, double softmax', ..."""
+    out = trials["config.cell"].astype(str)
+    if "config.forget_bias" in trials:
+        torch_init = (trials["config.cell"] == "lstm") & (trials["config.forget_bias"].astype(float) == 0)
+        out = out.where(~torch_init, out + ", torch init")
+    if "config.double_softmax" in trials:
+        out = out.where(~trials["config.double_softmax"].astype(bool), out + ", double softmax")
+    return out
+
+
+def _with_setup(trials: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    trials = trials.assign(**{"config.setup": setup(trials)})
+    if len(curves) and "trial_id" in curves:
+        curves = curves.merge(trials[["trial_id", "config.setup"]], on="trial_id", how="left")
+    return trials, curves
+
+
 def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
+    trials, curves = _with_setup(trials, curves)  # a flawed setup is drawn as a cell of its own
+    trials = trials.assign(**{"config.cell": trials["config.setup"]})
+    if len(curves) and "config.setup" in curves:
+        curves = curves.assign(**{"config.cell": curves["config.setup"]})
     figs = {"accuracy_vs_length": metric_vs_figure(
-        trials, "seq_len", ["metric.test_acc"], "Palindrome: final test accuracy against length", hue="cell",
-        chance=chance(manifest))}
+        trials, "seq_len", ["metric.test_acc"], "Palindrome: final test accuracy against length, per cell; "
+        "beside them the hand-run flaws", hue="cell", chance=chance(manifest))}
     ax = axis(trials, curves, manifest)
     if ax:
         figs["curves_per_cell"] = panel_curves_figure(
             curves, trials, "cell", "seq_len", [m for m in ("metric.val_acc", "metric.train_loss") if m in curves],
-            "Palindrome learning curves per cell, coloured by sequence length T", ax.x, ax.label, ax.rungs,
+            "Palindrome learning curves per cell and setup, coloured by sequence length T", ax.x, ax.label, ax.rungs,
             chance(manifest))
     return figs
 
 
+def _steps_to(curves: pd.DataFrame, trial_ids, target: float = 0.9) -> float:
+    """Mean over seeds of the first step whose validation accuracy reaches `target` (NaN if none does)."""
+    c = curves[curves["trial_id"].isin(trial_ids)]
+    firsts = [g.loc[g["metric.val_acc"] >= target, "step"].min() for _, g in c.groupby("trial_id")]
+    return float(np.mean(firsts)) if firsts and all(np.isfinite(firsts)) else float("nan")
+
+
+def flaw_costs(trials: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
+    """What each hand-run flaw costs: its final test accuracy and steps to 90% beside the corrected setup's."""
+    trials, _ = _with_setup(trials, curves)
+    out = []
+    for flawed, g in trials[trials["config.setup"] != trials["config.cell"]].groupby("config.setup"):
+        parts = []
+        for T, f in g.groupby("config.seq_len"):
+            base = trials[(trials["config.setup"] == f["config.cell"].iloc[0]) & (trials["config.seq_len"] == T)]
+            if not len(base):
+                continue
+            steps = [_steps_to(curves, x["trial_id"]) if len(curves) else float("nan") for x in (f, base)]
+            when = ", ".join("never" if not np.isfinite(v) else f"{v:.0f}" for v in steps)
+            parts.append(f"T={T}: {f['metric.test_acc'].mean():.2f} against {base['metric.test_acc'].mean():.2f} "
+                         f"(steps to 90% validation accuracy: {when})")
+        if parts:
+            out.append(f"Hand-run flaw, {flawed.split(', ', 1)[1]} ({flawed.split(',')[0].upper()}): mean final test "
+                       f"accuracy {'; '.join(parts)}, against the corrected setup.")
+    return out
+
+
 def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list[str]:
     near_chance = chance(manifest) + NEAR
-    s = summarize(not_diverged(trials), ["config.cell", "config.seq_len"], ["metric.test_acc"])
+    trials, _ = _with_setup(trials, curves)
+    s = summarize(not_diverged(trials), ["config.setup", "config.seq_len"], ["metric.test_acc"])
     out = []
-    for cell, g in s.groupby("config.cell", sort=True):
+    for cell, g in s.groupby("config.setup", sort=True):
         g = g.sort_values("config.seq_len")
         acc, T = g["metric.test_acc.mean"].to_numpy(), g["config.seq_len"].to_numpy()
         solved = np.cumprod(acc >= SOLVED).astype(bool)
@@ -67,11 +118,45 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
             parts.append(f"above chance at every T tried (lowest {acc[i]:.2f} at T={T[i]})")
         line = f"{cell.upper()}: {'; '.join(parts)}. Mean test accuracy by T: " + ", ".join(
             f"{t}: {a:.2f}" for t, a in zip(T, acc)) + "."
-        cut = trials[(trials["config.cell"] == cell)].groupby("config.seq_len").filter(
+        cut = trials[(trials["config.setup"] == cell)].groupby("config.seq_len").filter(
             lambda g: g["stopped_early"].astype(bool).all()) if "stopped_early" in trials else trials.iloc[:0]
         if len(cut):
             where = ", ".join(f"T={t} (step {'/'.join(str(int(v)) for v in sorted(g['step'].unique()))})"
                               for t, g in cut.groupby("config.seq_len"))
             line += f" Every seed stopped early by ASHA at {where}."
         out.append(line)
-    return out
+    return out + flaw_costs(trials, curves)
+
+
+# ---- claims (STUDIES.md section 4) --------------------------------------------------------------
+
+FIXED = dict(forget_bias=1.0, double_softmax=False)  # the corrected setup; the flaws are their own grid points
+
+
+def _acc(trials, cell, seq_len, **setup):
+    label = f"{cell.upper()} T={seq_len}" + "".join(f", {k}={v}" for k, v in setup.items())
+    return sample(trials, label, "metric.test_acc", cell=cell, seq_len=seq_len, **{**FIXED, **setup})
+
+
+def _longest(trials):
+    return int(trials["config.seq_len"].max())
+
+
+CLAIMS = [
+    Claim("Every cell solves T=5: final test accuracy at least 0.95",
+          "RNN 100%, LSTM 100% at T=5 (hand-run, 10,000 steps; STUDIES.md section 4)",
+          lambda t, c, m: every([at_least(_acc(t, cell, 5), 0.95) for cell in ("rnn", "lstm", "gru")])),
+    Claim("At the longest T, the LSTM and the GRU beat the vanilla RNN",
+          "T=20: LSTM 70.8% against RNN 22.5%; GRU similar to LSTM (hand-run)",
+          lambda t, c, m: every([greater(_acc(t, cell, _longest(t)), _acc(t, "rnn", _longest(t)))
+                                 for cell in ("lstm", "gru")])),
+    Claim("The vanilla RNN forgets over long sequences: its accuracy at the longest T is below its accuracy at T=5",
+          "RNN 100, 37.9, 17.9, 22.5% at T = 5, 10, 15, 20 (hand-run)",
+          lambda t, c, m: greater(_acc(t, "rnn", 5), _acc(t, "rnn", _longest(t)))),
+    Claim("The hand-run LSTM's init explains its long-T results: with forget-gate bias 0 (torch's init) the LSTM "
+          "stays near chance (<= 0.2) at the longest T, where forget-gate bias 1 reaches >= 0.9",
+          "LSTM T=20: 70.8% (hand-run, torch's init); by hand here: loss 2.3026 (chance) for all 10,000 steps with "
+          "torch's init, 100% within 1,500 steps with forget-gate bias 1 (Jozefowicz et al. 2015)",
+          lambda t, c, m: every([at_least(_acc(t, "lstm", _longest(t), forget_bias=0.0), 0.2, at_most=True),
+                                 at_least(_acc(t, "lstm", _longest(t)), 0.9)])),
+]

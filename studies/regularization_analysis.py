@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from analysis import draw
 from analysis.data import metric_vs, not_diverged, spread_kind, spread_note, stat, summarize, with_gap
 from analysis.style import bounds, fmt, is_log, label, legend_label, name
+from analysis.verdicts import Claim, at_least, greater, sample
 
 HEADLINE = "gap_vs_strength"
 # What the hand-run reports measured (STUDIES.md; single runs on the full setup): the trend to compare with.
@@ -22,7 +23,6 @@ REFERENCE = ("deep MLP train 0.99 / test 0.55 without regularisation; dropout p=
 CAPTIONS = {
     "gap_vs_strength": "Train and test accuracy (top) and their gap (bottom) against each regulariser's strength.",
 }
-CLAIMS: list = []  # claims: see analysis.claims
 
 KEYS = ("dropout", "l2", "weight_decay")  # the regularisers, each scanned with the others at 0
 SHORT = {"dropout": "dropout p", "l2": "L2 λ", "weight_decay": "weight decay"}  # in settings and findings
@@ -119,3 +119,35 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
             out.append(f"Highest final test accuracy: {b['setting']} {stat(b, 'metric.test_acc')}; smallest gap: "
                        f"{g['setting']} {stat(g, 'metric.gap')}.")
     return out
+
+
+# ---- claims (STUDIES.md section 3) --------------------------------------------------------------
+
+NONE = dict(dropout=0.0, l2=0.0, weight_decay=0.0)
+
+
+def _gap_of(trials, label, metric="metric.gap", **setting):
+    return sample(with_gap(trials), label, metric, **{**NONE, **setting})
+
+
+def _strongest(trials, key):
+    values = trials[f"config.{key}"].astype(float)
+    return float(values.max())
+
+
+CLAIMS = [
+    Claim("Without regularisation the deep MLP overfits: its train − test gap is at least 0.05",
+          "train 0.99 / test 0.55, a gap of 0.44 (hand-run, deep MLP, CIFAR-10; STUDIES.md section 3)",
+          lambda t, c, m: at_least(_gap_of(t, "no regulariser"), 0.05), datasets=("fashion_mnist", "cifar10")),
+    Claim("Dropout p=0.5 shrinks the gap", "p=0.5: train 0.547 / test 0.492, a gap of 0.055 against 0.44 (hand-run)",
+          lambda t, c, m: greater(_gap_of(t, "no regulariser"), _gap_of(t, "dropout 0.5", dropout=0.5)),
+          datasets=("fashion_mnist", "cifar10")),
+    Claim("Dropout p=0.5 lowers the training accuracy", "train 0.99 without, 0.547 with p=0.5 (hand-run)",
+          lambda t, c, m: greater(_gap_of(t, "no regulariser", "metric.train_acc"),
+                                  _gap_of(t, "dropout 0.5", "metric.train_acc", dropout=0.5))),
+    Claim("The strongest L2 penalty shrinks the gap", "λ=0.01: train 0.770 / test 0.520, a gap of 0.25 against 0.44 "
+          "(hand-run; λ × Σ‖θ‖₂ added to the loss)",
+          lambda t, c, m: greater(_gap_of(t, "no regulariser"),
+                                  _gap_of(t, f"L2 λ={_strongest(t, 'l2'):g}", l2=_strongest(t, "l2"))),
+          datasets=("fashion_mnist", "cifar10")),
+]

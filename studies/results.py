@@ -29,16 +29,23 @@ def _value(v):
     return v
 
 
-def _status(result, metrics: dict, max_t: int) -> str:
+def _status(result, iterations: int, diverged: bool, max_t: int) -> str:
     if result.error is not None:
         return "error"
-    if metrics.get("diverged"):
+    if diverged:
         return "diverged"
-    return "stopped" if metrics.get("training_iteration", 0) < max_t else "completed"
+    return "stopped" if iterations < max_t else "completed"
+
+
+def _best(values: pd.Series, metric: str) -> float:
+    v = values.dropna()
+    return float(v.max() if metric.endswith("acc") else v.min()) if len(v) else math.nan
 
 
 def tables(grid, p) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per trial, and one row per trial per report."""
+    """One row per seed of every trial, and one row per seed per report. A trial trains all the
+    seeds of one configuration; its seed k reports under `seed<k>/<metric>`. A seed that diverged
+    ends its row and curve at the report where its loss was NaN or inf."""
     varied = list(dict.fromkeys([*p.study.scientific, *p.study.search, "seed"]))
     rows, curves = [], []
     for r in grid:
@@ -46,33 +53,40 @@ def tables(grid, p) -> tuple[pd.DataFrame, pd.DataFrame]:
             continue
         m = r.metrics or {}
         df = r.metrics_dataframe
-        trial_id = m.get("trial_id") or Path(r.path).name
-        row = {"study": p.study.name, "trial_id": trial_id}
-        row.update({f"config.{k}": _value(v) for k, v in sorted(r.config.items())})
-        status = _status(r, m, p.budget.iterations)
-        row.update(status=status, stopped_early=status == "stopped", diverged=status == "diverged",
-                   iterations=int(m.get("training_iteration", 0)), step=int(m.get("step", 0)),
-                   restarts=int(m.get("restarts", 0)),
-                   wall_time_s=float(m.get("time_total_s", math.nan)), node=m.get("node_ip"))
-        for k in METRICS:
-            row[f"metric.{k}"] = float(m.get(k, math.nan))
-            if df is not None and k in df:
-                best = df[k].max() if k.endswith("acc") else df[k].min()
-                row[f"best.{k}"] = float(best)
-            else:
-                row[f"best.{k}"] = math.nan
-        row.update({f"metric.{k}": float(v) for k, v in m.items() if k.startswith("test_acc_")})
-        rows.append(row)
-        if df is not None and len(df):
-            c = df.drop_duplicates("training_iteration", keep="last")  # a restore may report twice
-            cols = [k for k in ("step", "samples", "time_total_s", *METRICS) if k in c]
-            names = {"training_iteration": "iteration", "time_total_s": "time_s", **{k: f"metric.{k}" for k in METRICS}}
-            cdf = c[["training_iteration", *cols]].rename(columns=names)
-            cdf.insert(0, "trial_id", trial_id)
-            cdf.insert(0, "study", p.study.name)
-            for k in varied:
-                cdf[f"config.{k}"] = _value(r.config.get(k))
-            curves.append(cdf)
+        trial = m.get("trial_id") or Path(r.path).name.removeprefix("trial_")
+        config = {k: v for k, v in r.config.items() if k != "seeds"}
+        done = int(m.get("training_iteration", 0))
+        for seed in r.config.get("seeds", [config.get("seed", 0)]):
+            key = f"seed{seed}/"
+            ended = int(m.get(f"{key}diverged_at", 0) or 0)
+            iterations = ended or done
+            c = df[df["training_iteration"] <= iterations] if df is not None and len(df) else None
+            if c is not None:
+                c = c.drop_duplicates("training_iteration", keep="last")  # a restore may report twice
+            row = {"study": p.study.name, "trial_id": f"{trial}-{seed}", "trial": trial}
+            row.update({f"config.{k}": _value(v) for k, v in sorted({**config, "seed": seed}.items())})
+            status = _status(r, iterations, bool(ended), p.budget.iterations)
+            row.update(status=status, stopped_early=status == "stopped", diverged=status == "diverged",
+                       iterations=iterations, step=int(c["step"].iloc[-1]) if c is not None and len(c) else 0,
+                       restarts=int(m.get("restarts", 0)),
+                       wall_time_s=float(m.get("time_total_s", math.nan)), node=m.get("node_ip"))
+            last = c.iloc[-1] if c is not None and len(c) else {}
+            for k in METRICS:
+                row[f"metric.{k}"] = float(last.get(key + k, math.nan)) if len(last) else math.nan
+                row[f"best.{k}"] = _best(c[key + k], k) if c is not None and key + k in c else math.nan
+            row.update({f"metric.{k.removeprefix(key)}": float(v) for k, v in (last.items() if len(last) else ())
+                        if k.startswith(key + "test_acc_")})
+            rows.append(row)
+            if c is not None and len(c):
+                cols = [k for k in ("step", "samples", "time_total_s") if k in c]
+                cdf = c[["training_iteration", *cols, *[key + k for k in METRICS if key + k in c]]]
+                cdf = cdf.rename(columns={"training_iteration": "iteration", "time_total_s": "time_s",
+                                          **{key + k: f"metric.{k}" for k in METRICS}})
+                cdf.insert(0, "trial_id", row["trial_id"])
+                cdf.insert(0, "study", p.study.name)
+                for k in varied:
+                    cdf[f"config.{k}"] = _value(seed if k == "seed" else config.get(k))
+                curves.append(cdf.reset_index(drop=True))
     trials = pd.DataFrame(rows).sort_values([f"config.{k}" for k in varied if f"config.{k}" in rows[0]] or ["trial_id"])
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     return trials.reset_index(drop=True), curves_df

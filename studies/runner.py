@@ -66,6 +66,8 @@ def parser(study: Study) -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=_positive(int), help="Optuna samples of the nuisance hyperparameters "
                    "per scientific value (studies with a nuisance search)")
     p.add_argument("--seeds", type=_positive(int), help="repeats of every configuration, seeds 0..N-1")
+    p.add_argument("--first-seed", type=int, default=0, metavar="K",
+                   help="the seeds are K..K+N-1 (default 0): a repeat of the study with new seeds")
     p.add_argument("--max-concurrent", type=_positive(int), help="at most this many trials at once")
     p.add_argument("--cpus-per-trial", type=_positive(float), default=1.0)
     p.add_argument("--gpus-per-trial", type=_non_negative, default=None,
@@ -193,6 +195,8 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
         b = replace(b, seeds=args.seeds)
     if args.iterations is not None:
         b = replace(b, iterations=args.iterations, grace=min(b.grace, args.iterations))
+    if args.first_seed < 0:
+        raise UsageError(f"--first-seed {args.first_seed}: expected a whole number >= 0")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite contradict each other: give one of them")
     if not 0 <= args.inject_faults <= 1:
@@ -236,7 +240,8 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
     if not name or "/" in name or name.startswith("."):
         raise UsageError(f"--name {name!r}: use a plain folder name such as 'quick' or 'try2'")
     run_dir = f"{storage.rstrip('/')}/{study.name}/{name}"
-    return Plan(study, args.budget, b, args, points, list(range(b.seeds)), fixed, run_dir, args.cpus_per_trial, gpus)
+    seeds = list(range(args.first_seed, args.first_seed + b.seeds))
+    return Plan(study, args.budget, b, args, points, seeds, fixed, run_dir, args.cpus_per_trial, gpus)
 
 
 def _check_storage(p: Plan) -> None:
@@ -275,6 +280,9 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
+FALLBACK = ("fashion_mnist", "digits")  # a budget's dataset, and the one that always works offline
+
+
 def run(study: Study, argv: list[str] | None = None, **plan_fields: Any) -> int:
     """`python -m studies.NAME`: plan, check, run on Ray Tune, write results. Returns the exit code.
     `plan_fields` set fields of the Plan after the command line is read (e.g. reuse_actors=False)."""
@@ -288,7 +296,11 @@ def run(study: Study, argv: list[str] | None = None, **plan_fields: Any) -> int:
             try:
                 datasets.prepare(p.fixed["dataset"], p.fixed["data_dir"])
             except datasets.DatasetError as e:
-                raise UsageError(str(e)) from None
+                if p.args.dataset is not None or p.fixed["dataset"] != FALLBACK[0]:
+                    raise UsageError(str(e)) from None
+                p.fixed["dataset"] = FALLBACK[1]  # the budget's dataset, not the user's: fall back, and say so
+                _say(study, "notice", f"{e}. This run uses {FALLBACK[1]} instead; claims that need "
+                     f"{FALLBACK[0]} are reported as inconclusive")
         _check_storage(p)
     except UsageError as e:
         _say(study, "error", str(e))
@@ -347,8 +359,9 @@ def execute(p: Plan) -> int:
         if own_ray:
             ray.shutdown()
     paths = results.write(p, trials, curves, started=started)
-    print(f"\n{p.study.name}: {len(trials)} trials, {int(trials['stopped_early'].sum())} stopped early by ASHA, "
-          f"{int(trials['diverged'].sum())} diverged, {time.time() - started:.0f} s")
+    configs = trials.drop_duplicates("trial")
+    print(f"\n{p.study.name}: {len(configs)} trials ({len(trials)} seed runs), {int(configs['stopped_early'].sum())} "
+          f"stopped early by ASHA, {int(trials['diverged'].sum())} seed runs diverged, {time.time() - started:.0f} s")
     for label, path in paths.items():
         print(f"  {label:8s} {path}")
     return 0 if (trials["status"] != "error").any() else 1

@@ -42,7 +42,14 @@ class Study:
     metric: str = "val_acc"
     mode: str = "max"
     datasets: tuple[str, ...] = ("digits", "cifar10")
-    asha_groups: tuple[str, ...] = ()  # ASHA compares trials only within a group (see GroupedASHA)
+    # ASHA compares a trial only with trials that share these values (see GroupedASHA). None: the
+    # scientific hyperparameters, so ASHA prunes nuisance samples of one scientific value and never
+    # cuts a scientific value in favour of another; () for plain ASHA, where choosing the value is the question.
+    asha_groups: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.asha_groups is None:
+            object.__setattr__(self, "asha_groups", tuple(self.scientific))
 
     @property
     def scientific(self) -> list[str]:

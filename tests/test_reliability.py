@@ -111,7 +111,7 @@ def test_crashing_trials_are_retried_from_their_checkpoint(ray_session, tmp_path
     t = check_complete(run_dir, n=8)  # all trials, none lost to the crashes
     crashed = 0
     for _, row in t.iterrows():
-        params = json.loads((run_dir / "tune" / f"trial_{row['trial_id']}" / "params.json").read_text())
+        params = json.loads((run_dir / "tune" / f"trial_{row['trial']}" / "params.json").read_text())
         crash_at = fault_iteration({**DEFAULTS, **params})
         expected = int(crash_at is not None and row["iterations"] >= crash_at)
         assert row["restarts"] == expected, (row["trial_id"], crash_at, row["iterations"])
