@@ -283,6 +283,25 @@ def _trial_dirname(trial) -> str:
 FALLBACK = ("fashion_mnist", "digits")  # a budget's dataset, and the one that always works offline
 
 
+def prepare_data(p: Plan) -> str | None:
+    """Make the plan's dataset loadable (downloading it where the network allows) before Ray starts.
+    A dataset the user named must be there (else UsageError); the budget's Fashion-MNIST falls back
+    to digits, which ship with scikit-learn: the plan is changed, and the notice to print returned."""
+    if "dataset" not in p.fixed:
+        return None
+    import datasets
+
+    try:
+        datasets.prepare(p.fixed["dataset"], p.fixed["data_dir"])
+    except datasets.DatasetError as e:
+        if p.args.dataset is not None or p.fixed["dataset"] != FALLBACK[0]:
+            raise UsageError(str(e)) from None
+        p.fixed["dataset"] = FALLBACK[1]
+        return (f"{e}. This run uses {FALLBACK[1]} instead; claims that need {FALLBACK[0]} are reported as "
+                "inconclusive")
+    return None
+
+
 def run(study: Study, argv: list[str] | None = None, **plan_fields: Any) -> int:
     """`python -m studies.NAME`: plan, check, run on Ray Tune, write results. Returns the exit code.
     `plan_fields` set fields of the Plan after the command line is read (e.g. reuse_actors=False)."""
@@ -290,17 +309,9 @@ def run(study: Study, argv: list[str] | None = None, **plan_fields: Any) -> int:
         p = plan(study, argv)
         if plan_fields:
             p = replace(p, **plan_fields)
-        if "dataset" in p.fixed:
-            import datasets
-
-            try:
-                datasets.prepare(p.fixed["dataset"], p.fixed["data_dir"])
-            except datasets.DatasetError as e:
-                if p.args.dataset is not None or p.fixed["dataset"] != FALLBACK[0]:
-                    raise UsageError(str(e)) from None
-                p.fixed["dataset"] = FALLBACK[1]  # the budget's dataset, not the user's: fall back, and say so
-                _say(study, "notice", f"{e}. This run uses {FALLBACK[1]} instead; claims that need "
-                     f"{FALLBACK[0]} are reported as inconclusive")
+        notice = prepare_data(p)
+        if notice:
+            _say(study, "notice", notice)
         _check_storage(p)
     except UsageError as e:
         _say(study, "error", str(e))

@@ -36,7 +36,8 @@ def test_plan_resolves_budget_seeds_and_dataset(tmp_path):
     from studies.lr_scan import STUDY
 
     p = plan(STUDY, ["--budget", "quick", "--seeds", "3", "--storage", str(tmp_path), "--name", "x"])
-    assert p.seeds == [0, 1, 2] and len(p.points) == 6 and p.fixed["dataset"] == "digits"
+    assert p.seeds == [0, 1, 2] and len(p.points) == 6 and p.fixed["dataset"] == "fashion_mnist"
+    assert plan(STUDY, ["--seeds", "2", "--first-seed", "3", "--storage", str(tmp_path)]).seeds == [3, 4]
     assert p.run_dir == f"{tmp_path}/lr_scan/x" and p.gpus == 0.0 and p.cpus == 1.0
     full = plan(STUDY, ["--budget", "full", "--gpus-per-trial", "0"])
     assert full.fixed["dataset"] == "cifar10" and full.budget.iterations == 100
@@ -79,33 +80,64 @@ def test_help_lists_the_shared_flags():
         assert flag in out.stdout
 
 
-def test_grid_search_repeats_each_point_over_seeds_then_finishes():
+def test_quick_falls_back_to_digits_when_fashion_mnist_is_missing(tmp_path, monkeypatch):
+    import datasets.images as images
+    from studies.lr_scan import STUDY
+    from studies.runner import UsageError, prepare_data
+
+    class Offline:
+        def __init__(self, *a, **k):
+            raise OSError("no network")
+
+    import torchvision
+
+    monkeypatch.setattr(images, "FASHION_SYSTEM_DIRS", (tmp_path / "nowhere",))
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", Offline)
+    argv = ["--storage", str(tmp_path / "r"), "--data-dir", str(tmp_path / "data")]
+    p = plan(STUDY, argv)
+    notice = prepare_data(p)
+    assert p.fixed["dataset"] == "digits" and "\n" not in notice
+    assert "apt-get install dataset-fashion-mnist" in notice and "inconclusive" in notice
+    with pytest.raises(UsageError, match="Fashion-MNIST"):  # named by the user: no fallback
+        prepare_data(plan(STUDY, [*argv, "--dataset", "fashion_mnist"]))
+    assert not (tmp_path / "r").exists()
+
+
+def test_grid_search_gives_each_point_one_trial_with_every_seed_then_finishes():
     s = GridSearch([{"lr": 1}, {"lr": 2}], seeds=[0, 1, 2], fixed={"model": "cnn"}, metric="acc", mode="max")
-    configs = [s.suggest(str(i)) for i in range(6)]
-    assert s.total == 6
-    assert [(c["lr"], c["seed"]) for c in configs] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
-    assert all(c["model"] == "cnn" for c in configs)
-    assert s.suggest("6") == GridSearch.FINISHED
+    configs = [s.suggest(str(i)) for i in range(2)]
+    assert s.total == 2  # one trial per configuration; it trains seeds 0, 1, 2 (ASHA can never split them)
+    assert [(c["lr"], c["seeds"]) for c in configs] == [(1, [0, 1, 2]), (2, [0, 1, 2])]
+    assert all(c["model"] == "cnn" and "seed" not in c for c in configs)
+    assert s.suggest("2") == GridSearch.FINISHED
 
 
 def test_grid_search_tunes_nuisance_per_point_and_tells_optuna_the_seed_mean():
+    from optuna.trial import TrialState
     from ray import tune
 
-    s = GridSearch([{"optimizer": "adam"}, {"optimizer": "sgd"}], seeds=[0, 1], fixed={}, metric="acc", mode="max",
-                   space={"lr": tune.loguniform(1e-5, 1e-1)}, samples=3)
-    assert s.total == 12
-    configs = {str(i): s.suggest(str(i)) for i in range(12)}
+    s = GridSearch([{"optimizer": "adam"}, {"optimizer": "sgd"}], seeds=[0, 1], fixed={"iterations": 4}, metric="acc",
+                   mode="max", space={"lr": tune.loguniform(1e-5, 1e-1)}, samples=3, first={"lr": 1e-4})
+    assert s.total == 6
+    configs = {str(i): s.suggest(str(i)) for i in range(6)}
     assert s.suggest("x") == GridSearch.FINISHED
     by_opt = {o: [c for c in configs.values() if c["optimizer"] == o] for o in ("adam", "sgd")}
     for cs in by_opt.values():
-        assert len(cs) == 6 and len({c["lr"] for c in cs}) == 3  # 3 lrs, each for both seeds
-        assert all(1e-5 <= c["lr"] <= 1e-1 for c in cs)
-    s.on_trial_complete("0", {"acc": 0.2})
-    s.on_trial_complete("1", {"acc": 0.4})
-    study = s.optuna[0]._ot_study
-    done = [t for t in study.trials if t.value is not None]
+        assert len(cs) == 3 and len({c["lr"] for c in cs}) == 3 and all(c["seeds"] == [0, 1] for c in cs)
+        assert all(1e-5 <= c["lr"] <= 1e-1 for c in cs) and cs[0]["lr"] == 1e-4  # the hand-run lr first
+    # trial "0" ran to the end (iteration 4 of 4): Optuna gets its mean over the seeds as the value;
+    # trial "2" was stopped by ASHA at iteration 2: Optuna is told it was pruned, with its intermediate value
+    s.on_trial_result("0", {"acc": 0.3, "training_iteration": 4})
+    s.on_trial_complete("0", {"acc": 0.3, "training_iteration": 4})
+    s.on_trial_result("2", {"acc": 0.1, "training_iteration": 2})
+    s.on_trial_complete("2", {"acc": 0.1, "training_iteration": 2})
+    study = s.studies[0]
+    states = {t.params["lr"]: t.state for t in study.trials}
+    assert states[configs["0"]["lr"]] == TrialState.COMPLETE and states[configs["2"]["lr"]] == TrialState.PRUNED
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(done) == 1 and done[0].value == pytest.approx(0.3)
-    assert done[0].params["lr"] == configs["0"]["lr"]
+    pruned = next(t for t in study.trials if t.state == TrialState.PRUNED)
+    assert pruned.intermediate_values == {2: pytest.approx(0.1)}
 
 
 def test_grid_search_state_survives_save_and_restore(tmp_path):
