@@ -71,10 +71,10 @@ def bounds(column: str) -> tuple[float, float] | None:
 
 
 def is_log(values: ArrayLike) -> bool:
-    """A scan is logarithmic when its positive values span more than a decade."""
+    """A scan is logarithmic when its positive values span a decade or more."""
     v = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
     v = v[v > 0]
-    return len(v) > 1 and v.max() / v.min() > 10
+    return len(v) > 1 and v.max() / v.min() >= 10
 
 
 def numeric(values: ArrayLike) -> bool:
