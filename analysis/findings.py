@@ -12,6 +12,29 @@ from analysis.data import asha_rungs, not_diverged, summarize
 from analysis.style import config_text, fmt
 
 DISAGREE = 0.3  # seeds whose objective differs by more than this disagree
+NEAR_CHANCE = 0.05  # an accuracy at most this above chance says nothing yet
+
+
+def chance_level(manifest: dict) -> float | None:
+    """Chance accuracy: one over the number of classes the run records."""
+    classes = manifest.get("classes")
+    return 1 / len(classes) if classes else None
+
+
+def stopped_at_chance(trials: pd.DataFrame, manifest: dict) -> list[str]:
+    """A rung decision made while the metric still sat at chance is a decision on noise: say so."""
+    level = chance_level(manifest)
+    metric = f"metric.{manifest.get('metric', 'val_acc')}"
+    if level is None or metric not in trials or "stopped_early" not in trials or not metric.endswith("acc"):
+        return []
+    stopped = trials[trials["stopped_early"].astype(bool)]
+    blind = stopped[stopped[metric] <= level + NEAR_CHANCE]
+    if not len(blind):
+        return []
+    return [f"Warning: ASHA stopped {len(blind)} of {len(stopped)} stopped seed runs while their "
+            f"{metric.removeprefix('metric.')} was still at chance ({level:.2f} + {NEAR_CHANCE:g} or less): a rung "
+            "came before the curves left chance, so that decision rested on noise. A longer grace period (the "
+            "budget's `grace`) would judge them on learning."]
 
 
 def general(trials: pd.DataFrame, manifest: dict) -> list[str]:
@@ -58,4 +81,4 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
     """The run's findings, most important first: its study's own, then those every run gets."""
     module = studies.analysis_module(manifest.get("study", ""))
     out = module.findings(trials, curves, manifest) if module and len(trials) else []
-    return out + seed_disagreement(trials, manifest) + general(trials, manifest)
+    return out + seed_disagreement(trials, manifest) + general(trials, manifest) + stopped_at_chance(trials, manifest)

@@ -568,3 +568,14 @@ def _close_figures():
 
 def test_rankings_mark_ties_at_the_shown_precision():
     assert style.chain([(0.9861, "adam"), (0.9859, "rmsprop"), (0.897, "sgd")]) == "adam ≈ rmsprop > sgd"
+
+
+def test_a_rung_decision_at_chance_is_flagged():
+    from analysis.findings import stopped_at_chance
+
+    t = pd.DataFrame({"stopped_early": [True, True, False], "metric.val_acc": [0.11, 0.6, 0.9]})
+    m = {"metric": "val_acc", "classes": [str(i) for i in range(10)]}
+    (line,) = stopped_at_chance(t, m)
+    assert "stopped 1 of 2 stopped seed runs" in line and "chance (0.10" in line
+    assert stopped_at_chance(t.assign(**{"metric.val_acc": [0.5, 0.6, 0.9]}), m) == []
+    assert stopped_at_chance(t, {"metric": "val_acc"}) == []  # chance unknown: nothing said
