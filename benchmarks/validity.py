@@ -81,16 +81,38 @@ def _cell(v) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-def section(study: str, budget: str, table: pd.DataFrame, runs: list, rule: str) -> str:
+def reference_tables(study: str, storage: str, budget: str, repeats: int) -> list[tuple[str, pd.DataFrame]]:
+    """The study's table beside the hand-run one (`reference_table` in its analysis module), per repeat."""
+    import analysis
+    import studies
+
+    module = studies.analysis_module(study)
+    out = []
+    for r in range(repeats):
+        run = Path(storage) / study / f"validity-{budget}-{r + 1}"
+        if getattr(module, "reference_table", None) and (run / "trials.parquet").is_file():
+            res = analysis.load(run)
+            out.append((f"Repeat {r + 1}, seeds {res.manifest.get('seeds')}", module.reference_table(res.trials,
+                                                                                                       res.manifest)))
+    return out
+
+
+def _md(df: pd.DataFrame) -> list[str]:
+    return ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns),
+            *["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]]
+
+
+def section(study: str, budget: str, table: pd.DataFrame, runs: list, rule: str,
+            extra: list[tuple[str, pd.DataFrame]] = ()) -> str:
     m = machine()
     lines = [f"## {study} ({budget})", "",
              f"{m['date']}; {m['cpu']}, {m['cores']} cores, GPU: {m['cuda'] or 'none'}; torch {m['torch']}, "
              f"ray {m['ray']}, optuna {m['optuna']}.", "", "Commands (STORAGE: a scratch results root):", ""]
     lines += [f"- `{cmd}`: {wall:.0f} s; {what}" for cmd, wall, what in runs] + [""]
     if len(table):
-        lines += ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-        lines += ["", f"Rule: {rule}" if rule else ""]
+        lines += [*_md(table), "", f"Rule: {rule}" if rule else "", ""]
+    for title, df in extra:
+        lines += [f"**{title}**: this run beside the hand-run reports", "", *_md(df), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -136,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         rule = " / ".join(r for r in (RULE_GREATER, RULE_BOUND) if r in used or any(r in u for u in used))
         if len(table):
             print(table[["claim", "reproduced"]].to_string(index=False))
-        text = section(study, args.budget, table, runs, rule)
+        extra = reference_tables(study, args.storage, args.budget, args.repeats)
+        text = section(study, args.budget, table, runs, rule, extra)
         print(f"written to {write_section(Path(args.out), study, args.budget, text)}")
     return 0
 

@@ -8,10 +8,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.curves import axis, panel_curves_figure
-from analysis.data import not_diverged, summarize
+from analysis.data import not_diverged, spread, summarize
 from analysis.plots import metric_vs_figure
 from analysis.style import CHANCE
-from analysis.verdicts import Claim, at_least, every, greater, sample
+from analysis.verdicts import Claim, at_least, ended, every, greater, sample
 
 HEADLINE = "accuracy_vs_length"
 # What the hand-run reports measured (STUDIES.md; single runs on the full setup): the trend to compare with.
@@ -126,6 +126,21 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
             line += f" Every seed stopped early by ASHA at {where}."
         out.append(line)
     return out + flaw_costs(trials, curves)
+
+
+HAND_RUN = {"rnn": {5: 1.0, 10: 0.379, 15: 0.179, 20: 0.225}, "lstm": {5: 1.0, 10: 1.0, 15: 0.60, 20: 0.708}}
+
+
+def reference_table(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
+    """Final test accuracy per setup and T: this run's mean and spread over seeds (the seeds that ran
+    to the end), beside the hand-run reports' single runs (STUDIES.md section 4)."""
+    t, _ = _with_setup(ended(trials), pd.DataFrame())
+    rows = []
+    for (name, T), g in t.groupby(["config.setup", "config.seq_len"], sort=True):
+        hand = HAND_RUN.get(name, {}).get(int(T))
+        rows.append({"cell": name, "T": int(T), "this run": spread(g["metric.test_acc"]).text(3),
+                     "hand-run": "–" if hand is None else f"{hand:.3f}"})
+    return pd.DataFrame(rows)
 
 
 # ---- claims (STUDIES.md section 4) --------------------------------------------------------------
