@@ -9,7 +9,6 @@ import os
 import platform
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -35,14 +34,11 @@ def cpu_model() -> str:
 
 
 def machine() -> dict:
-    """The machine and software a figure was measured on."""
+    """The machine and software a figure was measured on; the package versions as a study's
+    manifest records them (studies.results)."""
     import torch
 
-    def version(pkg):
-        try:
-            return metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            return None
+    from studies.results import _versions
 
     flags = ""
     try:
@@ -55,8 +51,7 @@ def machine() -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpu": cpu_model(), "cores": os.cpu_count(), "cpu_flags": flags,
         "torch_threads": torch.get_num_threads(), "load_1min": round(load, 2),
-        "python": platform.python_version(), "torch": torch.__version__, "torchvision": version("torchvision"),
-        "ray": version("ray"), "optuna": version("optuna"), "platform": platform.platform(),
+        **_versions(), "platform": platform.platform(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return out

@@ -11,98 +11,100 @@ The studies run once each: `palindrome` and `lr_scan` at their quick budget (smo
 per slot serves trial after trial); `palindrome` again with `reuse_actors=False` forced (a new
 worker process per trial, Tune's default and the runner's on a cluster), and `lr_scan` again
 with a checkpoint only at the end (`checkpoint_every` = iterations: the knob for the CNN's
-~110 MB checkpoints). A table of per-report
-costs (training, held-out evaluation, checkpoint), measured in this process, shows where a
-trial's own time goes.
+~110 MB checkpoints). A table of per-report costs (training, held-out evaluation, checkpoint),
+measured in this process with studies.train's own parts (`make_replica`, `train_block`, `measure`,
+`save_state`: a trial's every seed, as one trial now trains them all), shows where a trial's own
+time goes.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import tempfile
 import time
-from contextlib import nullcontext
 
 import pandas as pd
 import torch
 
 import datasets
 from benchmarks.study_runs import study_run
-from benchmarks.throughput import fast_steps
-from datasets.palindrome import generator as palindrome_generator
 from studies.lr_scan import STUDY as LR_SCAN
 from studies.palindrome import STUDY as PALINDROME
-from studies.train import DEFAULTS, N_TRAIN_EVAL, OPTIMIZERS, build_model, evaluate
+from studies.runner import FALLBACK
+from studies.study import Study
+from studies.train import DEFAULTS, Replica, autocast_for, load_task, make_replica, measure, save_state, train_block
 
 TARGET = 0.15
+CPU = torch.device("cpu")
 
 
-def _checkpoint_seconds(model, opt) -> tuple[float, float]:
-    """Seconds to save a trial's checkpoint as studies.train does, plus the copy Ray makes into
-    the storage folder; and its size in MB."""
+def _checkpoint_seconds(replicas: list[Replica], **counters) -> tuple[float, float]:
+    """Seconds to save a trial's checkpoint with studies.train's `save_state` (every replica's model,
+    optimizer and generator, the counters, the RNG states), plus the copy Ray makes into the
+    storage folder; and its size in MB."""
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
         src = os.path.join(d, "ckpt")
         os.makedirs(src)
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": 1, "step": 1,
-                    "torch_rng": torch.get_rng_state(), "py_rng": random.getstate()}, os.path.join(src, "state.pt"))
+        save_state(src, replicas, **counters)
         shutil.copytree(src, os.path.join(d, "persisted"))
         dt = time.perf_counter() - t
         return dt, os.path.getsize(os.path.join(src, "state.pt")) / 1e6
 
 
-def report_costs(threads: int = 1) -> pd.DataFrame:
-    """Per report of each study's quick budget: training, evaluation and checkpoint seconds."""
-    torch.set_num_threads(threads)
-    rows = []
-    # palindrome: a report is steps_per_report steps, then validation and test on n_eval sequences each
-    for cell, T in (("lstm", 20), ("rnn", 5)):
-        c = {**DEFAULTS, **PALINDROME.fixed, **PALINDROME.budgets["quick"].fixed, "cell": cell, "seq_len": T}
-        gen = palindrome_generator(0, 0, "cpu")
-        model = build_model(c, (T,), 10)
-        opt = OPTIMIZERS[c["optimizer"]](model.parameters(), c)
-        block = lambda n, model=model, opt=opt, c=c, T=T, gen=gen: fast_steps(
-            model, opt, (datasets.palindromes(128, T, gen) for _ in range(n)), c)
-        block(5)
-        t = time.perf_counter()
-        block(c["steps_per_report"])
-        train_s = time.perf_counter() - t
-        val = datasets.palindromes(c["n_eval"], T, palindrome_generator(0, 1, "cpu"))
-        t = time.perf_counter()
-        evaluate(model, *val, c, nullcontext)
-        evaluate(model, *val, c, nullcontext)  # validation and test: the same size
-        eval_s = time.perf_counter() - t
-        ckpt_s, mb = _checkpoint_seconds(model, opt)
-        rows.append({"study": "palindrome", "trial": f"{cell} T={T}", "report": f"{c['steps_per_report']} steps",
-                     "train s": train_s, "eval s": eval_s, "checkpoint s": ckpt_s, "checkpoint MB": mb,
-                     "checkpoint_every": c["checkpoint_every"]})
-    # lr_scan: a report is an epoch of digits, then train (eval mode), validation and test accuracy
-    c = {**DEFAULTS, **LR_SCAN.fixed, **LR_SCAN.budgets["quick"].fixed}
-    data = datasets.load_images(c["dataset"])
-    model = build_model(c, data.shape, len(data.classes))
-    opt = OPTIMIZERS[c["optimizer"]](model.parameters(), c)
-    gen = torch.Generator().manual_seed(0)
+def trial_config(study: Study, budget: str, point: dict | None = None) -> dict:
+    """A trial's config in `study` at `budget`: defaults, the study's and the budget's fixed keys, a grid
+    point, and the budget's seeds; the budget's Fashion-MNIST falls back to digits as the runner's does."""
+    b = study.budgets[budget]
+    c = {**DEFAULTS, **study.fixed, **b.fixed, **(point or {}), "seeds": list(range(b.seeds))}
+    if c["task"] == "image" and c["dataset"] == FALLBACK[0] and not datasets.available(c["dataset"], c["data_dir"]):
+        c["dataset"] = FALLBACK[1]
+    return c
 
-    def epoch():
-        perm = torch.randperm(len(data.train_x), generator=gen)
-        idx = [perm[i : i + 128] for i in range(0, len(perm) - 128 + 1, 128)]
-        return fast_steps(model, opt, ((data.train_x[i], data.train_y[i]) for i in idx), c)
 
-    epoch()
+def report_cost(c: dict, warmup: dict) -> dict:
+    """Seconds of one report of a trial of config `c`, as studies.train.train makes one: every seed's
+    training block, every seed's evaluation (`measure`), and the checkpoint of all seeds. `warmup`:
+    config keys of a first, untimed block (e.g. fewer steps)."""
+    amp = autocast_for(CPU, c["precision"])
+    task = load_task(c, CPU)
+    replicas = [make_replica(c, task, seed, CPU) for seed in c["seeds"]]
+    for r in replicas:
+        train_block(r, {**c, **warmup}, task, amp)
     t = time.perf_counter()
-    epoch()
+    blocks = [train_block(r, c, task, amp) for r in replicas]
     train_s = time.perf_counter() - t
     t = time.perf_counter()
-    for x, y in ((data.train_x[:N_TRAIN_EVAL], data.train_y[:N_TRAIN_EVAL]), (data.val_x, data.val_y),
-                 (data.test_x, data.test_y)):
-        evaluate(model, x, y, c, nullcontext)
+    last = {r.seed: measure(r, c, task, loss, acc, amp) for r, (loss, acc, _) in zip(replicas, blocks)}
     eval_s = time.perf_counter() - t
-    ckpt_s, mb = _checkpoint_seconds(model, opt)
-    rows.append({"study": "lr_scan", "trial": "VGG on digits", "report": "1 epoch", "train s": train_s,
-                 "eval s": eval_s, "checkpoint s": ckpt_s, "checkpoint MB": mb,
-                 "checkpoint_every": c["checkpoint_every"]})
+    ckpt_s, mb = _checkpoint_seconds(replicas, iteration=2, step=2 * blocks[0][2], restarts=0, last=last)
+    return {"seeds": len(replicas), "train s": train_s, "eval s": eval_s, "checkpoint s": ckpt_s,
+            "checkpoint MB": mb, "checkpoint_every": c["checkpoint_every"]}
+
+
+def _palindrome_points(grid: list[dict]) -> list[dict]:
+    """The costliest and the cheapest palindrome trial of a grid: the LSTM at the longest T and the
+    plain RNN at the shortest, both in the corrected setup (no double softmax)."""
+    ok = [p for p in grid if not p.get("double_softmax")]
+    return [max((p for p in ok if p["cell"] == "lstm"), key=lambda p: p["seq_len"]),
+            min((p for p in ok if p["cell"] == "rnn"), key=lambda p: p["seq_len"])]
+
+
+def report_costs(threads: int = 1, budget: str = "quick") -> pd.DataFrame:
+    """Per report of a trial at each study's `budget` (all its seeds): training, evaluation and
+    checkpoint seconds."""
+    torch.set_num_threads(threads)
+    rows = []
+    # palindrome: a report is steps_per_report steps per seed, then validation and test on n_eval sequences each
+    for point in _palindrome_points(PALINDROME.budgets[budget].grid or PALINDROME.grid):
+        c = trial_config(PALINDROME, budget, point)
+        rows.append({"study": "palindrome", "trial": f"{c['cell']} T={c['seq_len']}",
+                     "report": f"{c['steps_per_report']} steps", **report_cost(c, {"steps_per_report": 5})})
+    # lr_scan: a report is an epoch per seed, then train (eval mode), validation and test accuracy
+    c = trial_config(LR_SCAN, budget)
+    rows.append({"study": "lr_scan", "trial": f"VGG x{c['width']:g} on {c['dataset']}", "report": "1 epoch",
+                 **report_cost(c, {})})
     df = pd.DataFrame(rows)
     per_report = df["train s"] + df["eval s"] + df["checkpoint s"] / df["checkpoint_every"]
     df["eval %"] = 100 * df["eval s"] / per_report
@@ -114,8 +116,7 @@ def overhead_table(runs) -> pd.DataFrame:
     rows = []
     for r in runs:
         rows.append({"study": r.name, "run": "default" if r.arm == "asha" else r.arm, "budget": r.budget,
-                     "trials": len(r.trials),
-                     "stopped early": int(r.trials["stopped_early"].sum()), "iterations": r.iterations,
+                     "trials": r.n_trials, "stopped early": r.stopped_early, "seed-iterations": r.iterations,
                      "wall s": r.wall_s, "span s": r.span_s, "fixed s": r.wall_s - r.span_s,
                      "trial compute s": r.compute_s, "concurrency": r.concurrency,
                      "overhead %": 100 * (1 - r.compute_s / (r.wall_s * r.concurrency)),
@@ -138,13 +139,15 @@ def run(quick: bool = False) -> tuple[list, list[str]]:
     fresh = table.loc[table["run"] == "no-reuse", "overhead %"].max()
     notes = [f"target: overhead <= {100 * TARGET:.0f}% of wall x concurrency: default runs at most {worst:.1f}% "
              f"({verdict(worst)}); palindrome with a new worker process per trial {fresh:.1f}% ({verdict(fresh)}).",
-             "overhead % = 1 - trial compute / (wall x concurrency); fixed s = wall - span (Ray start/stop, "
-             "tables, figures, report); trial compute includes each trial's own evaluation and checkpoints "
-             "(see the per-report costs).",
+             "trials = Tune trials, each training every seed of one configuration; seed-iterations = iterations "
+             "summed over seeds; overhead % = 1 - trial compute / (wall x concurrency); fixed s = wall - span "
+             "(Ray start/stop, tables, figures, report); trial compute includes each trial's own evaluation and "
+             "checkpoints (see the per-report costs).",
              "default: the study as the runner runs it on a local Ray (reuse_actors=True: one worker process per "
              "slot); no-reuse: the same palindrome run with the plan's reuse_actors=False forced, a new "
              "worker process (torch and Tune imports) per trial, as on a cluster; ckpt-at-end: the same "
              "lr_scan run with checkpoint_every = iterations (one checkpoint, at the end; its time is inside trial "
              "compute, so it shows in wall s and trial compute s, not in overhead %).",
              "compare runs only at similar load: other work on the machine slows trials and Ray alike."]
-    return [("Per-report costs inside a trial (1 thread)", costs), ("Study wall time vs trial compute", table)], notes
+    return [("Per-report costs inside a trial, all its seeds (1 thread)", costs),
+            ("Study wall time vs trial compute", table)], notes

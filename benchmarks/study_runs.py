@@ -5,6 +5,11 @@ A run is the study's own command (`studies.<name>.main`), with `--storage` a tem
 and `--name` the arm; the `grid` arm is the same Study with the budget's ASHA grace set to its
 iterations (no rung before the end: no early stopping), run through `studies.runner.run`, as is a
 run that sets fields of the runner's Plan (e.g. reuse_actors=False).
+
+The tables have one row per seed (`trial_id` = `<Tune trial>-<seed>`, column `trial` = the Tune
+trial, which trains all the seeds of one configuration): counts of trials and their compute are
+per Tune trial, iterations per seed. `trials` gains `started_s`: when its Tune trial started,
+in seconds after the first (from Tune's result.json files).
 """
 
 from __future__ import annotations
@@ -39,28 +44,60 @@ class StudyRun:
     load: float = float("nan")  # the machine's 1-minute load average at the end (other work slows trials too)
     curves: pd.DataFrame | None = None  # one row per trial per report
 
+    def _per_trial(self) -> pd.DataFrame:
+        """One row per Tune trial (its seeds share its wall_time_s); the table itself where it has no `trial`."""
+        return self.trials.drop_duplicates("trial") if "trial" in self.trials else self.trials
+
+    @property
+    def n_trials(self) -> int:
+        """Tune trials: configurations, each with all its seeds."""
+        return len(self._per_trial())
+
+    @property
+    def stopped_early(self) -> int:
+        """Tune trials that ASHA stopped (every seed but a diverged one says stopped_early)."""
+        if "trial" not in self.trials:
+            return int(self.trials["stopped_early"].sum())
+        return int(self.trials.groupby("trial")["stopped_early"].any().sum())
+
     @property
     def compute_s(self) -> float:
-        """The trials' own time: the sum of Tune's time_total_s (trainable start to last report)."""
-        return float(self.trials["wall_time_s"].sum())
+        """The trials' own time: the sum over Tune trials of time_total_s (trainable start to last report)."""
+        return float(self._per_trial()["wall_time_s"].sum())
 
     @property
     def iterations(self) -> int:
+        """Iterations summed over seeds: a trial of k seeds that ran n iterations counts k x n."""
         return int(self.trials["iterations"].sum())
 
 
 _RUNS: dict[tuple, StudyRun] = {}
 
 
-def _trial_span(tune_dir: Path) -> float:
-    """Seconds from the first trial's start to the last trial's last report (1 s resolution)."""
-    starts, ends = [], []
+def _trial_times(tune_dir: Path) -> dict[str, tuple[float, float]]:
+    """Tune trial id (or folder name) -> (start, last report) timestamps, from its result.json."""
+    out = {}
     for f in tune_dir.glob("*/result.json"):
         lines = [json.loads(s) for s in f.read_text().splitlines() if s.strip()]
         if lines:
-            starts.append(lines[0]["timestamp"] - lines[0].get("time_this_iter_s", 0))
-            ends.append(lines[-1]["timestamp"])
-    return max(ends) - min(starts) if starts else math.nan
+            out[lines[0].get("trial_id", f.parent.name)] = (lines[0]["timestamp"] - lines[0].get("time_this_iter_s", 0),
+                                                            lines[-1]["timestamp"])
+    return out
+
+
+def _trial_span(tune_dir: Path) -> float:
+    """Seconds from the first trial's start to the last trial's last report (1 s resolution)."""
+    times = _trial_times(tune_dir).values()
+    return max(e for _, e in times) - min(s for s, _ in times) if times else math.nan
+
+
+def _with_starts(trials: pd.DataFrame, tune_dir: Path) -> pd.DataFrame:
+    """`trials` with `started_s`: its Tune trial's start after the first trial's (NaN where unknown)."""
+    starts = {k: s for k, (s, _) in _trial_times(tune_dir).items()}
+    if not starts or "trial" not in trials:
+        return trials
+    first = min(starts.values())
+    return trials.assign(started_s=trials["trial"].map(lambda t: starts.get(t, math.nan) - first))
 
 
 def study_run(name: str, budget: str = "quick", arm: str = "asha", seeds: int | None = None,
@@ -96,9 +133,10 @@ def study_run(name: str, budget: str = "quick", arm: str = "asha", seeds: int | 
         run_dir = Path(storage) / name / arm
         results = analysis.load(run_dir)
         span = _trial_span(run_dir / "tune")
+        trials = _with_starts(results.trials, run_dir / "tune")
     finally:
         shutil.rmtree(storage, ignore_errors=True)  # the CNN's checkpoints are ~110 MB each
-    run = StudyRun(name, arm, budget, study, results.trials, wall, span, os.cpu_count() or 1,
+    run = StudyRun(name, arm, budget, study, trials, wall, span, os.cpu_count() or 1,
                    round(os.getloadavg()[0], 1), results.curves)
     _RUNS[key] = run
     return run

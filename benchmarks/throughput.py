@@ -1,10 +1,12 @@
 """Trainable throughput (samples/s): our training step against the loop of the hand-run reports.
 
-Ours is the inner step of `studies.train.train`, built from its own functions (`build_model`,
-`train_step`, `OPTIMIZERS`, `DEFAULTS`) and the study's fixed config: palindromes generated
-vectorised by `datasets.palindromes`, fused torch.nn cells, logits straight into cross_entropy,
-loss and accuracy summed on the device with one host sync per block; images resident in memory
-as one tensor, batches sliced from a `randperm`, flips and shifts by `datasets.augment`.
+Ours is the training loop of `studies.train.train` itself, not a copy: a replica made by its
+`make_replica` from the study's trial config, trained by its `train_block` (its `batches` and
+`train_step`): palindromes generated vectorised by `datasets.palindromes`, fused torch.nn cells,
+logits straight into cross_entropy, loss and accuracy summed on the device with one host sync per
+block; images resident in memory as one tensor, batches sliced from a `randperm`, flips and shifts
+by `datasets.augment`. A block of n steps is a palindrome report block of n steps, or an epoch
+over n batches' worth of the resident images.
 
 Naive is how the hand-run course reports wrote it: a torch `Dataset` that makes each sample
 with numpy (palindromes) or turns a uint8 array into a PIL image and runs torchvision's
@@ -25,7 +27,7 @@ on the CPU.
 
 `trainable` runs the real `studies.train.train` outside Ray (with a stand-in for `ray.tune`)
 for two report blocks, and times the second: training plus what a report costs (held-out
-evaluation, the last checkpoint). It checks that the replicated step is the trainable's.
+evaluation, the last checkpoint): what a report adds to `ours`, which is the same train_block.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import itertools
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from unittest import mock
 
@@ -45,15 +47,17 @@ from torch import nn
 
 import datasets
 import studies.train as train_mod
-from datasets.palindrome import generator as palindrome_generator
 from models import CELLS, VGG, RecurrentClassifier
 from studies.lr_scan import STUDY as LR_SCAN
 from studies.palindrome import STUDY as PALINDROME
-from studies.train import DEFAULTS, OPTIMIZERS, autocast_for, build_model, train_step
+from studies.train import DEFAULTS, Replica, Task, autocast_for, build_model, load_task, make_replica, train_block
 
 BATCH = 128
+CPU = torch.device("cpu")
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 SEQ_LENS = (5, 20)
+TRAINABLE_N_EVAL = (512, 4096)  # held-out sequences per set in the `trainable` row: --quick, full (the trainable's
+# default for palindromes, n_eval=None)
 TARGET = 3.0  # ours / naive, on a 2-core CPU
 
 
@@ -75,43 +79,50 @@ def _timed_blocks(block, warmup: int, steps: int) -> Speed:
     return Speed(steps * BATCH / dt, loss, dt, steps * BATCH)
 
 
-# ---- ours: the inner step of studies.train.train ------------------------------------------------
+# ---- ours: studies.train's own loop -----------------------------------------------------------
 
-def fast_steps(model: nn.Module, opt, batches, c: dict, amp=nullcontext, channels_last: bool = False) -> float:
-    """The inner loop of `studies.train.train` over `batches`; returns the mean loss (one host sync)."""
-    params = list(model.parameters())
-    loss_sum = correct = seen = 0  # become tensors on the batches' device: no host sync until the end
-    for x, y in batches:
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        loss, logits = train_step(model, opt, params, x, y, c, amp)
-        loss_sum = loss_sum + loss.detach() * len(y)
-        correct = correct + (logits.argmax(-1) == y).sum()
-        seen += len(y)
-    return (loss_sum / seen).item()
+def first_images(task: Task, n: int) -> Task:
+    """The task with its first `n` training images only (a view: no copy), so that an epoch of
+    `studies.train.train_block` is n // batch_size steps."""
+    d = task.images
+    if len(d.train_x) < n:
+        raise ValueError(f"{n} training images asked for, the task holds {len(d.train_x)}")
+    return replace(task, images=replace(d, train_x=d.train_x[:n], train_y=d.train_y[:n]))
+
+
+def our_block(r: Replica, c: dict, task: Task, amp=nullcontext):
+    """block(n) for `_timed_blocks`: n steps of replica `r` by `studies.train.train_block`, which
+    returns the mean loss (one host sync): a palindrome report block of n steps, or an epoch over the
+    first n batches' worth of the task's images."""
+
+    def block(n: int) -> float:
+        if task.images is None:
+            loss, _, steps = train_block(r, {**c, "steps_per_report": n}, task, amp)
+        else:
+            loss, _, steps = train_block(r, c, first_images(task, n * c["batch_size"]), amp)
+        assert steps == n, (steps, n)
+        return loss
+
+    return block
 
 
 def palindrome_config(cell: str, seq_len: int, seed: int = 0) -> dict:
-    """The palindrome study's trial config for one (cell, T)."""
-    return {**DEFAULTS, **PALINDROME.fixed, "cell": cell, "seq_len": seq_len, "seed": seed}
+    """The palindrome study's trial config for one (cell, T): the grid's first point of the cell (the
+    corrected setup) at length T, with one seed."""
+    point = next(p for p in PALINDROME.grid if p["cell"] == cell)
+    return {**DEFAULTS, **PALINDROME.fixed, **point, "seq_len": seq_len, "batch_size": BATCH, "seeds": [seed]}
 
 
 def palindrome_fast(cell: str, seq_len: int, steps: int, warmup: int = 5, seed: int = 0, bf16: bool = False,
                     fused_adam: bool = True) -> Speed:
     """Our step; `fused_adam=False`: with torch.optim.Adam's default (per-parameter) update instead."""
     c = palindrome_config(cell, seq_len, seed)
-    torch.manual_seed(seed)
-    gen = palindrome_generator(seed, 0, "cpu")
-    model = build_model(c, (seq_len,), 10)
-    opt = (OPTIMIZERS[c["optimizer"]](model.parameters(), c) if fused_adam
-           else torch.optim.Adam(model.parameters(), lr=c["lr"]))
-
-    amp = autocast_for(torch.device("cpu"), "bf16" if bf16 else "fp32")
-
-    def block(n):
-        return fast_steps(model, opt, (datasets.palindromes(c["batch_size"], seq_len, gen) for _ in range(n)), c, amp)
-
-    return _timed_blocks(block, warmup, steps)
+    task = load_task(c, CPU)
+    r = make_replica(c, task, seed, CPU)
+    if not fused_adam:
+        r.opt = torch.optim.Adam(r.model.parameters(), lr=c["lr"])
+    amp = autocast_for(CPU, "bf16" if bf16 else "fp32")
+    return _timed_blocks(our_block(r, c, task, amp), warmup, steps)
 
 
 # ---- naive: the hand-run reports' loop ----------------------------------------------------------
@@ -199,39 +210,34 @@ def resident(images: np.ndarray, labels: np.ndarray, device="cpu") -> tuple[torc
     return ((x - mean[:, None, None]) / std[:, None, None]).contiguous(), torch.from_numpy(labels).long().to(device)
 
 
-def resident_batches(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, augment: bool = True):
-    """Endless batches as studies.train makes them: slices of a randperm per epoch, augmented on the device."""
-    while True:
-        perm = torch.randperm(len(x), generator=gen, device=x.device)
-        for i in range(0, len(perm) - BATCH + 1, BATCH):
-            idx = perm[i : i + BATCH]
-            xb = x[idx]
-            yield (datasets.augment(xb, gen) if augment else xb), y[idx]
+def image_task(images: np.ndarray, labels: np.ndarray, device="cpu") -> Task:
+    """The images as `studies.train.load_task` gives a trial its data: resident on the device, normalised.
+    The held-out sets are the first batch (only trained on here, never evaluated)."""
+    x, y = resident(images, labels, device)
+    data = datasets.ImageData(x, y, x[:BATCH], y[:BATCH], x[:BATCH], y[:BATCH], datasets.class_names("cifar10"))
+    return Task(data.shape, data.classes, data)
 
 
 def image_config(seed: int = 0) -> dict:
     """The lr_scan study's trial config (VGG, Adam 1e-3, batch 128), with augmentation as in its full budget."""
-    return {**DEFAULTS, **LR_SCAN.fixed, "augment": True, "seed": seed}
+    return {**DEFAULTS, **LR_SCAN.fixed, "augment": True, "batch_size": BATCH, "seeds": [seed]}
 
 
 def cnn_fast(steps: int, warmup: int = 1, seed: int = 0, channels_last: bool = False, bf16: bool = False,
              device: str = "cpu", n_images: int | None = None, compile: bool = False) -> Speed:
-    """Our image path: resident normalised tensor, randperm slices, datasets.augment, VGG; `n_images`
-    in memory (default: just enough for the steps)."""
+    """Our image path: a studies.train replica on resident CIFAR-shaped images (randperm slices,
+    datasets.augment, VGG), `n_images` in memory (default: just enough for the longest block).
+    On CUDA the trainable runs the CNN channels_last; `channels_last` asks for it on the CPU too."""
     c = image_config(seed)
-    torch.manual_seed(seed)
-    x, y = resident(*cifar_like(n_images or (warmup + steps) * BATCH, seed), device)
-    model = build_model(c, (3, 32, 32), 10).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = OPTIMIZERS[c["optimizer"]](model.parameters(), c)
+    dev = torch.device(device)
+    task = image_task(*cifar_like(n_images or max(warmup, steps) * BATCH, seed), dev)
+    r = make_replica(c, task, seed, dev)
+    if channels_last:  # the weights' layout decides the convolutions'; the trainable does this on CUDA
+        r.model = r.model.to(memory_format=torch.channels_last)
     if compile:
-        model = torch.compile(model)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    it = resident_batches(x, y, gen)
-    amp = autocast_for(torch.device(device), "bf16" if bf16 else "fp32")
-    return _timed_blocks(lambda n: fast_steps(model, opt, itertools.islice(it, n), c, amp, channels_last),
-                         warmup, steps)
+        r.model = torch.compile(r.model)
+    amp = autocast_for(dev, "bf16" if bf16 else "fp32")
+    return _timed_blocks(our_block(r, c, task, amp), warmup, steps)
 
 
 def cnn_naive(steps: int, warmup: int = 1, seed: int = 0, device: str = "cpu", n_images: int | None = None,
@@ -260,8 +266,8 @@ def pipeline_speed(path: str, batches: int, seed: int = 0) -> float:
         loader = torch.utils.data.DataLoader(PILImages(images, labels, naive_transform()), batch_size=BATCH,
                                              shuffle=True, drop_last=True)
         it = iter(loader)
-    else:
-        it = resident_batches(*resident(images, labels), torch.Generator().manual_seed(seed))
+    else:  # one epoch of studies.train's batches over `batches` batches' worth of images
+        it = train_mod.batches(image_config(seed), image_task(images, labels), torch.Generator().manual_seed(seed))
     t = time.perf_counter()
     n = sum(len(yb) for _, yb in itertools.islice(it, batches))
     return n / (time.perf_counter() - t)
@@ -278,8 +284,7 @@ def trainable_palindrome(cell: str, seq_len: int, steps: int, n_eval: int | None
         Checkpoint=SimpleNamespace(from_directory=lambda d: d),
         get_context=lambda: SimpleNamespace(get_trial_id=lambda: "benchmark"),
     )
-    config = {**PALINDROME.fixed, "cell": cell, "seq_len": seq_len, "steps_per_report": steps, "iterations": 2,
-              "seed": seed, **({"n_eval": n_eval} if n_eval else {})}
+    config = {**palindrome_config(cell, seq_len, seed), "steps_per_report": steps, "iterations": 2, "n_eval": n_eval}
     threads = str(torch.get_num_threads())  # the trainable sets its threads from OMP_NUM_THREADS, as Ray does
     with mock.patch.object(train_mod, "tune", fake_tune), mock.patch.dict(os.environ, {"OMP_NUM_THREADS": threads}):
         train_mod.train(config)
@@ -304,7 +309,7 @@ def flops_per_sample(kind: str, cell: str = "lstm", seq_len: int = 5) -> float:
     y = torch.zeros(BATCH, dtype=torch.long)
     if kind == "palindrome":
         return train_flops(RecurrentClassifier(cell, "scratch", 1, 128, 10), torch.rand(BATCH, seq_len), y) / BATCH
-    return train_flops(VGG(3, 10), torch.rand(BATCH, 3, 32, 32), y) / BATCH
+    return train_flops(build_model(image_config(), (3, 32, 32), 10), torch.rand(BATCH, 3, 32, 32), y) / BATCH
 
 
 def matmul_peak(n: int = 1024, seconds: float = 1.0, dtype=torch.float32) -> float:
@@ -368,7 +373,7 @@ def run(quick: bool = False, threads: int | None = None) -> tuple[list, list[str
             peaks += t["peak"]
             try:
                 row["trainable samples/s"] = trainable_palindrome(cell, T, pal_steps if quick else 100,
-                                                                  n_eval=512 if quick else None).samples_per_s
+                                                                  n_eval=TRAINABLE_N_EVAL[not quick]).samples_per_s
             except Exception as e:  # the trainable changed under us: say so, keep the rest
                 print(f"trainable {cell} T={T}: {type(e).__name__}: {e}")
                 row["trainable samples/s"] = float("nan")
@@ -410,16 +415,16 @@ def run(quick: bool = False, threads: int | None = None) -> tuple[list, list[str
              f"measured in every round beside the others at {threads} thread(s) ({min(peaks):.0f} .. {max(peaks):.0f} "
              "GFLOP/s: other load on the machine shows here too); above 100% = faster than that matmul (oneDNN "
              "convolutions, or a round where the matmul was slowed more).",
-             "ours = studies.train's step (fused cells, on-device data, cross_entropy on logits, one sync per "
-             "block); naive = numpy/PIL Dataset + DataLoader (no workers), scratch cells, softmax + "
-             "CrossEntropyLoss, loss.item() and accuracy .item() every step.",
+             "ours = studies.train's own loop (make_replica, then train_block: fused cells, on-device data, "
+             "cross_entropy on logits, one sync per block); naive = numpy/PIL Dataset + DataLoader (no workers), "
+             "scratch cells, softmax + CrossEntropyLoss, loss.item() and accuracy .item() every step.",
              "ours/unfused Adam = ours against ours with torch.optim.Adam's default update (for-loop over the "
              "parameters on the CPU) instead of the fused kernel studies.train asks for.",
              "ours+bf16 = ours under torch.autocast('cpu', bfloat16): studies.train with --precision bf16 (the "
              "default, auto, autocasts on CUDA only); naive stays fp32.",
              "trainable = the real studies.train.train outside Ray, one report block of "
              f"{pal_steps if quick else 100} steps incl. its held-out evaluation (2 x "
-             f"{512 if quick else DEFAULTS['n_eval']} sequences) and checkpoint.",
+             f"{TRAINABLE_N_EVAL[not quick]} sequences) and checkpoint.",
              "naive loss is CrossEntropyLoss of softmax probabilities (the double softmax): it cannot leave "
              "[1.46, 2.47] for 10 classes, so the two loss columns are not comparable in value."]
     return [("Trainable throughput", df)], notes

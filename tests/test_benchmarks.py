@@ -53,8 +53,11 @@ def test_image_paths_train_one_step(small_batches):
 
 
 def test_naive_and_resident_batches_have_the_same_shape_and_scale():
+    from studies.train import batches
+
     images, labels = throughput.cifar_like(256)
-    x, y = next(throughput.resident_batches(*throughput.resident(images, labels), torch.Generator().manual_seed(0)))
+    task = throughput.image_task(images, labels)  # as studies.train holds a trial's images
+    x, y = next(batches(throughput.image_config(), task, torch.Generator().manual_seed(0)))
     ds = throughput.PILImages(images, labels, throughput.naive_transform())
     xn, yn = next(iter(torch.utils.data.DataLoader(ds, batch_size=throughput.BATCH)))
     assert x.shape == xn.shape == (throughput.BATCH, 3, 32, 32) and y.shape == yn.shape
@@ -69,7 +72,7 @@ def test_gpu_epochs_run_on_the_cpu_too(small_batches):
 
 
 def test_packed_training_computes_what_separate_trainings_do():
-    r = packed.compare(K=2, steps=3, hidden=(32,))
+    r = packed.compare(K=2, epochs=1, hidden=(32,))
     assert r["packed samples/s"] > 0 and r["separate samples/s"] > 0
     assert r["max |loss diff|"] < 1e-4
 
@@ -102,11 +105,15 @@ def test_asha_comparison_picks_the_best_mean_over_seeds_per_group():
     from benchmarks.study_runs import StudyRun
     from studies.palindrome import STUDY
 
+    # the cells compete within a length (palindrome's ASHA groups by every scientific key now: one configuration
+    # per group); forget_bias is not in these tables, so the groups are by seq_len alone
+    study = replace(STUDY, asha_groups=("seq_len", "forget_bias"))
+
     def run(arm, accs):  # accs: {(cell, T): [val_acc per seed]}
         rows = [{"config.cell": c, "config.seq_len": T, "config.seed": s, "best.val_acc": a,
                  "iterations": 20, "wall_time_s": 1.0, "stopped_early": False}
                 for (c, T), v in accs.items() for s, a in enumerate(v)]
-        return StudyRun("palindrome", arm, "quick", STUDY, pd.DataFrame(rows), 10.0, 9.0, 2)
+        return StudyRun("palindrome", arm, "quick", study, pd.DataFrame(rows), 10.0, 9.0, 2)
 
     grid = run("grid", {("rnn", 5): [1.0, 1.0], ("lstm", 5): [1.0, 0.998], ("rnn", 20): [0.2, 0.1],
                         ("lstm", 20): [0.9, 0.7]})
@@ -139,11 +146,14 @@ def test_asha_replay_stops_the_slow_configs_and_keeps_the_grid_whole_without_ear
 
     lrs, its = [0.1, 0.01, 0.001], 8
     budget = STUDY.budgets["quick"]
-    study = replace(STUDY, budgets={"quick": replace(budget, iterations=its, grid=[{"lr": lr} for lr in lrs])})
-    # lr 0.01 learns fastest and ends best; 0.1 and 0.001 stay behind at every iteration
-    acc = {0.1: 0.3, 0.01: 0.9, 0.001: 0.5}
+    # the lrs compete (plain ASHA; lr_scan's own ASHA groups by lr now: one configuration per group)
+    study = replace(STUDY, asha_groups=(),
+                    budgets={"quick": replace(budget, iterations=its, grid=[{"lr": lr} for lr in lrs])})
+    # lr 0.01 learns fastest and ends best; 0.1 and 0.001 stay behind at every iteration (0.001 on its mean
+    # over seeds: its seed 1 alone would keep up)
+    acc = {(0.1, 0): 0.3, (0.1, 1): 0.3, (0.01, 0): 0.9, (0.01, 1): 0.9, (0.001, 0): 0.1, (0.001, 1): 0.7}
     curves = pd.DataFrame([{"config.lr": lr, "config.seed": s, "iteration": i, "time_s": float(i),
-                            "metric.val_acc": acc[lr] * i / its} for lr in lrs for s in (0, 1)
+                            "metric.val_acc": acc[lr, s] * i / its} for lr in lrs for s in (0, 1)
                            for i in range(1, its + 1)])
     trials = curves.groupby(["config.lr", "config.seed"], as_index=False).agg(
         **{"best.val_acc": ("metric.val_acc", "max"), "iterations": ("iteration", "max")})
@@ -152,15 +162,67 @@ def test_asha_replay_stops_the_slow_configs_and_keeps_the_grid_whole_without_ear
     whole = replay(grid, grace=its, reduction=2)
     assert whole["iterations"].tolist() == [its] * 6  # no rung before the end: the grid itself
     t = replay(grid, grace=2, reduction=2).set_index(["config.lr", "config.seed"])
-    # started in grid order, two at a time: 0.1 passes its rungs first (nothing recorded yet), 0.01
-    # beats it; 0.001's first seed falls below the median recorded at iteration 2 and stops there,
-    # its second seed equals the new median (a tie goes on) and stops at the next rung, iteration 4
+    # one trial per lr with both seeds, started in grid order, two at a time: 0.1 passes its rungs first
+    # (nothing recorded yet), 0.01 beats it; 0.001's mean over seeds falls below the median recorded at
+    # iteration 2 (its seed 1 alone would not), and both its seeds stop there together
     assert t.loc[(0.1, 0), "iterations"] == t.loc[(0.01, 0), "iterations"] == its
-    assert t.loc[(0.001, 0), "iterations"] == 2 and t.loc[(0.001, 1), "iterations"] == 4
+    assert t.loc[(0.1, 1), "iterations"] == t.loc[(0.01, 1), "iterations"] == its
+    assert t.loc[(0.001, 0), "iterations"] == t.loc[(0.001, 1), "iterations"] == 2
     assert t["iterations"].sum() < 6 * its
     f = frontier(grid, (2, 2), graces=(2, its), reductions=(2,))
     assert f["same best"].all() and list(f["the budget's"]) == ["yes", ""]
     assert f["iterations / grid"].iloc[0] == t["iterations"].sum() / (6 * its) and f["iterations / grid"].iloc[1] == 1
+    # where the grid run's table says when each trial started, the replay starts them in that order: 0.001
+    # first passes its rungs (nothing recorded yet), and 0.1, last now, is the one stopped at iteration 2
+    started = grid.trials.assign(started_s=grid.trials["config.lr"].map({0.001: 0.0, 0.01: 1.0, 0.1: 2.0}))
+    t = replay(replace(grid, trials=started), grace=2, reduction=2).set_index(["config.lr", "config.seed"])
+    assert t.loc[(0.001, 0), "iterations"] == t.loc[(0.01, 1), "iterations"] == its
+    assert t.loc[(0.1, 0), "iterations"] == t.loc[(0.1, 1), "iterations"] == 2
+
+
+def test_asha_runs_the_studies_whose_groups_hold_several_configurations():
+    from benchmarks import asha
+    from studies.lr_scan import STUDY as LR_SCAN
+    from studies.optimizer_comparison import STUDY as OPTIMIZERS
+
+    # optimizer_comparison: its Optuna lr samples compete within an optimizer; the others group by all their
+    # scientific keys and search nothing: one configuration per group, nothing for ASHA to stop
+    assert asha.studies_to_run("quick") == asha.studies_to_run("smoke") == ("optimizer_comparison",)
+    assert asha.configs_per_group(OPTIMIZERS, "quick") == OPTIMIZERS.budgets["quick"].samples
+    assert asha.configs_per_group(LR_SCAN, "quick") == 1
+
+
+def test_asha_comparison_judges_a_pick_the_grid_never_sampled_by_its_own_run():
+    import pandas as pd
+
+    from benchmarks.asha import compare
+    from benchmarks.study_runs import StudyRun
+    from studies.optimizer_comparison import STUDY
+
+    def run(arm, accs):  # accs: {(optimizer, lr): [val_acc per seed]}; Optuna's lrs differ between the runs
+        rows = [{"trial": f"{o}{lr}", "config.optimizer": o, "config.lr": lr, "config.model": "cnn",
+                 "config.n_train": None, "config.seed": s, "best.val_acc": a, "iterations": 8, "wall_time_s": 1.0,
+                 "stopped_early": False} for (o, lr), v in accs.items() for s, a in enumerate(v)]
+        return StudyRun("optimizer_comparison", arm, "quick", STUDY, pd.DataFrame(rows), 10.0, 9.0, 2)
+
+    grid = run("grid", {("adam", 1e-4): [0.8, 0.8], ("adam", 3e-3): [0.9, 0.86], ("sgd", 1e-4): [0.3, 0.3],
+                        ("sgd", 0.05): [0.85, 0.85]})
+    asha = run("asha", {("adam", 1e-4): [0.8, 0.8], ("adam", 2e-3): [0.88, 0.88], ("sgd", 1e-4): [0.3, 0.3],
+                        ("sgd", 0.02): [0.7, 0.8]})
+    assert grid.n_trials == 4 and len(grid.trials) == 8 and grid.compute_s == 4.0
+    t = compare(grid, asha)
+    assert list(t["group"]) == ["optimizer=adam", "optimizer=sgd"]
+    assert list(t["grid best"]) == ["lr=0.003", "lr=0.05"] and list(t["asha best"]) == ["lr=0.002", "lr=0.02"]
+    assert t["asha pick's grid val_acc"].isna().all() and list(t["match"]) == ["as good", "no"]
+
+
+def test_report_costs_time_a_trial_of_every_seed_with_the_trainables_parts():
+    from benchmarks import overhead
+
+    df = overhead.report_costs(budget="smoke")
+    assert list(df["study"]) == ["palindrome", "palindrome", "lr_scan"]
+    assert (df[["train s", "eval s", "checkpoint s", "checkpoint MB"]] > 0).all().all()
+    assert (df["seeds"] == 1).all() and df["eval %"].between(0, 100).all()
 
 
 def test_gpu_packing_asks_for_1_to_8_trials_per_gpu(monkeypatch):
