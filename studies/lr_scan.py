@@ -1,9 +1,11 @@
 """Learning-rate scan (STUDIES.md section 2): how lr shapes convergence and generalisation.
 
 Scientific: lr (log grid over the hand-run values 1e-4 .. 4e-2 and between). Nuisance: none.
-Fixed: VGG-style CNN, Adam, batch 128. Seeds repeat every lr; ASHA stops on validation accuracy.
+Fixed: VGG-style CNN, Adam, batch 128. One trial trains every seed of an lr. The claims describe
+the whole curve of every lr, the too-large ones included, so ASHA does not cut one lr in favour of
+another: every lr runs to the end.
 
-    python -m studies.lr_scan                                    # quick: digits on the CPU
+    python -m studies.lr_scan                                    # quick: Fashion-MNIST (or digits) on the CPU
     python -m studies.lr_scan --budget full --gpus-per-trial 0.5 # CIFAR-10, 100 epochs
 """
 

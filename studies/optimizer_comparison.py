@@ -1,12 +1,14 @@
 """Optimizer comparison (STUDIES.md section 1), done fairly: lr tuned separately per optimizer.
 
 Scientific: optimizer (Adam, NAdam, RMSprop, SGD with momentum 0.9). Nuisance: lr, searched by
-Optuna (TPE) per optimizer, log-uniform 1e-5 .. 1e-1; each suggestion runs for every seed and
-Optuna sees the mean; its first lr is the hand-run reports' 1e-4, so their fixed-lr view comes
-from the same run. Fixed: VGG-style CNN, batch 128. The isolation plot compares the best lr of
-each optimizer.
+Optuna (TPE) per optimizer, log-uniform 1e-5 .. 1e-1; each suggestion is one trial that trains
+every seed, and Optuna sees the mean; its first lr is the hand-run reports' 1e-4, so their
+fixed-lr view comes from the same run. ASHA compares an lr only with the other lrs of the same
+optimizer, and Optuna is told that a trial ASHA stopped was pruned, so the tuned lr is one that ran
+to the end. Fixed: VGG-style CNN, batch 128. The isolation plot compares the best lr of each
+optimizer.
 
-    python -m studies.optimizer_comparison                        # quick: digits on the CPU
+    python -m studies.optimizer_comparison                        # quick: Fashion-MNIST (or digits), CPU
     python -m studies.optimizer_comparison --budget full --gpus-per-trial 0.5
 """
 

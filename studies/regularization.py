@@ -2,10 +2,10 @@
 
 Scientific: dropout p, L2 lambda (penalty lambda * sum of parameter 2-norms) and weight_decay
 (the optimizer-native form), each scanned with the others at 0. Nuisance: none. Fixed: the deep
-MLP 2048-1024-256-128-64, Adam lr 1e-3, batch 128. ASHA's grace period is a third of the run,
-so that slow-but-better regularised trials are not cut before they overtake.
+MLP 2048-1024-256-128-64, Adam lr 1e-3, batch 128. Every setting runs to the end (ASHA compares a
+trial only with trials of the same scientific values, and there is no nuisance search).
 
-    python -m studies.regularization                             # quick: digits on the CPU
+    python -m studies.regularization                             # quick: Fashion-MNIST (or digits), CPU
     python -m studies.regularization --budget full --dataset cifar10
 """
 
