@@ -164,7 +164,7 @@ def test_the_report_opens_with_the_claims_table(tmp_path, monkeypatch):
                                "seeds) vs lr 1e-2 0.710") and table[2].endswith("| reproduced |")
     assert table[3].endswith("| inconclusive: one seed never decides |")
     rules = [l for l in lines if l.startswith("Rule: ")]
-    assert len(rules) == 2 and rules[1] == "Rule: rule two" and "Welch" in rules[0]
+    assert len(rules) == 2 and rules[1] == "Rule: rule two" and "Mann-Whitney" in rules[0]
     assert lines.index(rules[-1]) < lines.index("## Findings")
     html = out["html"].read_text()
     assert html.index("<h2>Claims</h2>") < html.index("<h2>Findings</h2>")
