@@ -62,12 +62,12 @@ class Sample:
     label: str
     values: np.ndarray = field(default_factory=lambda: np.array([]))
     left_out: int = 0  # seeds that ASHA stopped early (or that failed)
+    digits: int = 3  # decimals when shown
 
-    def text(self, digits: int = 3) -> str:
+    def text(self) -> str:
         if not len(self.values):
             return f"{self.label}: no seed ran to the end"
-        s = spread(self.values)
-        return f"{self.label} {s.text(digits)}"
+        return f"{self.label} {spread(self.values).text(self.digits)}"
 
 
 def ended(trials: pd.DataFrame) -> pd.DataFrame:

@@ -101,7 +101,8 @@ def _epochs_to(curves: pd.DataFrame, trials: pd.DataFrame, lr: float, target: fl
     c = curves[curves["trial_id"].isin(t["trial_id"])]
     firsts = [g.loc[g["metric.val_acc"] >= target, "iteration"].min() for _, g in c.groupby("trial_id")]
     n = int(trials["config.iterations"].max()) if "config.iterations" in trials else 0
-    return Sample(f"lr {fmt_sci(lr)}", np.array([f if np.isfinite(f) else n + 1 for f in firsts], dtype=float))
+    return Sample(f"lr {fmt_sci(lr)}", np.array([f if np.isfinite(f) else n + 1 for f in firsts], dtype=float),
+                  digits=1)
 
 
 def _faster(trials, curves, manifest):
