@@ -1,4 +1,4 @@
-"""Random palindromes, generated vectorised on the device: a pure function of (n, length, generator).
+"""Random palindromes, generated vectorised on the device: a pure function of (n, seq_len, generator).
 
 A sample is a palindrome of N = T+1 digits; the input is its first T digits (one scalar per
 step) and the target its last digit, which equals the first: the task is to remember x_0 for
@@ -10,12 +10,12 @@ from __future__ import annotations
 import torch
 
 
-def palindromes(n: int, length: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return x (n, length) float digits and y (n,) long targets, on the generator's device."""
-    N = length + 1
+def palindromes(n: int, seq_len: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return x (n, seq_len) float digits and y (n,) long targets, on the generator's device."""
+    N = seq_len + 1
     half = torch.randint(0, 10, (n, (N + 1) // 2), generator=generator, device=generator.device)
     full = torch.cat([half, half[:, : N // 2].flip(1)], dim=1)  # (n, N), full[:, i] == full[:, N-1-i]
-    return full[:, :length].float(), full[:, length]
+    return full[:, :seq_len].float(), full[:, seq_len]
 
 
 def generator(seed: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
