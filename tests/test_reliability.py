@@ -76,7 +76,7 @@ def test_sigkill_at_any_moment_then_rerun_completes(tmp_path, moment):
     assert not list(run_dir.glob(".*.tmp"))
     kept = 0
     for tid, text in reported.items():  # trials that had made all their reports: kept, not rerun
-        row = t[t["trial_id"] == tid].iloc[0]
+        row = t[t["trial"] == tid].iloc[0]  # the Tune trial (its one seed here)
         if len(text.splitlines()) == row["iterations"]:
             assert (run_dir / "tune" / f"trial_{tid}" / "result.json").read_text() == text
             kept += 1
