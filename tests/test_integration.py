@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import analysis
+import studies
+from analysis.verdicts import VERDICTS
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +50,12 @@ def run_smoke(name: str, tmp_path, *extra: str):
     assert "Best configuration" in (run / "report.md").read_text()
     assert "## Findings" in (run / "report.md").read_text() and (run / "summary.csv").is_file()
     assert "data:image/png;base64," in (run / "report.html").read_text()
+    # the study's claims are checked and reported (smoke runs are too small to reproduce them)
+    claims = analysis.claims(run)
+    assert len(claims) == len(studies.analysis_module(name).CLAIMS) > 0
+    assert set(claims["verdict"]) <= set(VERDICTS) and claims["reference"].str.len().gt(0).all()
+    assert (run / "report.md").read_text().split("\n## ")[1].startswith("Claims")  # the report opens with them
+    assert (run / "claims.csv").is_file()
     return t, c, r
 
 
