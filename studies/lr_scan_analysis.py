@@ -93,23 +93,19 @@ def _ended_lrs(trials: pd.DataFrame, metric: str) -> pd.Series:
     return ended(trials).groupby("config.lr")[metric].mean()
 
 
-def _epochs_to(curves: pd.DataFrame, trials: pd.DataFrame, lr: float, target: float) -> Sample:
-    """Per seed of `lr` that ran to the end: the first epoch whose validation accuracy reaches
-    `target` (the budget's epochs + 1 where it never does)."""
+def _early_accuracy(curves: pd.DataFrame, trials: pd.DataFrame, lr: float, epochs: int) -> Sample:
+    """Per seed of `lr` that ran to the end: its mean validation accuracy over the first `epochs`
+    epochs (the area under the early learning curve: how fast it converges)."""
     t = ended(trials)
     t = t[np.isclose(t["config.lr"], lr)]
-    c = curves[curves["trial_id"].isin(t["trial_id"])]
-    firsts = [g.loc[g["metric.val_acc"] >= target, "iteration"].min() for _, g in c.groupby("trial_id")]
-    n = int(trials["config.iterations"].max()) if "config.iterations" in trials else 0
-    return Sample(f"lr {fmt_sci(lr)}", np.array([f if np.isfinite(f) else n + 1 for f in firsts], dtype=float),
-                  digits=1)
+    c = curves[curves["trial_id"].isin(t["trial_id"]) & (curves["iteration"] <= epochs)]
+    return Sample(f"lr {fmt_sci(lr)}", c.groupby("trial_id")["metric.val_acc"].mean().to_numpy(dtype=float))
 
 
 def _faster(trials, curves, manifest):
-    best = _ended_lrs(trials, "metric.val_acc").max()
-    target = round(0.9 * best, 3)
-    v = greater(_epochs_to(curves, trials, 1e-4, target), _epochs_to(curves, trials, 1e-3, target))
-    return replace(v, value=f"epochs to validation accuracy {target:.3f} (90% of the best lr's final): {v.value}")
+    epochs = max(1, int(manifest.get("iterations") or trials["config.iterations"].max()) // 3)
+    v = greater(_early_accuracy(curves, trials, 1e-3, epochs), _early_accuracy(curves, trials, 1e-4, epochs))
+    return replace(v, value=f"mean validation accuracy over the first {epochs} epochs: {v.value}")
 
 
 def _too_large(trials, curves, manifest):
@@ -127,8 +123,8 @@ def _gap(trials, curves, manifest):
 
 
 CLAIMS = [
-    Claim("lr 1e-3 converges faster than 1e-4: it reaches 90% of the best final validation accuracy in fewer "
-          "epochs", "1e-3 converges faster than 1e-4 (hand-run, VGG CNN, Adam, CIFAR-10; STUDIES.md section 2)",
+    Claim("lr 1e-3 converges faster than 1e-4: its validation accuracy over the first third of training is higher",
+          "1e-3 converges faster than 1e-4 (hand-run, VGG CNN, Adam, CIFAR-10; STUDIES.md section 2)",
           _faster),
     Claim("Too large an lr plateaus lower: lr 4e-2 ends at least 0.02 below the best lr in final test accuracy",
           "4e-2 and 5e-2 plateau lower, oscillate or get stuck at a constant loss (hand-run, CIFAR-10)", _too_large),
