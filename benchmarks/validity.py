@@ -11,6 +11,7 @@ the other studies' sections stay. Each repeat is the real command line, in its o
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -38,8 +39,23 @@ def _command(study: str, budget: str, name: str, first_seed: int, storage: str, 
             "--first-seed", str(first_seed), "--overwrite", *extra]
 
 
-def run_study(study: str, repeats: int, budget: str, storage: str, extra: list[str]) -> tuple[pd.DataFrame, list]:
-    """Run `study` `repeats` times; return its claims over the repeats, and the commands with their wall times."""
+def _finished(run: Path, seeds: list[int]) -> float | None:
+    """The wall time of a finished run of these seeds in `run` (from its manifest), or None."""
+    try:
+        m = json.loads((run / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not m.get("finished") or m.get("seeds") != seeds or not (run / "trials.parquet").is_file():
+        return None
+    stamp = "%Y-%m-%dT%H:%M:%S"
+    return time.mktime(time.strptime(m["finished"], stamp)) - time.mktime(time.strptime(m["started"], stamp))
+
+
+def run_study(study: str, repeats: int, budget: str, storage: str, extra: list[str],
+              reuse: bool = False) -> tuple[pd.DataFrame, list]:
+    """Run `study` `repeats` times; return its claims over the repeats, and the commands with their
+    wall times. With `reuse`, a repeat whose run already finished is not run again: its claims are
+    read anew from its tables (after a change to the analysis, not to the training)."""
     import analysis
     from studies.runner import plan
 
@@ -48,10 +64,15 @@ def run_study(study: str, repeats: int, budget: str, storage: str, extra: list[s
     for r in range(repeats):
         name = f"validity-{budget}-{r + 1}"
         cmd = _command(study, budget, name, r * seeds, storage, extra)
-        t = time.time()
-        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        wall = time.time() - t
         shown = " ".join(["python", *cmd[1:]]).replace(storage, "STORAGE")
+        wall = _finished(Path(storage) / study / name, list(range(r * seeds, (r + 1) * seeds))) if reuse else None
+        if wall is not None:
+            out = subprocess.CompletedProcess(cmd, 0)
+            shown += " (earlier run; claims read anew)"
+        else:
+            t = time.time()
+            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            wall = time.time() - t
         if out.returncode != 0:
             tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or [""]
             runs.append((shown, wall, f"failed (exit {out.returncode}): {tail[0]}"))
@@ -142,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", default="quick", choices=("smoke", "quick", "full"))
     p.add_argument("--storage", default=str(ROOT / "results" / "validity"), help="where the runs are written")
     p.add_argument("--out", default=str(RECORD), help="the record (default VALIDITY.md)")
+    p.add_argument("--reuse", action="store_true", help="read the claims of repeats that already finished "
+                   "instead of running them again (after a change to the analysis)")
     p.add_argument("--study-args", default="", help="more flags for every study command, e.g. '--seeds 2'")
     args = p.parse_args(argv)
     unknown = [s for s in args.studies if s not in STUDIES]
@@ -152,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for study in args.studies or STUDIES:
         print(f"\n== validity: {study} ({args.budget}, {args.repeats} repeats) ==", flush=True)
-        claims, runs = run_study(study, args.repeats, args.budget, args.storage, args.study_args.split())
+        claims, runs = run_study(study, args.repeats, args.budget, args.storage, args.study_args.split(), args.reuse)
         table = summary(claims, args.repeats) if len(claims) else pd.DataFrame()
         used = set(claims["rule"]) if len(claims) else set()
         rule = " / ".join(r for r in (RULE_GREATER, RULE_BOUND) if r in used or any(r in u for u in used))
