@@ -118,17 +118,23 @@ def _apart(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
     return bool(a.min() - margin > b.max())
 
 
-def greater(a: Sample, b: Sample, margin: float = 0.0) -> Verdict:
-    """Claim: A > B + margin."""
+def _pair(a: Sample, b: Sample, rule: str, holds, fails, undecided: str) -> Verdict:
+    """The verdict on a claim about two samples: `fails()` contradicts it, else `holds()` reproduces it."""
     value = f"{a.text()} vs {b.text()}"
     why = _too_few(a, b)
     if why:
-        return Verdict(INCONCLUSIVE, value, RULE_GREATER, why)
-    if _apart(a.values, b.values, margin):
-        return Verdict(REPRODUCED, value, RULE_GREATER)
-    if _apart(b.values, a.values, -margin):
-        return Verdict(CONTRADICTED, value, RULE_GREATER)
-    return Verdict(INCONCLUSIVE, value, RULE_GREATER, "the seeds do not separate the two")
+        return Verdict(INCONCLUSIVE, value, rule, why)
+    if fails():
+        return Verdict(CONTRADICTED, value, rule)
+    if holds():
+        return Verdict(REPRODUCED, value, rule)
+    return Verdict(INCONCLUSIVE, value, rule, undecided)
+
+
+def greater(a: Sample, b: Sample, margin: float = 0.0) -> Verdict:
+    """Claim: A > B + margin."""
+    return _pair(a, b, RULE_GREATER, lambda: _apart(a.values, b.values, margin),
+                 lambda: _apart(b.values, a.values, -margin), "the seeds do not separate the two")
 
 
 RULE_NOT_BELOW = "not below: the mean at least the other's, and the other not above it by the rule of 'greater'"
@@ -136,16 +142,9 @@ RULE_NOT_BELOW = "not below: the mean at least the other's, and the other not ab
 
 def not_below(a: Sample, b: Sample, tolerance: float = 0.0) -> Verdict:
     """Claim: A >= B (A is not worse than B)."""
-    value = f"{a.text()} vs {b.text()}"
-    why = _too_few(a, b)
-    if why:
-        return Verdict(INCONCLUSIVE, value, RULE_NOT_BELOW, why)
-    if _apart(b.values, a.values, tolerance):
-        return Verdict(CONTRADICTED, value, RULE_NOT_BELOW)
-    if a.values.mean() >= b.values.mean() - tolerance:
-        return Verdict(REPRODUCED, value, RULE_NOT_BELOW)
-    return Verdict(INCONCLUSIVE, value, RULE_NOT_BELOW, "the mean is below the other's, but the seeds do not "
-                   "separate them")
+    return _pair(a, b, RULE_NOT_BELOW, lambda: a.values.mean() >= b.values.mean() - tolerance,
+                 lambda: _apart(b.values, a.values, tolerance),
+                 "the mean is below the other's, but the seeds do not separate them")
 
 
 def at_least(a: Sample, bound: float, at_most: bool = False) -> Verdict:
