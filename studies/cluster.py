@@ -16,7 +16,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import socket
+import threading
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,3 +130,137 @@ def unschedulable(cpus: float, gpus: float, address: str | None, resources: dict
             return (f"a trial needs {need:g} {kind} but {where} has {have:g}: lower --{kind.lower()}s-per-trial"
                     + ("" if address else " or run on a cluster with --address"))
     return None
+
+
+# ---- checks before Ray starts: is there a Ray at --address, can --storage (a URI) be written? -------------
+
+# The connection preface of an HTTP/2 client and an empty SETTINGS frame: Ray's GCS and its Ray Client
+# server speak gRPC, which answers with a SETTINGS frame of its own (frame type 4, the 4th byte).
+_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+PROBE_TIMEOUT_S = 5.0
+URI_TIMEOUT_S = 10.0
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """HOST and PORT of 'HOST:PORT' or 'ray://HOST:PORT'."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return host, int(port)
+
+
+def probe(host: str, port: int, timeout: float = 5.0) -> str | None:
+    """Why nothing that speaks Ray's protocol (gRPC over HTTP/2) answers at host:port, or None: a TCP
+    connect, then HTTP/2's connection preface, to which a gRPC server replies with a SETTINGS frame."""
+    try:
+        s = socket.create_connection((host, port), timeout=timeout)
+    except socket.gaierror as e:
+        return f"cannot resolve {host} ({e.strerror or e})"
+    except TimeoutError:
+        return f"no answer from {host}:{port} within {timeout:g} s"
+    except OSError as e:
+        return f"nothing answers at {host}:{port} ({e.strerror or _one_line(e)})"
+    with s:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return None  # TLS comes first there: the port is open, ray.init says the rest
+        reply = b""
+        try:
+            s.settimeout(timeout)
+            s.sendall(_H2_HELLO)
+            while len(reply) < 9:
+                chunk = s.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+        except TimeoutError:
+            return f"{host}:{port} accepts connections but sent nothing within {timeout:g} s: it is not a Ray head"
+        except OSError:  # reset by the other side
+            pass
+    if len(reply) < 9 or reply[3] != 4:
+        how = "closed the connection" if len(reply) == 0 else "does not speak gRPC"
+        return f"{host}:{port} accepts connections but is not a Ray head (it {how})"
+    return None
+
+
+def address_problem(address: str, timeout: float | None = None) -> str | None:
+    """Why `ray.init(address=address)` cannot work, found without starting Ray, or None: no Ray found
+    for `auto`, Ray Client (`ray://`) not installed, or nothing that speaks Ray's protocol at the port."""
+    given = address
+    if address == "auto":
+        try:
+            from ray._private import services
+
+            address = services.canonicalize_bootstrap_address_or_die("auto")
+        except ConnectionError:
+            return ("--address auto: no running Ray cluster found on this machine (nor in RAY_ADDRESS): start "
+                    "one with `ray start --head`, or give --address HOST:PORT of the head")
+        except Exception:  # Ray's own lookup changed or failed otherwise: let ray.init say it
+            return None
+        if not re.fullmatch(r"(ray://)?[\w.\-]+:\d+", address or ""):
+            return None
+    if address.startswith("ray://"):
+        from importlib import metadata
+        from importlib.util import find_spec
+
+        missing = [m for m in ("grpc", "ray.util.client") if find_spec(m) is None]
+        if missing:
+            version = metadata.version("ray")
+            return (f"--address {given}: Ray Client (ray://) needs `pip install \"ray[client]=={version}\"` "
+                    f"({missing[0].replace('grpc', 'grpcio')} is missing), or run the command on the head with "
+                    "--address auto (ray job submit)")
+    host, port = split_address(address)
+    problem = probe(host, port, PROBE_TIMEOUT_S if timeout is None else timeout)
+    if problem is None:
+        return None
+    shown = given if given == address else f"{given} ({address})"
+    what = ("the Ray Client server (`ray start --head` opens it on port 10001)" if address.startswith("ray://")
+            else "the head's GCS port (`ray start --head --port`, 6379 by default)")
+    return f"--address {shown}: {problem}: check that the Ray head is running there and that the port is {what}"
+
+
+def uri_problem(uri: str, timeout: float | None = None) -> str | None:
+    """Why results cannot be written at storage URI `uri`, or None: a scheme pyarrow does not know, or
+    a small marker file that cannot be written and deleted there within `timeout` seconds (default
+    URI_TIMEOUT_S). The check runs in a thread: a storage without network may retry for minutes."""
+    timeout = URI_TIMEOUT_S if timeout is None else timeout
+    found: dict[str, str | None] = {}
+
+    def check():
+        found["problem"] = _uri_write_test(uri)
+
+    t = threading.Thread(target=check, name="storage-check", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        return (f"--storage {uri}: no answer within {timeout:g} s: check the network, the credentials and the "
+                "bucket name, or use a local path")
+    return found.get("problem")
+
+
+def _uri_write_test(uri: str) -> str | None:
+    import pyarrow.fs as pafs
+
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except Exception as e:
+        return (f"--storage {uri}: not a storage that pyarrow knows ({_one_line(e)}): use a path, or a URI "
+                "such as s3://bucket/results, gs://bucket/results or hdfs://host/path")
+    folder = path.rstrip("/")
+    while True:  # object stores need no folders; a filesystem with folders is tried in the deepest one there
+        name = f".studies-write-test-{uuid.uuid4().hex[:12]}"
+        marker = f"{folder}/{name}" if folder else name
+        try:
+            with fs.open_output_stream(marker) as f:
+                f.write(b"ok")
+            fs.delete_file(marker)
+            return None
+        except FileNotFoundError as e:
+            if not folder:
+                return f"--storage {uri}: cannot write there ({_one_line(e)}): check that the bucket or path exists"
+            folder = folder.rpartition("/")[0]
+        except Exception as e:
+            return (f"--storage {uri}: cannot write there ({_one_line(e)}): check that the bucket exists, the "
+                    "credentials and the permissions")

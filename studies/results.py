@@ -157,11 +157,12 @@ def _run_folder(p):
     local.mkdir(parents=True, exist_ok=True)
     yield local
     if remote:
-        _upload(local, p.run_dir)
+        upload(local, p.run_dir)
         shutil.rmtree(local)
 
 
-def _upload(local: Path, uri: str) -> None:
+def upload(local: Path, uri: str) -> None:
+    """Copy the files under the folder `local` to the folder at `uri`."""
     import pyarrow.fs as pafs
 
     fs, path = pafs.FileSystem.from_uri(uri)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -18,7 +19,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from studies.cluster import cuda_available, loopback_only, ray_init_kwargs, storage_problem, unschedulable
+from studies.cluster import (
+    address_problem,
+    cuda_available,
+    loopback_only,
+    ray_init_kwargs,
+    storage_problem,
+    unschedulable,
+    uri_problem,
+)
 from studies.study import BUDGETS, Budget, Study
 
 if TYPE_CHECKING:
@@ -27,6 +36,14 @@ if TYPE_CHECKING:
 
 class UsageError(Exception):
     """Bad input: reported as one line, exit code 2, before anything is written."""
+
+
+# Above these a run is refused unless --yes: a typo such as --seeds 100000 would otherwise hold the
+# machine (or a cluster's bill) for days. The full budgets stay far below (at most 144 seed runs, 100
+# iterations).
+LARGE_RUNS = 2_000  # seed runs: trials x seeds
+LARGE_ITERATIONS = 10_000  # iterations per trial
+MAX_SEED = 2**32  # seeds are below this (torch and numpy take them)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,6 +105,10 @@ def parser(study: Study) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                    help="arithmetic of matmuls and convolutions: auto (default: bf16 autocast on a GPU, fp32 on "
                         "the CPU), bf16 (autocast on the CPU too, for CPUs with bf16 units: avx512_bf16, AMX), fp32")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's and Tune's full output here (it always goes to <run>/ray.log)")
+    p.add_argument("--yes", action="store_true", help=f"run even above {LARGE_RUNS:,} seed runs (trials x seeds) "
+                   f"or {LARGE_ITERATIONS:,} iterations per trial")
     p.add_argument("--inject-faults", type=float, default=0.0, metavar="P",
                    help="testing: each trial crashes once with probability P, and is retried from its checkpoint")
     return p
@@ -107,9 +128,17 @@ def _replace_axis(study: Study, points: list[dict], spec: str) -> list[dict]:
     key, sep, values = spec.partition("=")
     if not sep or key not in study.scientific:
         raise UsageError(f"--grid {spec!r}: expected KEY=V1,V2 with KEY one of {', '.join(study.scientific)}")
-    vals = [_parse_value(v) for v in values.split(",") if v.strip()]
+    vals = [_parse_value(v.strip()) for v in values.split(",") if v.strip()]
     if not vals:
         raise UsageError(f"--grid {spec!r}: empty search space; give at least one value")
+    for v in vals:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UsageError(f"--grid {spec!r}: {v} is not a finite number; give finite values")
+    seen: list = []
+    for v in vals:
+        if v in seen:  # 1e-3 and 0.001 are the same value
+            raise UsageError(f"--grid {spec!r}: {key}={v!r} is given twice; give each value once")
+        seen.append(v)
     others = list({json.dumps({k: v for k, v in p.items() if k != key}, sort_keys=True): None for p in points})
     return [{**json.loads(o), key: v} for o in others for v in vals]
 
@@ -141,6 +170,16 @@ class Plan:
                 "samples": self.budget.samples, "iterations": self.budget.iterations}
 
     @property
+    def n_trials(self) -> int:
+        """Tune trials: one per grid point and nuisance sample; each trains every seed."""
+        return len(self.points) * (self.budget.samples if self.study.search else 1)
+
+    @property
+    def log_path(self) -> str:
+        """Ray's and Tune's full output (see studies.progress.RunLog)."""
+        return f"{self.run_dir}/ray.log"
+
+    @property
     def tune_dir(self) -> str:
         """Tune's experiment folder (local path or URI): its state, and one folder per trial."""
         return f"{self.run_dir}/tune"
@@ -165,10 +204,16 @@ class Plan:
                                trial_dirname_creator=_trial_dirname, reuse_actors=reuse)
 
     def run_config(self) -> tune.RunConfig:
-        """Where Tune writes (`tune_dir`), how often a crashed trial is retried, and the checkpoints kept."""
+        """Where Tune writes (`tune_dir`), how often a crashed trial is retried, the checkpoints kept,
+        and what it prints: its own output (verbose=1: trial tables, status every 30 s) goes where
+        `execute` sends stdout (ray.log), and the compact view (`studies.progress.Progress`) to the terminal."""
         from ray import tune
 
-        return tune.RunConfig(name="tune", storage_path=self.run_dir, verbose=1,
+        from studies.progress import Progress
+
+        view = Progress(self.study.name, self.study.scientific, list(self.study.search), self.study.metric,
+                        self.study.mode, self.budget.iterations, self.n_trials, self.seeds)
+        return tune.RunConfig(name="tune", storage_path=self.run_dir, verbose=1, callbacks=[view],
                               failure_config=tune.FailureConfig(max_failures=2),
                               checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
 
@@ -197,12 +242,21 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
         b = replace(b, iterations=args.iterations, grace=min(b.grace, args.iterations))
     if args.first_seed < 0:
         raise UsageError(f"--first-seed {args.first_seed}: expected a whole number >= 0")
+    if args.first_seed + b.seeds > MAX_SEED:
+        raise UsageError(f"--first-seed {args.first_seed}: the seeds must stay below 2^32 ({MAX_SEED:,}); "
+                         "choose a smaller K")
+    if b.iterations > LARGE_ITERATIONS and not args.yes:
+        raise UsageError(f"--iterations {b.iterations:,}: more than {LARGE_ITERATIONS:,} iterations per trial "
+                         f"(the full budget has {study.budgets['full'].iterations}); pass --yes if you mean it")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite contradict each other: give one of them")
     if not 0 <= args.inject_faults <= 1:
         raise UsageError(f"--inject-faults {args.inject_faults:g}: expected a probability in [0, 1]")
     if args.address is not None and not re.fullmatch(r"auto|ray://[\w.\-]+:\d+|[\w.\-]+:\d+", args.address):
         raise UsageError(f"--address {args.address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    if args.address not in (None, "auto") and not 0 < int(args.address.rpartition(":")[2]) < 65536:
+        raise UsageError(f"--address {args.address}: the port must be 1 to 65535 (a Ray head listens on 6379 "
+                         "by default, its Ray Client server on 10001)")
     if args.address is None and args.cpus_per_trial > (os.cpu_count() or 1):
         raise UsageError(f"--cpus-per-trial {args.cpus_per_trial:g}: this machine has {os.cpu_count()} CPUs, so no "
                          "trial could ever start; ask for fewer")
@@ -219,10 +273,19 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
     if "dataset" in fixed:
         fixed["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
     points = b.grid or study.grid
+    given = [spec.partition("=")[0] for spec in args.grid]
+    repeated = next((k for k in given if given.count(k) > 1), None)
+    if repeated is not None:
+        raise UsageError(f"--grid {repeated} is given {given.count(repeated)} times: put all its values in one "
+                         f"flag, e.g. --grid {repeated}=V1,V2")
     for spec in args.grid:
         points = _replace_axis(study, points, spec)
     if not points:
         raise UsageError(f"{study.name}: empty search space; give the study at least one grid point")
+    trials = len(points) * (b.samples if study.search else 1)
+    if trials * b.seeds > LARGE_RUNS and not args.yes:
+        raise UsageError(f"{trials:,} trials x {b.seeds:,} seeds = {trials * b.seeds:,} seed runs, more than "
+                         f"{LARGE_RUNS:,}: pass --yes if you mean it, or give fewer --seeds or --grid values")
     from studies.train import check_config
 
     for point in points:
@@ -235,21 +298,41 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
     elif gpus > 0 and args.address is None and not cuda_available():
         raise UsageError(f"--gpus-per-trial {gpus:g}: no GPU is visible on this machine; "
                          "use --gpus-per-trial 0, or --address to run on a cluster with GPUs")
-    storage = args.storage if "://" in args.storage else str(Path(args.storage).expanduser().resolve())
-    name = args.name or args.budget
-    if not name or "/" in name or name.startswith("."):
-        raise UsageError(f"--name {name!r}: use a plain folder name such as 'quick' or 'try2'")
+    storage = args.storage.removeprefix("file://") if args.storage.startswith("file:///") else args.storage
+    storage = storage if "://" in storage else str(Path(storage).expanduser().resolve())
+    name = args.budget if args.name is None else args.name
+    if not re.fullmatch(r"[\w.\-]{1,100}", name) or name.startswith("."):
+        raise UsageError(f"--name {name!r}: use a plain folder name such as 'quick' or 'try2' (letters, digits, "
+                         "'.', '_' and '-'; at most 100)")
     run_dir = f"{storage.rstrip('/')}/{study.name}/{name}"
     seeds = list(range(args.first_seed, args.first_seed + b.seeds))
     return Plan(study, args.budget, b, args, points, seeds, fixed, run_dir, args.cpus_per_trial, gpus)
 
 
-def _check_storage(p: Plan) -> None:
-    """The run directory must be writable, and must not hold a different study (unless told)."""
-    if "://" in p.run_dir:
-        return
-    path = Path(p.run_dir)
-    existing = next(a for a in [path, *path.parents] if a.exists())  # nothing is created here
+def _try_create(path: Path) -> None:
+    """Create the folder `path` and a file in it, as the run will, then remove all that was created:
+    an OSError here (a read-only or virtual filesystem such as /proc, a name too long) is one the run
+    would hit after Ray started."""
+    created = []
+    try:
+        for folder in reversed([a for a in [path, *path.parents] if not a.exists()]):
+            folder.mkdir()
+            created.append(folder)
+        marker = path / f".studies-write-test-{os.getpid()}"
+        marker.write_bytes(b"")
+        marker.unlink()
+    finally:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+def _check_folder(p: Plan, path: Path) -> None:
+    """The local run folder `path` is there or can be created, and can be written; an OSError where
+    the system says no."""
+    existing = next(a for a in [path, *path.parents] if a.exists())
     if not existing.is_dir():
         raise UsageError(f"--storage {p.args.storage}: {existing} is a file, not a folder; choose a writable folder")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -257,6 +340,24 @@ def _check_storage(p: Plan) -> None:
     if path.exists() and not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise UsageError(f"--storage {p.args.storage}: {path} is not readable and writable; fix its permissions "
                          "or choose another --name")
+    _try_create(path)
+
+
+def _check_storage(p: Plan) -> None:
+    """The run directory must be writable, and must not hold a different study (unless told). Nothing
+    is left behind: a folder is created to try, and removed."""
+    if "://" in p.run_dir:
+        problem = uri_problem(p.args.storage)
+        if problem:
+            raise UsageError(problem)
+        return
+    path = Path(p.run_dir)
+    try:
+        _check_folder(p, path)
+    except OSError as e:  # a name too long, a virtual filesystem such as /proc, a read-only one
+        where = f" {e.filename}" if e.filename else ""
+        raise UsageError(f"--storage {p.args.storage}: cannot write{where} ({e.strerror or e}); choose a writable "
+                         "folder") from None
     manifest = path / "manifest.json"
     if p.args.resume and not (path / "tune").is_dir():
         raise UsageError(f"--resume: {path} holds no run to resume; leave out --resume to start one")
@@ -271,9 +372,18 @@ def _check_storage(p: Plan) -> None:
                              "or --overwrite to replace it")
 
 
-def _say(study: Study, kind: str, message: str) -> None:
-    """One line on stderr: 'python -m studies.NAME: error: ...'."""
-    print(f"python -m studies.{study.name}: {kind}: {message}", file=sys.stderr)
+def _check_address(p: Plan) -> None:
+    """Something that speaks Ray's protocol answers at --address (or Ray finds a cluster for `auto`)."""
+    if p.args.address is not None:
+        problem = address_problem(p.args.address)
+        if problem:
+            raise UsageError(problem)
+
+
+def _say(study: Study, kind: str, message: str, file=None) -> None:
+    """One line on stderr: 'python -m studies.NAME: error: ...' (a newline in a value shows as \\n)."""
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
+    print(f"python -m studies.{study.name}: {kind}: {message}", file=file or sys.stderr)
 
 
 def _trial_dirname(trial) -> str:
@@ -310,69 +420,109 @@ def run(study: Study, argv: list[str] | None = None, **plan_fields: Any) -> int:
         if plan_fields:
             p = replace(p, **plan_fields)
         notice = prepare_data(p)
-        if notice:
-            _say(study, "notice", notice)
         _check_storage(p)
+        _check_address(p)
     except UsageError as e:
         _say(study, "error", str(e))
         return 2
+    if notice:
+        _say(study, "notice", notice)
     return execute(p)
+
+
+def _header(p: Plan) -> str:
+    """What the terminal shows when the trials start: the study, where it runs, where things go."""
+    from studies.progress import seeds_text
+
+    where = "this machine's Ray" if p.args.address is None else f"the Ray cluster at {p.args.address}"
+    later = " (uploaded at the end)" if "://" in p.run_dir else ""
+    return (f"{p.study.name}, budget {p.budget_name}: {p.n_trials} trials, each trains {seeds_text(p.seeds)}, on "
+            f"{where}; results in {p.run_dir}\n  Ray's output: {p.log_path}{later}; curves: "
+            f"tensorboard --logdir {p.tune_dir}")
 
 
 def execute(p: Plan) -> int:
     """Run a checked plan on Ray Tune (a new run, or the resumed one) and write its results.
-    Returns the exit code: 0, 1 if every trial failed, 2 if no trial could ever start."""
+    Returns the exit code: 0, 1 if every trial failed, 2 if no trial could ever start.
+
+    The terminal gets the compact view (`studies.progress.Progress`) and the summary; everything Ray
+    and Tune print goes to `<run>/ray.log` (with --verbose: to both)."""
+    import tempfile
+
     import ray
     from ray import tune
 
     from studies import results
+    from studies.progress import RunLog, drawing_on
     from studies.search import GridSearch, GroupedASHA
 
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = time.time()
+    out, err = sys.stdout, sys.stderr
+    remote = "://" in p.run_dir
+    log = RunLog(echo=out, echo_err=err) if p.args.verbose else RunLog()
+    staging = Path(tempfile.mkdtemp(prefix="study-log-")) if remote else None  # the log of a URI run, uploaded
     own_ray = not ray.is_initialized()
-    if own_ray:
-        if p.args.address is None:
-            loopback_only()
-        ray.init(**ray_init_kwargs(p.args.address))
     try:
-        problem = unschedulable(p.cpus, p.gpus, p.args.address, ray.cluster_resources())
-        if problem and p.args.address is None:
-            _say(p.study, "error", problem)
-            return 2
-        if problem:  # a cluster's autoscaler may still add the nodes: say so, and wait for them
-            _say(p.study, "warning", f"{problem}; waiting for the autoscaler to add nodes")
-        if p.args.address is not None:  # every node of the cluster writes its trials under --storage
-            problem = storage_problem(p.args.storage, ray.nodes())
-            if problem:
-                _say(p.study, "error", problem)
-                return 2
-        if p.args.overwrite and "://" not in p.run_dir and Path(p.run_dir).exists():
-            shutil.rmtree(p.run_dir)
-        results.write_manifest(p, started=started, finished=None)
-        exp = p.tune_dir
-        trainable = p.trainable()
-        if "://" not in exp and Path(exp).is_dir() and not list(Path(exp).glob("experiment_state-*.json")):
-            shutil.rmtree(exp)  # killed before Tune saved any state: nothing to resume, start afresh
-        if tune.Tuner.can_restore(exp):
-            print(f"Resuming {exp}", flush=True)
-            tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True, resume_errored=True)
-        else:
-            search = GridSearch(p.points, p.seeds, p.fixed, p.study.metric, p.study.mode,
-                                p.study.search, p.budget.samples, p.study.search_first)
-            asha = GroupedASHA(p.study.asha_groups, time_attr="training_iteration", max_t=p.budget.iterations,
-                                 grace_period=p.budget.grace, reduction_factor=p.budget.reduction)
-            tuner = tune.Tuner(trainable, tune_config=p.tune_config(search, asha), run_config=p.run_config())
-        grid = tuner.fit()
-        trials, curves = results.tables(grid, p)
+        with log.capturing(), drawing_on(None if p.args.verbose else out):
+            if own_ray:
+                if p.args.address is None:
+                    loopback_only()
+                ray.init(**ray_init_kwargs(p.args.address))
+            try:
+                problem = unschedulable(p.cpus, p.gpus, p.args.address, ray.cluster_resources())
+                if problem and p.args.address is None:
+                    _say(p.study, "error", problem, file=err)
+                    return 2
+                if problem:  # a cluster's autoscaler may still add the nodes: say so, and wait for them
+                    _say(p.study, "warning", f"{problem}; waiting for the autoscaler to add nodes", file=err)
+                if p.args.address is not None:  # every node of the cluster writes its trials under --storage
+                    problem = storage_problem(p.args.storage, ray.nodes())
+                    if problem:
+                        _say(p.study, "error", problem, file=err)
+                        return 2
+                if p.args.overwrite and not remote and Path(p.run_dir).exists():
+                    shutil.rmtree(p.run_dir)
+                results.write_manifest(p, started=started, finished=None)
+                log.attach(staging / "ray.log" if remote else p.log_path)
+                print(_header(p), file=out, flush=True)
+                exp = p.tune_dir
+                trainable = p.trainable()
+                if not remote and Path(exp).is_dir() and not list(Path(exp).glob("experiment_state-*.json")):
+                    shutil.rmtree(exp)  # killed before Tune saved any state: nothing to resume, start afresh
+                if tune.Tuner.can_restore(exp):
+                    print(f"  resuming {exp}", file=out, flush=True)
+                    tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True, resume_errored=True)
+                else:
+                    search = GridSearch(p.points, p.seeds, p.fixed, p.study.metric, p.study.mode,
+                                        p.study.search, p.budget.samples, p.study.search_first)
+                    asha = GroupedASHA(p.study.asha_groups, time_attr="training_iteration",
+                                       max_t=p.budget.iterations, grace_period=p.budget.grace,
+                                       reduction_factor=p.budget.reduction)
+                    tuner = tune.Tuner(trainable, tune_config=p.tune_config(search, asha), run_config=p.run_config())
+                grid = tuner.fit()
+                trials, curves = results.tables(grid, p)
+            finally:
+                if own_ray:
+                    ray.shutdown()
+    except BaseException:
+        if log.path is not None:
+            _say(p.study, "error", f"the run stopped; Ray's and Tune's output up to here is in {p.log_path}"
+                 + (f" (here: {log.path})" if remote else ""), file=err)
+        raise
     finally:
-        if own_ray:
-            ray.shutdown()
+        log.end()
+    if remote and log.path is not None:
+        results.upload(staging, p.run_dir)
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
     paths = results.write(p, trials, curves, started=started)
     configs = trials.drop_duplicates("trial")
     print(f"\n{p.study.name}: {len(configs)} trials ({len(trials)} seed runs), {int(configs['stopped_early'].sum())} "
           f"stopped early by ASHA, {int(trials['diverged'].sum())} seed runs diverged, {time.time() - started:.0f} s")
+    print(f"  {'log':8s} {p.log_path} (Ray's and Tune's output)")
+    print(f"  {'curves':8s} tensorboard --logdir {p.tune_dir}")
     for label, path in paths.items():
         print(f"  {label:8s} {path}")
     return 0 if (trials["status"] != "error").any() else 1

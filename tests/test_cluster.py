@@ -112,8 +112,10 @@ def test_the_project_travels_once(monkeypatch):
 def test_address_with_a_local_folder_on_a_multi_machine_cluster_is_refused(tmp_path, monkeypatch, capsys):
     import ray
 
+    import studies.runner
     from studies.palindrome import main
 
+    monkeypatch.setattr(studies.runner, "address_problem", lambda address: None)  # a Ray head "answers" there
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: None)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
@@ -123,6 +125,93 @@ def test_address_with_a_local_folder_on_a_multi_machine_cluster_is_refused(tmp_p
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "192.0.2.7" in err and "s3://bucket/results" in err
     assert not (tmp_path / "palindrome" / "smoke" / "manifest.json").exists()
+
+
+# Before Ray starts: is there a Ray at --address, can --storage (a URI) be written?
+
+
+def serve(reply: bytes | None):
+    """A server on a free loopback port that answers each connection with `reply` (None: closes at
+    once); returns the port and a function that stops it."""
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def loop():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                if reply is not None:
+                    conn.recv(64)
+                    conn.sendall(reply)
+
+    threading.Thread(target=loop, daemon=True).start()
+    return server.getsockname()[1], server.close
+
+
+def test_probe_tells_a_ray_head_from_a_port_that_is_not_one():
+    from studies.cluster import probe
+
+    settings = bytes([0, 0, 6, 4, 0, 0, 0, 0, 0]) + bytes(6)  # what a gRPC server sends first: a SETTINGS frame
+    for reply, expected in ((settings, None), (None, "it closed the connection"),
+                            (b"HTTP/1.1 400 Bad Request\r\n\r\n", "does not speak gRPC")):
+        port, stop = serve(reply)
+        try:
+            problem = probe("127.0.0.1", port, timeout=2)
+        finally:
+            stop()
+        assert problem is None if expected is None else expected in problem and "not a Ray head" in problem
+    port = free_port("127.0.0.1")  # nothing listens there now
+    assert "nothing answers at 127.0.0.1" in probe("127.0.0.1", port, timeout=2)
+
+
+def test_ray_client_address_needs_ray_client(monkeypatch):
+    import importlib.util
+
+    from studies.cluster import address_problem
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else real(name, *a))
+    msg = address_problem("ray://127.0.0.1:10001")
+    assert 'pip install "ray[client]==' in msg and "grpcio is missing" in msg and "\n" not in msg
+
+
+def test_auto_address_uses_rays_own_lookup(monkeypatch):
+    from studies.cluster import address_problem
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # where Ray looks first for `auto`
+    msg = address_problem("auto", timeout=2)
+    assert msg.startswith("--address auto (") and ":1)" in msg and "nothing answers" in msg
+
+
+def test_storage_uri_is_written_once_and_refused_when_unknown_or_silent(monkeypatch):
+    import threading
+
+    import studies.cluster as cluster
+
+    assert cluster.uri_problem("mock:///bucket/results") is None  # pyarrow's in-memory filesystem: written, deleted
+    assert "not a storage that pyarrow knows" in cluster.uri_problem("s3x://bucket/results")
+    release = threading.Event()
+    monkeypatch.setattr(cluster, "_uri_write_test", lambda uri: release.wait(30) and None)  # no network: it hangs
+    try:
+        t0 = time.time()
+        msg = cluster.uri_problem("gs://bucket/results", timeout=0.3)
+        assert time.time() - t0 < 5
+    finally:
+        release.set()
+    assert msg == ("--storage gs://bucket/results: no answer within 0.3 s: check the network, the credentials and "
+                   "the bucket name, or use a local path")
+
+
+@pytest.mark.slow
+def test_probe_finds_a_real_ray_head(ray_session):
+    from studies.cluster import address_problem
+
+    gcs = ray_session.get_runtime_context().gcs_address  # token authentication on: the probe needs no token
+    assert address_problem(gcs) is None
 
 
 # A real cluster: two `ray start` nodes on loopback addresses, token authentication on.

@@ -198,3 +198,27 @@ def test_a_crashed_trial_that_will_be_retried_has_its_results_synced_first():
         asha.on_trial_add(controller, trial)
         asha.on_trial_error(controller, trial)
     assert calls == [{"force": True, "wait": True}]  # the retried one only: a stopped trial keeps its file
+
+
+def test_large_runs_need_yes_and_no_budget_is_one(tmp_path):
+    from studies.lr_scan import STUDY
+    from studies.runner import LARGE_ITERATIONS, LARGE_RUNS
+
+    argv = ["--storage", str(tmp_path)]
+    with pytest.raises(UsageError, match="2,400 seed runs, more than 2,000: pass --yes"):
+        plan(STUDY, [*argv, "--seeds", "400"])  # 6 lrs x 400 seeds
+    p = plan(STUDY, [*argv, "--seeds", "400", "--yes"])
+    assert len(p.seeds) == 400 and p.n_trials == 6
+    assert plan(STUDY, [*argv, "--iterations", "20000", "--yes"]).budget.iterations == 20000
+    for name in STUDIES:  # every budget as declared runs without --yes
+        s = importlib.import_module(f"studies.{name}").STUDY
+        for budget in BUDGETS:
+            p = plan(s, [*argv, "--budget", budget, "--gpus-per-trial", "0"])
+            assert p.n_trials * len(p.seeds) <= LARGE_RUNS and p.budget.iterations <= LARGE_ITERATIONS
+
+
+def test_storage_file_uri_is_a_local_path_and_the_name_defaults_to_the_budget(tmp_path):
+    from studies.lr_scan import STUDY
+
+    p = plan(STUDY, ["--budget", "smoke", "--storage", f"file://{tmp_path}"])
+    assert p.run_dir == f"{tmp_path}/lr_scan/smoke" and p.log_path == f"{tmp_path}/lr_scan/smoke/ray.log"
