@@ -98,6 +98,18 @@ def summary(claims: pd.DataFrame, repeats: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rules(texts) -> list[str]:
+    """Every rule that decided a claim, once: the rules of `analysis.verdicts` found in the claims' rule
+    texts (a claim of several parts joins theirs), and any other rule text as it is."""
+    from analysis.verdicts import RULE_BOUND, RULE_GREATER, RULE_NOT_BELOW
+
+    out = []
+    for text in texts:
+        known = [r for r in (RULE_GREATER, RULE_NOT_BELOW, RULE_BOUND) if r in str(text)]
+        out += known or ([str(text)] if text else [])
+    return list(dict.fromkeys(out))
+
+
 def _cell(v) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
@@ -175,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== validity: {study} ({args.budget}, {args.repeats} repeats) ==", flush=True)
         claims, runs = run_study(study, args.repeats, args.budget, args.storage, args.study_args.split(), args.reuse)
         table = summary(claims, args.repeats) if len(claims) else pd.DataFrame()
-        used = [part for r in (claims["rule"] if len(claims) else []) for part in str(r).split("; ") if part]
-        rule = " / ".join(dict.fromkeys(used))  # every rule that decided a claim, once
+        rule = " / ".join(rules(claims["rule"] if len(claims) else []))
         if len(table):
             print(table[["claim", "reproduced"]].to_string(index=False))
         extra = reference_tables(study, args.storage, args.budget, args.repeats)
