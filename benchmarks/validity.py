@@ -98,6 +98,18 @@ def summary(claims: pd.DataFrame, repeats: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rules(texts) -> list[str]:
+    """Every rule that decided a claim, once: the rules of `analysis.verdicts` found in the claims' rule
+    texts (a claim of several parts joins theirs), and any other rule text as it is."""
+    from analysis.verdicts import RULE_BOUND, RULE_GREATER, RULE_NOT_BELOW
+
+    out = []
+    for text in texts:
+        known = [r for r in (RULE_GREATER, RULE_NOT_BELOW, RULE_BOUND) if r in str(text)]
+        out += known or ([str(text)] if text else [])
+    return list(dict.fromkeys(out))
+
+
 def _cell(v) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
@@ -131,7 +143,7 @@ def section(study: str, budget: str, table: pd.DataFrame, runs: list, rule: str,
              f"ray {m['ray']}, optuna {m['optuna']}.", "", "Commands (STORAGE: a scratch results root):", ""]
     lines += [f"- `{cmd}`: {wall:.0f} s; {what}" for cmd, wall, what in runs] + [""]
     if len(table):
-        lines += [*_md(table), "", f"Rule: {rule}" if rule else "", ""]
+        lines += [*_md(table), "", f"Rules: {rule}" if rule else "", ""]
     for title, df in extra:
         lines += [f"**{title}**: this run beside the hand-run reports", "", *_md(df), ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -171,14 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or args.repeats < 1:
         p.error(f"unknown study {', '.join(unknown)}; choose from {', '.join(STUDIES)}" if unknown
                 else "--repeats must be 1 or more")
-    from analysis.verdicts import RULE_BOUND, RULE_GREATER
-
     for study in args.studies or STUDIES:
         print(f"\n== validity: {study} ({args.budget}, {args.repeats} repeats) ==", flush=True)
         claims, runs = run_study(study, args.repeats, args.budget, args.storage, args.study_args.split(), args.reuse)
         table = summary(claims, args.repeats) if len(claims) else pd.DataFrame()
-        used = set(claims["rule"]) if len(claims) else set()
-        rule = " / ".join(r for r in (RULE_GREATER, RULE_BOUND) if r in used or any(r in u for u in used))
+        rule = " / ".join(rules(claims["rule"] if len(claims) else []))
         if len(table):
             print(table[["claim", "reproduced"]].to_string(index=False))
         extra = reference_tables(study, args.storage, args.budget, args.repeats)

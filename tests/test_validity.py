@@ -23,6 +23,13 @@ def test_summary_counts_the_repeats_that_reproduce_each_claim():
     assert s.loc["A beats B", "repeat 1"] == "reproduced: A 0.91 vs B 0.80"
 
 
+def test_every_rule_that_decided_is_listed_once():
+    from analysis.verdicts import RULE_BOUND, RULE_GREATER
+
+    assert validity.rules([RULE_GREATER, f"{RULE_GREATER}; {RULE_BOUND}", "", "the best lr per optimizer"]) == [
+        RULE_GREATER, RULE_BOUND, "the best lr per optimizer"]
+
+
 def test_a_rerun_replaces_its_own_section_and_keeps_the_others(tmp_path):
     out = tmp_path / "VALIDITY.md"
     table = validity.summary(_claims(1, ["reproduced", "contradicted"]), repeats=1)
