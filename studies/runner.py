@@ -3,13 +3,12 @@ started yet), check the storage, then execute the plan on Ray Tune (grid x seeds
 nuisance hyperparameters, ASHA), which writes tables, figures and a report under
 `<storage>/<study>/<name>/`. The Tune settings (TuneConfig, RunConfig, the trainable with its
 resources) come from the plan. The study declarations live in `studies.study`, the Ray
-environment (runtime_env, ray.init arguments, cluster checks) in `studies.cluster`."""
+environment (runtime_env, ray.init arguments, cluster checks) in `studies.cluster`, the checks of
+storage, address and data that run before Ray starts in `studies.checks`."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import re
 import shutil
@@ -19,23 +18,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from studies.checks import (  # noqa: F401  (UsageError, FALLBACK: what callers import from here)
+    FALLBACK,
+    UsageError,
+    check_address,
+    check_storage,
+    prepare_data,
+    replace_axis,
+)
 from studies.cluster import (
-    address_problem,
     cuda_available,
     loopback_only,
     ray_init_kwargs,
     storage_problem,
     unschedulable,
-    uri_problem,
 )
 from studies.study import BUDGETS, Budget, Study
 
 if TYPE_CHECKING:
     from ray import tune
-
-
-class UsageError(Exception):
-    """Bad input: reported as one line, exit code 2, before anything is written."""
 
 
 # Above these a run is refused unless --yes: a typo such as --seeds 100000 would otherwise hold the
@@ -112,35 +113,6 @@ def parser(study: Study) -> argparse.ArgumentParser:
     p.add_argument("--inject-faults", type=float, default=0.0, metavar="P",
                    help="testing: each trial crashes once with probability P, and is retried from its checkpoint")
     return p
-
-
-def _parse_value(s: str):
-    for kind in (int, float):
-        try:
-            return kind(s)
-        except ValueError:
-            pass
-    return s
-
-
-def _replace_axis(study: Study, points: list[dict], spec: str) -> list[dict]:
-    """--grid KEY=V1,V2: the grid with KEY's values replaced (every other combination kept)."""
-    key, sep, values = spec.partition("=")
-    if not sep or key not in study.scientific:
-        raise UsageError(f"--grid {spec!r}: expected KEY=V1,V2 with KEY one of {', '.join(study.scientific)}")
-    vals = [_parse_value(v.strip()) for v in values.split(",") if v.strip()]
-    if not vals:
-        raise UsageError(f"--grid {spec!r}: empty search space; give at least one value")
-    for v in vals:
-        if isinstance(v, float) and not math.isfinite(v):
-            raise UsageError(f"--grid {spec!r}: {v} is not a finite number; give finite values")
-    seen: list = []
-    for v in vals:
-        if v in seen:  # 1e-3 and 0.001 are the same value
-            raise UsageError(f"--grid {spec!r}: {key}={v!r} is given twice; give each value once")
-        seen.append(v)
-    others = list({json.dumps({k: v for k, v in p.items() if k != key}, sort_keys=True): None for p in points})
-    return [{**json.loads(o), key: v} for o in others for v in vals]
 
 
 @dataclass
@@ -279,7 +251,7 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
         raise UsageError(f"--grid {repeated} is given {given.count(repeated)} times: put all its values in one "
                          f"flag, e.g. --grid {repeated}=V1,V2")
     for spec in args.grid:
-        points = _replace_axis(study, points, spec)
+        points = replace_axis(study, points, spec)
     if not points:
         raise UsageError(f"{study.name}: empty search space; give the study at least one grid point")
     trials = len(points) * (b.samples if study.search else 1)
@@ -309,77 +281,6 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
     return Plan(study, args.budget, b, args, points, seeds, fixed, run_dir, args.cpus_per_trial, gpus)
 
 
-def _try_create(path: Path) -> None:
-    """Create the folder `path` and a file in it, as the run will, then remove all that was created:
-    an OSError here (a read-only or virtual filesystem such as /proc, a name too long) is one the run
-    would hit after Ray started."""
-    created = []
-    try:
-        for folder in reversed([a for a in [path, *path.parents] if not a.exists()]):
-            folder.mkdir()
-            created.append(folder)
-        marker = path / f".studies-write-test-{os.getpid()}"
-        marker.write_bytes(b"")
-        marker.unlink()
-    finally:
-        for folder in reversed(created):
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-
-
-def _check_folder(p: Plan, path: Path) -> None:
-    """The local run folder `path` is there or can be created, and can be written; an OSError where
-    the system says no."""
-    existing = next(a for a in [path, *path.parents] if a.exists())
-    if not existing.is_dir():
-        raise UsageError(f"--storage {p.args.storage}: {existing} is a file, not a folder; choose a writable folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--storage {p.args.storage}: {existing} is not writable; choose a writable folder")
-    if path.exists() and not os.access(path, os.R_OK | os.W_OK | os.X_OK):
-        raise UsageError(f"--storage {p.args.storage}: {path} is not readable and writable; fix its permissions "
-                         "or choose another --name")
-    _try_create(path)
-
-
-def _check_storage(p: Plan) -> None:
-    """The run directory must be writable, and must not hold a different study (unless told). Nothing
-    is left behind: a folder is created to try, and removed."""
-    if "://" in p.run_dir:
-        problem = uri_problem(p.args.storage)
-        if problem:
-            raise UsageError(problem)
-        return
-    path = Path(p.run_dir)
-    try:
-        _check_folder(p, path)
-    except OSError as e:  # a name too long, a virtual filesystem such as /proc, a read-only one
-        where = f" {e.filename}" if e.filename else ""
-        raise UsageError(f"--storage {p.args.storage}: cannot write{where} ({e.strerror or e}); choose a writable "
-                         "folder") from None
-    manifest = path / "manifest.json"
-    if p.args.resume and not (path / "tune").is_dir():
-        raise UsageError(f"--resume: {path} holds no run to resume; leave out --resume to start one")
-    if path.exists() and not p.args.overwrite:
-        try:
-            old = json.loads(manifest.read_text())["signature"]
-        except (OSError, ValueError, KeyError):
-            old = None
-        if old is not None and old != json.loads(json.dumps(p.signature)):
-            what = "another study" if old.get("study") != p.study.name else "a different search space"
-            raise UsageError(f"{path} holds a run of {what}: pass --name NEW for a new run, "
-                             "or --overwrite to replace it")
-
-
-def _check_address(p: Plan) -> None:
-    """Something that speaks Ray's protocol answers at --address (or Ray finds a cluster for `auto`)."""
-    if p.args.address is not None:
-        problem = address_problem(p.args.address)
-        if problem:
-            raise UsageError(problem)
-
-
 def _say(study: Study, kind: str, message: str, file=None) -> None:
     """One line on stderr: 'python -m studies.NAME: error: ...' (a newline in a value shows as \\n)."""
     message = message.replace("\r", "\\r").replace("\n", "\\n")
@@ -390,28 +291,6 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-FALLBACK = ("fashion_mnist", "digits")  # a budget's dataset, and the one that always works offline
-
-
-def prepare_data(p: Plan) -> str | None:
-    """Make the plan's dataset loadable (downloading it where the network allows) before Ray starts.
-    A dataset the user named must be there (else UsageError); the budget's Fashion-MNIST falls back
-    to digits, which ship with scikit-learn: the plan is changed, and the notice to print returned."""
-    if "dataset" not in p.fixed:
-        return None
-    import datasets
-
-    try:
-        datasets.prepare(p.fixed["dataset"], p.fixed["data_dir"])
-    except datasets.DatasetError as e:
-        if p.args.dataset is not None or p.fixed["dataset"] != FALLBACK[0]:
-            raise UsageError(str(e)) from None
-        p.fixed["dataset"] = FALLBACK[1]
-        return (f"{e}. This run uses {FALLBACK[1]} instead; claims that need {FALLBACK[0]} are reported as "
-                "inconclusive")
-    return None
-
-
 def run(study: Study, argv: list[str] | None = None, **plan_fields: Any) -> int:
     """`python -m studies.NAME`: plan, check, run on Ray Tune, write results. Returns the exit code.
     `plan_fields` set fields of the Plan after the command line is read (e.g. reuse_actors=False)."""
@@ -420,8 +299,8 @@ def run(study: Study, argv: list[str] | None = None, **plan_fields: Any) -> int:
         if plan_fields:
             p = replace(p, **plan_fields)
         notice = prepare_data(p)
-        _check_storage(p)
-        _check_address(p)
+        check_storage(p)
+        check_address(p)
     except UsageError as e:
         _say(study, "error", str(e))
         return 2

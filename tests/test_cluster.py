@@ -112,10 +112,10 @@ def test_the_project_travels_once(monkeypatch):
 def test_address_with_a_local_folder_on_a_multi_machine_cluster_is_refused(tmp_path, monkeypatch, capsys):
     import ray
 
-    import studies.runner
+    import studies.checks
     from studies.palindrome import main
 
-    monkeypatch.setattr(studies.runner, "address_problem", lambda address: None)  # a Ray head "answers" there
+    monkeypatch.setattr(studies.checks, "address_problem", lambda address: None)  # a Ray head "answers" there
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: None)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
