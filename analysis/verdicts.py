@@ -53,6 +53,9 @@ class Claim:
     reference: str  # where it comes from: the hand-run number and its source
     check: Callable  # (trials, curves, manifest) -> Verdict
     datasets: tuple[str, ...] = ()  # the data that can show it (empty: any); elsewhere inconclusive
+    # the budgets long enough to show it (empty: any); at another budget only a reproduction counts,
+    # anything else is inconclusive with the reason
+    budgets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,10 @@ def evaluate(claims: Sequence[Claim], trials: pd.DataFrame, curves: pd.DataFrame
                 v = c.check(trials, curves, manifest)
             except (KeyError, ValueError, IndexError) as e:  # a run without the values the claim reads
                 v = Verdict(INCONCLUSIVE, "–", "", f"this run lacks what the claim reads ({type(e).__name__}: {e})")
+            budget = manifest.get("budget")
+            if c.budgets and budget not in c.budgets and v.verdict != REPRODUCED:
+                v = Verdict(INCONCLUSIVE, v.value, v.rule, f"needs --budget {' or '.join(c.budgets)}; at {budget}: "
+                            f"{v.verdict}" + (f" ({v.why})" if v.why else ""))
         rows.append({"claim": c.text, "reference": c.reference, "value": v.value, "verdict": v.verdict,
                      "rule": v.rule, "why": v.why})
     return pd.DataFrame(rows, columns=["claim", "reference", "value", "verdict", "rule", "why"])

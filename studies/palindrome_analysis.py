@@ -153,6 +153,11 @@ def _acc(trials, cell, seq_len, **setup):
     return sample(trials, label, "metric.test_acc", cell=cell, seq_len=seq_len, **{**FIXED, **setup})
 
 
+# What the RNN and the GRU do at T=20 shows after the hand-run 10,000 steps: at the quick budget's
+# 2,000 the RNN is still rising in some seeds (it collapses later) and the GRU has not yet learned in others.
+LONG = ("full",)
+
+
 def _longest(trials):
     return int(trials["config.seq_len"].max())
 
@@ -164,10 +169,10 @@ CLAIMS = [
     Claim("At the longest T, the LSTM's and the GRU's test accuracy is at least the vanilla RNN's",
           "T=20: LSTM 70.8% against RNN 22.5%; GRU similar to LSTM (hand-run)",
           lambda t, c, m: every([not_below(_acc(t, cell, _longest(t)), _acc(t, "rnn", _longest(t)))
-                                 for cell in ("lstm", "gru")])),
+                                 for cell in ("lstm", "gru")]), budgets=LONG),
     Claim("The vanilla RNN forgets over long sequences: its accuracy at the longest T is below its accuracy at T=5",
           "RNN 100, 37.9, 17.9, 22.5% at T = 5, 10, 15, 20 (hand-run)",
-          lambda t, c, m: greater(_acc(t, "rnn", 5), _acc(t, "rnn", _longest(t)))),
+          lambda t, c, m: greater(_acc(t, "rnn", 5), _acc(t, "rnn", _longest(t))), budgets=LONG),
     Claim("The hand-run LSTM's init explains its long-T results: with forget-gate bias 0 (torch's init) the LSTM "
           "stays near chance (<= 0.2) at the longest T, where forget-gate bias 1 reaches >= 0.9",
           "LSTM T=20: 70.8% (hand-run, torch's init); by hand here: loss 2.3026 (chance) for all 10,000 steps with "

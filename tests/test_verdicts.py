@@ -69,3 +69,15 @@ def test_a_claim_the_data_cannot_show_is_inconclusive_with_the_reason():
     claims = [Claim("vehicles above animals", "hand-run", lambda t, c, m: 1 / 0, datasets=("cifar10",))]
     table = evaluate(claims, pd.DataFrame(), pd.DataFrame(), {"fixed": {"dataset": "digits"}})
     assert table["verdict"].tolist() == [INCONCLUSIVE] and "needs cifar10; this run used digits" in table["why"][0]
+
+
+def test_a_claim_that_needs_a_longer_budget_counts_only_a_reproduction():
+    def claim(a, b):
+        return Claim("A beats B", "hand-run", lambda t, c, m: greater(S(*a), S(*b)), budgets=("full",))
+
+    m = {"budget": "quick"}
+    assert evaluate([claim((1, 1, 1), (0.1, 0.2, 0.3))], pd.DataFrame(), pd.DataFrame(), m)["verdict"][0] == REPRODUCED
+    row = evaluate([claim((0.1, 0.2, 0.3), (1, 1, 1))], pd.DataFrame(), pd.DataFrame(), m).iloc[0]
+    assert row["verdict"] == INCONCLUSIVE and row["why"] == "needs --budget full; at quick: contradicted"
+    full = evaluate([claim((0.1, 0.2, 0.3), (1, 1, 1))], pd.DataFrame(), pd.DataFrame(), {"budget": "full"})
+    assert full["verdict"][0] == CONTRADICTED
