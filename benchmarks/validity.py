@@ -160,7 +160,8 @@ def write_section(path: Path, study: str, budget: str, text: str) -> Path:
     order = {n: i for i, n in enumerate(("lr_scan", "optimizer_comparison", "regularization", "palindrome"))}
     sections.sort(key=lambda s: (order.get(s[3:].split(" ")[0], 99), s.split("\n")[0]))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(head.rstrip() + "\n\n" + "\n".join(s.rstrip() + "\n" for s in sections))
+    tmp.write_text(head.rstrip() + "\n\n" + "\n".join(s.rstrip() + "\n" for s in sections).replace(
+        "\n## ", "\n\n## ").replace("\n\n\n## ", "\n\n## "))
     os.replace(tmp, path)
     return path
 
