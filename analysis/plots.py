@@ -34,9 +34,14 @@ def metric_vs_figure(trials: pd.DataFrame, x: str, metrics: list[str], title: st
             draw.points(ax, ok, xcol, m, f"C{i}")
     else:
         pal, hcol = colors(trials[f"config.{hue}"]), f"config.{hue}"
+        every_x = s[xcol].unique()
         for v, g in s.groupby(hcol, sort=True):
-            draw.series(ax, g[xcol] if is_num else g[xcol].astype(str), g, shown[0], kind, band=is_num, clip=clip,
-                        color=pal[v], label=hue_label(hue, v))
+            # a value measured at some x only (e.g. a flaw run at the shortest and longest length) gets no
+            # line: a line would claim the values in between
+            xs = sorted(g[xcol].unique()) if is_num else []
+            gaps = any(a < x < b for a, b in zip(xs, xs[1:]) for x in every_x)
+            draw.series(ax, g[xcol] if is_num else g[xcol].astype(str), g, shown[0], kind, band=is_num and not gaps,
+                        clip=clip, color=pal[v], label=hue_label(hue, v), **({"ls": "none"} if gaps else {}))
             draw.points(ax, ok[ok[hcol] == v], xcol, shown[0], pal[v])
     draw.crosses(ax, trials, xcol)
     if chance is not None:

@@ -579,3 +579,13 @@ def test_a_rung_decision_at_chance_is_flagged():
     assert "stopped 1 of 2 stopped seed runs" in line and "chance (0.10" in line
     assert stopped_at_chance(t.assign(**{"metric.val_acc": [0.5, 0.6, 0.9]}), m) == []
     assert stopped_at_chance(t, {"metric": "val_acc"}) == []  # chance unknown: nothing said
+
+
+def test_a_value_measured_at_some_lengths_only_gets_no_line():
+    trials, _ = synthetic_palindrome()
+    sparse = trials[(trials["config.cell"] == "rnn") & trials["config.seq_len"].isin([5, 20])].assign(
+        **{"config.cell": "rnn, double softmax"})
+    fig = analysis.figures(pd.concat([trials, sparse]), pd.DataFrame(), PAL_MANIFEST)["accuracy_vs_length"]
+    lines = {c.get_label(): c.lines[0] for c in fig.axes[0].containers if c.get_label().startswith("cell=")}
+    assert lines["cell=rnn, double softmax"].get_linestyle() == "None"  # T=5 and 20 only: no line across 10, 15
+    assert lines["cell=rnn"].get_linestyle() == "-"
