@@ -376,7 +376,7 @@ def execute(p: Plan) -> int:
                 else:
                     search = GridSearch(p.points, p.seeds, p.fixed, p.study.metric, p.study.mode,
                                         p.study.search, p.budget.samples, p.study.search_first)
-                    asha = GroupedASHA(p.study.asha_groups, time_attr="training_iteration",
+                    asha = GroupedASHA(p.study.asha_groups, keep=p.study.search_first, time_attr="training_iteration",
                                        max_t=p.budget.iterations, grace_period=p.budget.grace,
                                        reduction_factor=p.budget.reduction)
                     tuner = tune.Tuner(trainable, tune_config=p.tune_config(search, asha), run_config=p.run_config())

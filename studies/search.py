@@ -97,11 +97,14 @@ class GroupedASHA(ASHAScheduler):
     prunes nuisance samples of the same scientific value and never a scientific value in favour of
     another (a longer palindrome is a harder task, not a worse configuration); a study whose
     question is the choice of the value itself (lr_scan) groups by nothing: plain ASHA. Each trial
-    is a whole configuration, all seeds, so ASHA never splits the seeds of one."""
+    is a whole configuration, all seeds, so ASHA never splits the seeds of one. A trial whose
+    config holds the `keep` values (the study's `search_first`: the hand-run lr of the fixed-lr
+    view) always runs to the end, whichever trial reaches a rung first."""
 
-    def __init__(self, group_by: tuple[str, ...] = (), **kwargs):
+    def __init__(self, group_by: tuple[str, ...] = (), keep: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self._group_by = tuple(group_by)
+        self._keep = dict(keep or {})  # nuisance values that always run to the end (the hand-run lr: its view)
         self._template = copy.deepcopy(self._brackets)
         self._groups: dict[tuple, list] = {}
 
@@ -110,6 +113,12 @@ class GroupedASHA(ASHAScheduler):
         key = tuple(trial.config.get(k) for k in self._group_by)
         brackets = self._groups.setdefault(key, copy.deepcopy(self._template))
         self._trial_info[trial.trial_id] = brackets[0]
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if self._keep and all(trial.config.get(k) == v for k, v in self._keep.items()):
+            return self.CONTINUE  # recorded at the rungs like any trial, never stopped
+        return decision
 
     def on_trial_error(self, tune_controller, trial):
         # A crashed trial is retried from its checkpoint, and its restart copies its result.json back

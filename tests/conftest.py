@@ -38,6 +38,19 @@ def write_cifar(root, n_train_per_batch: int = 20, n_test: int = 40, seed: int =
     return root
 
 
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch):
+    """Tests never touch the network: a dataset download fails as it does offline (a quick budget
+    then falls back to digits, as on a machine without Fashion-MNIST)."""
+    import torchvision
+
+    class Offline:
+        def __init__(self, *args, **kwargs):
+            raise OSError("tests never download")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", Offline)
+
+
 @pytest.fixture(scope="session")
 def cifar_dir(tmp_path_factory):
     return write_cifar(tmp_path_factory.mktemp("cifar"))
