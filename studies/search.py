@@ -63,7 +63,7 @@ class GridSearch(Searcher):
         return {**self.fixed, **self.points[p], **(ot.params if ot else {}), "seeds": self.seeds}
 
     def on_trial_result(self, trial_id: str, result: dict):
-        p, ot = self.live.get(trial_id, (None, None))
+        ot = self.live.get(trial_id, (None, None))[1]
         value = result.get(self.metric)
         if ot is not None and value is not None and math.isfinite(value):
             ot.report(value, result.get("training_iteration", 0))

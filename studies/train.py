@@ -351,12 +351,9 @@ def mean_over_seeds(per_seed: list[dict]) -> dict:
     """The configuration's metrics: the mean over its seeds (a diverged seed counts with accuracy 0,
     so a configuration that diverges for some seeds ranks below one that never does)."""
     out = {}
-    for k in per_seed[0]:
-        vals = [m[k] for m in per_seed]
-        finite = [v for v in vals if math.isfinite(v)]
-        out[k] = sum(finite) / len(finite) if finite else math.nan
-        if "acc" in k:
-            out[k] = sum(v if math.isfinite(v) else 0.0 for v in vals) / len(vals)
+    for k in per_seed[0]:  # losses: the mean over the seeds whose loss is finite
+        vals = [m[k] for m in per_seed if "acc" in k or math.isfinite(m[k])]
+        out[k] = sum(vals) / len(vals) if vals else math.nan
     return out
 
 
