@@ -134,9 +134,11 @@ def panel_curves_figure(curves: pd.DataFrame, trials: pd.DataFrame, panel: str, 
 
 def curves_all_trials(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict, hue: str | None) -> Figure | None:
     """Every study's `curves_all_trials` figure: the learning curves of all trials coloured by `hue`,
-    with ASHA's rungs; None without curves or hue."""
+    with ASHA's rungs: the objective (validation accuracy, or e.g. perplexity) and the train loss; None
+    without curves or hue."""
     ax = axis(trials, curves, manifest)
     if ax is None or not hue:
         return None
-    return curves_figure(curves, trials, hue, [m for m in TWO if m in curves], "Learning curves of all trials",
-                         ax.x, ax.rungs, ax.label)
+    obj = f"metric.{manifest.get('metric', 'val_acc')}"
+    shown = [m for m in dict.fromkeys((obj if obj in curves else TWO[0], *TWO[1:])) if m in curves]
+    return curves_figure(curves, trials, hue, shown, "Learning curves of all trials", ax.x, ax.rungs, ax.label)

@@ -133,8 +133,8 @@ def with_gap(trials: pd.DataFrame) -> pd.DataFrame:
     return trials.assign(**{"metric.gap": trials["metric.train_acc"] - trials["metric.test_acc"]})
 
 
-SUMMARY_METRICS = ("best.{objective}", "metric.val_acc", "metric.test_acc", "metric.train_acc", "metric.gap",
-                   "metric.test_loss")
+SUMMARY_METRICS = ("best.{objective}", "metric.val_acc", "metric.test_acc", "metric.test_ppl", "metric.train_acc",
+                   "metric.gap", "metric.test_loss")
 
 
 def run_summary(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
@@ -197,11 +197,15 @@ def has_curves(curves: pd.DataFrame) -> bool:
 
 
 def x_axis(trials: pd.DataFrame, manifest: dict) -> tuple[str, str, list[float]]:
-    """The curves' x column, what it counts ('step' or 'epoch'), and ASHA's rungs on it: optimizer
-    steps where a trial reports every `steps_per_report` steps (palindromes), else epochs."""
+    """The curves' x column, what it counts ('step', 'samples' or 'epoch'), and ASHA's rungs on it:
+    optimizer steps where a trial reports every `steps_per_report` steps (palindromes), training
+    samples where it reports every `samples_per_report` samples (arithmetic), else epochs."""
     if "config.steps_per_report" in trials and trials["config.steps_per_report"].notna().any():
         spr = float(trials["config.steps_per_report"].dropna().iloc[0])
         return "step", "step", asha_rungs(manifest, spr)
+    if "config.samples_per_report" in trials and trials["config.samples_per_report"].notna().any():
+        spr = float(trials["config.samples_per_report"].dropna().iloc[0])
+        return "samples", "samples", asha_rungs(manifest, spr)
     return "iteration", "epoch", asha_rungs(manifest)
 
 

@@ -119,10 +119,10 @@ def integer_x(ax: Axes, x: str) -> None:
 
 
 def log_loss(ax: Axes, values: pd.Series, m: str) -> None:
-    """A log y axis for a loss that spans more than a factor of 20."""
+    """A log y axis for a loss (or a perplexity, e^loss) that spans more than a factor of 20."""
     v = pd.to_numeric(values, errors="coerce")
     v = v[np.isfinite(v)]
-    if m.endswith("loss") and len(v) and (v > 0).all() and v.max() / v.min() > 20:
+    if m.endswith(("loss", "ppl")) and len(v) and (v > 0).all() and v.max() / v.min() > 20:
         ax.set_yscale("log")
 
 

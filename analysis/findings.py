@@ -9,7 +9,7 @@ import pandas as pd
 
 import studies
 from analysis.data import asha_rungs, not_diverged, summarize
-from analysis.style import config_text, fmt
+from analysis.style import config_text, fmt, is_acc
 
 DISAGREE = 0.3  # seeds whose objective differs by more than this disagree
 NEAR_CHANCE = 0.05  # an accuracy at most this above chance says nothing yet
@@ -61,18 +61,21 @@ def general(trials: pd.DataFrame, manifest: dict) -> list[str]:
 
 
 def seed_disagreement(trials: pd.DataFrame, manifest: dict, threshold: float = DISAGREE) -> list[str]:
-    """Configurations whose seeds end far apart: with few seeds, their mean says little."""
+    """Configurations whose seeds end far apart: with few seeds, their mean says little. An accuracy's
+    spread is in fractions; any other objective's (a perplexity) relative to its mean."""
     keys = [f"config.{k}" for k in [*manifest.get("scientific", []), *manifest.get("nuisance", [])]
             if f"config.{k}" in trials]
     obj = f"best.{manifest.get('metric', 'val_acc')}"
     if not keys or obj not in trials:
         return []
     s = summarize(not_diverged(trials), keys, [obj])
-    s = s[(s[f"{obj}.max"] - s[f"{obj}.min"]) > threshold]
+    scale = 1.0 if is_acc(obj) else s[f"{obj}.mean"].abs()
+    s = s[(s[f"{obj}.max"] - s[f"{obj}.min"]) > threshold * scale]
     if not len(s):
         return []
     cfgs = [config_text(r, keys) + f" ({r[f'{obj}.min']:.2f}–{r[f'{obj}.max']:.2f})" for _, r in s.iterrows()]
-    return [f"Seeds disagree (their {obj.removeprefix('best.')} differs by more than {threshold:g}) for "
+    by = f"{threshold:g}" if is_acc(obj) else f"{threshold:.0%} of its mean"
+    return [f"Seeds disagree (their {obj.removeprefix('best.')} differs by more than {by}) for "
             f"{len(s)} configuration{'s' if len(s) > 1 else ''}: {'; '.join(cfgs)}. More seeds (--seeds) would "
             "settle these."]
 

@@ -86,24 +86,30 @@ def claims_blocks(table: pd.DataFrame, study: str) -> list[Block]:
     return out
 
 
+def test_metric(objective: str) -> str:
+    """The test counterpart of a validation objective: val_ppl -> test_ppl; else test accuracy."""
+    return "test_" + objective.removeprefix("val_") if objective.startswith("val_") else "test_acc"
+
+
 def _best_blocks(r: Results, keys: list[str], summary: pd.DataFrame | None) -> list[Block]:
     """The best configuration: on average over seeds, and the best single trials."""
     t, m = r.trials, r.manifest
     obj, mode = f"best.{m.get('metric', 'val_acc')}", m.get("mode", "max")
+    tm = test_metric(m.get("metric", "val_acc"))
     ok = t[t["status"] != "error"] if "status" in t else t
     if obj not in ok or not len(ok):
         return []
     top = ok.sort_values(obj, ascending=(mode == "min")).head(5)
     best = top.iloc[0]
     cfg = config_text(best, [k for k in keys + ["config.seed"] if k in best])
-    test = f", final test_acc {best['metric.test_acc']:.4f}" if "metric.test_acc" in best else ""
-    cols = [c for c in ["trial_id", *keys, "config.seed", obj, "metric.test_acc", "status", "iterations"] if c in top]
+    test = f", final {tm} {best[f'metric.{tm}']:.4f}" if f"metric.{tm}" in best else ""
+    cols = [c for c in ["trial_id", *keys, "config.seed", obj, f"metric.{tm}", "status", "iterations"] if c in top]
     out: list[Block] = [("h2", "Best configuration")]
     if summary is not None and f"{obj}.mean" in summary and summary[f"{obj}.mean"].notna().any():
         sb = summary.loc[summary[f"{obj}.mean"].idxmax() if mode == "max" else summary[f"{obj}.mean"].idxmin()]
         out.append(("p", f"On average over seeds: {config_text(sb, [k for k in keys if k in sb])}: best "
                     f"{m.get('metric')} {stat(sb, obj)}"
-                    + (f", final test_acc {stat(sb, 'metric.test_acc')}" if "metric.test_acc.mean" in sb else "")
+                    + (f", final {tm} {stat(sb, f'metric.{tm}')}" if f"metric.{tm}.mean" in sb else "")
                     + "."))
     shown = top[cols].assign(**{c: top[c].map(fmt_sci) for c in cols if c.startswith("config.") and key(c) in SCI_KEYS})
     return out + [("p", f"Best single trial: {cfg}: best {m.get('metric')} {best[obj]:.4f}{test}. The top 5:"),
@@ -135,7 +141,9 @@ def blocks(r: Results, figures: list[tuple[str, str, bytes | None]], summary: pd
                          f"This run: {this}."))
     out += _best_blocks(r, keys, summary)
     if summary is not None and len(summary) and keys:
-        mets = [f"best.{m.get('metric', 'val_acc')}", "metric.test_acc", "metric.train_acc", "metric.gap"]
+        mets = [f"best.{m.get('metric', 'val_acc')}", f"metric.{test_metric(m.get('metric', 'val_acc'))}",
+                "metric.test_acc", "metric.train_acc", "metric.gap"]
+        mets = list(dict.fromkeys(mets))
         out += [("h2", "Over seeds, per configuration"),
                 ("p", "Mean ± 95% CI (n >= 3 seeds) or mean [min, max] (fewer seeds); diverged trials are counted "
                       "but left out of the means. Full table: summary.csv / summary.parquet."),

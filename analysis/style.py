@@ -21,6 +21,9 @@ NAMES = {
     "val_acc": "validation accuracy", "test_acc": "test accuracy", "train_acc": "train accuracy",
     "gap": "train − test gap", "train_loss": "train loss", "val_loss": "validation loss",
     "test_loss": "test loss", "iteration": "iteration", "epoch": "epoch", "step": "optimizer step",
+    "train_ppl": "train perplexity", "val_ppl": "validation perplexity", "test_ppl": "test perplexity",
+    "layers": "layers", "heads": "attention heads", "clip": "gradient clipping",
+    "samples": "training samples", "batch_size": "batch size", "train_set": "training set",
 }
 UNITS = {
     "dropout": "probability of zeroing a unit", "l2": "× Σ‖θ‖₂ added to the loss",
@@ -28,6 +31,9 @@ UNITS = {
     "test_acc": "fraction correct", "train_acc": "fraction correct", "gap": "fraction",
     "train_loss": "cross-entropy, nats", "val_loss": "cross-entropy, nats", "test_loss": "cross-entropy, nats",
     "iteration": "report", "epoch": "passes over the training set", "step": "batches",
+    "train_ppl": "e^cross-entropy", "val_ppl": "e^cross-entropy", "test_ppl": "e^cross-entropy",
+    "layers": "stacked", "clip": "max gradient norm",
+    "samples": "expressions seen", "batch_size": "examples per step",
 }
 SCI_KEYS = ("lr",)  # hyperparameters written in scientific notation ('1e-4')
 DERIVED = ("setting",)  # keys whose values are labels already ('dropout p=0.5'): legends show them as they are

@@ -1,120 +1,135 @@
-"""Packed trials: K configs of one MLP architecture (a different lr and init each) trained in one
-process at once with torch.func (stack_module_state + vmap over functional_call, Adam written
-out with a per-config lr), against the same K trainings one after the other as studies.train
-trains the seeds of a trial: a replica each (`make_replica`: seed k's initialisation and data
-order), trained epoch by epoch by `train_block`, one replica after another.
+"""Packed trials: all seeds of a configuration as one batched model (`models.packed`, a trial's
+`--pack on`) against one model per seed (`--pack off`: the replicas trained in turn).
 
-Same data (scikit-learn digits, resident, as `load_task` gives it), the same batches (both sides
-draw them with studies.train's `batches` from each replica's own generator, batch 128), the same
-loss (`loss_fn`), the same epochs, the same threads. Both sides compute the same function: the
-table gives the largest difference of the last epoch's mean loss between a packed config and its
-separate twin (the trainable's Adam is torch's fused kernel; the packed one is written out).
-Packing pays where a step is dominated by per-op overhead (small models), not where the matmuls
-already fill the cores.
+1. Throughput of the trainable's own step (`studies.train.train_block` of a `Pack`, or of each
+   `Replica` in turn) for the palindrome cells (RNN, LSTM, GRU, hidden 128, batch 128) at T=5 and
+   T=20 and the regularization study's MLPs at its quick shape (784 inputs, Fashion-MNIST-shaped
+   random images: the deep MLP 512-256-128-64-32 and the baseline 128-64), at K = 1, 2, 3, 5, 8
+   seeds, interleaved round by round with the fp32 matmul peak measured beside them. samples/s
+   counts all K seeds; % peak = training FLOPs per sample (torch's FLOP counter) x samples/s / peak.
+2. The quick studies' wall time, palindrome and regularization, `--pack on` against `--pack off`,
+   with their claims verdicts side by side (the same seeds, so the verdicts must agree).
 """
 
 from __future__ import annotations
 
-import copy
-import math
+import statistics
 import time
 
 import pandas as pd
 import torch
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from benchmarks.throughput import first_images
+import datasets
+from benchmarks.study_runs import study_run
+from benchmarks.throughput import (
+    BATCH,
+    Speed,
+    flops_per_sample,
+    interleave,
+    matmul_peak,
+    palindrome_config,
+    train_flops,
+)
 from studies.regularization import STUDY as REGULARIZATION
-from studies.train import DEFAULTS, Replica, Task, batches, load_task, loss_fn, make_replica, train_block
+from studies.train import DEFAULTS, Task, autocast_for, load_task, make_pack, make_replica, train_block
 
-BATCH = 128
-BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
 CPU = torch.device("cpu")
+KS = (1, 2, 3, 5, 8)
+MLPS = {"MLP 784-512-256-128-64-32-10": REGULARIZATION.fixed["hidden"], "MLP 784-128-64-10": (128, 64)}
 
 
-def config(K: int, hidden: tuple[int, ...]) -> dict:
-    """The regularization study's trial config (MLP, Adam, batch 128) on digits, with seeds 0..K-1."""
-    return {**DEFAULTS, **REGULARIZATION.fixed, "dataset": "digits", "hidden": hidden, "batch_size": BATCH,
-            "seeds": list(range(K))}
+def mlp_config(hidden: tuple[int, ...]) -> dict:
+    return {**DEFAULTS, **REGULARIZATION.fixed, "hidden": hidden, "batch_size": BATCH}
 
 
-def _replicas(c: dict, task: Task, lrs: list[float]) -> list[tuple[dict, Replica]]:
-    """Config k: lr k, and seed k's initialisation and data order."""
-    return [({**c, "lr": lr}, make_replica({**c, "lr": lr}, task, k, CPU)) for k, lr in enumerate(lrs)]
+def fashion_shaped(steps: int, dev: torch.device, seed: int = 0) -> Task:
+    """`steps` batches of random 1x28x28 images (normalised), 10 classes: an epoch of `steps` steps."""
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(steps * BATCH, 1, 28, 28, generator=g), torch.randint(0, 10, (steps * BATCH,), generator=g)
+    data = datasets.ImageData(x, y, x[:BATCH], y[:BATCH], x[:BATCH], y[:BATCH], tuple(map(str, range(10))))
+    return Task(data.shape, data.classes, data.to(dev))
 
 
-def separate(c: dict, task: Task, lrs: list[float], epochs: int) -> tuple[float, list[float]]:
-    """K trainings as studies.train trains a trial's seeds: every epoch, each replica's block in turn.
-    Returns seconds and each config's mean loss over its last epoch."""
-    reps = _replicas(c, task, lrs)
-    t = time.perf_counter()
-    for _ in range(epochs):
-        losses = [train_block(r, ck, task)[0] for ck, r in reps]
-    return time.perf_counter() - t, losses
+def speeds(c: dict, task: Task, K: int, steps: int, dev: torch.device) -> dict:
+    """{"packed": fn, "one by one": fn}: each trains K seeds for `steps` steps and returns a Speed."""
+    c = {**c, "seeds": list(range(K)), "steps_per_report": steps}
+    replicas = [make_replica(c, task, s, dev) for s in range(K)]
+    pack = make_pack(c, [make_replica(c, task, s, dev) for s in range(K)])
+    amp = autocast_for(dev, "auto")
+
+    def timed(units):
+        def fn():
+            t = time.perf_counter()
+            loss = [train_block(u, c, task, amp)[0] for u in units]  # one host sync per block
+            dt = time.perf_counter() - t
+            return Speed(K * steps * BATCH / dt, float(torch.tensor(loss).nanmean()), dt, K * steps * BATCH)
+        fn()  # warm-up
+        return fn
+
+    return {"packed": timed([pack]), "one by one": timed(replicas)}
 
 
-def packed(c: dict, task: Task, lrs: list[float], epochs: int) -> tuple[float, list[float]]:
-    """The K trainings as one: parameters stacked (K, ...), one vmapped step for all configs, on the
-    batches studies.train draws for each replica."""
-    K = len(lrs)
-    reps = [r for _, r in _replicas(c, task, lrs)]
-    params, buffers = stack_module_state([r.model for r in reps])
-    base = copy.deepcopy(reps[0].model).to("meta")
-
-    def loss_one(p, b, xb, yb):
-        return loss_fn(functional_call(base, (p, b), (xb,)), yb, c)
-
-    step_fn = vmap(grad_and_value(loss_one))
-    lr = torch.tensor(lrs)
-    m = {k: torch.zeros_like(v) for k, v in params.items()}
-    v2 = {k: torch.zeros_like(v) for k, v in params.items()}
-    s = 0
-    t = time.perf_counter()
-    for _ in range(epochs):
-        loss_sum, steps = torch.zeros(K), 0
-        for step in zip(*(batches(c, task, r.gen) for r in reps)):  # K (x, y): config k's batch
-            x, y = torch.stack([xb for xb, _ in step]), torch.stack([yb for _, yb in step])  # (K, BATCH, ...)
-            grads, loss = step_fn(params, buffers, x, y)
-            s += 1
-            with torch.no_grad():
-                c1, c2 = 1 - BETAS[0] ** s, 1 - BETAS[1] ** s
-                for k, p in params.items():  # torch.optim.Adam's update, with lr per config
-                    g = grads[k]
-                    m[k].lerp_(g, 1 - BETAS[0])
-                    v2[k].mul_(BETAS[1]).addcmul_(g, g, value=1 - BETAS[1])
-                    denom = (v2[k].sqrt() / math.sqrt(c2)).add_(EPS)
-                    p.sub_((lr / c1).view(-1, *[1] * (p.dim() - 1)) * m[k] / denom)
-            loss_sum += loss.detach()
-            steps += 1
-    return time.perf_counter() - t, (loss_sum / steps).tolist()
-
-
-def compare(K: int, epochs: int, hidden: tuple[int, ...], threads: int = 1) -> dict:
+def throughput(quick: bool, threads: int, dev: torch.device = CPU) -> tuple[pd.DataFrame, list[float]]:
     torch.set_num_threads(threads)
-    c = config(K, hidden)
-    task = load_task(c, CPU)
-    lrs = [10 ** (-4 + 2 * k / max(K - 1, 1)) for k in range(K)]  # 1e-4 .. 1e-2
-    warm = first_images(task, 2 * BATCH)  # warm-up: an epoch of 2 steps
-    packed(c, warm, lrs, 1)
-    separate(c, warm, lrs, 1)
-    ts, ls = separate(c, task, lrs, epochs)
-    tp, lp = packed(c, task, lrs, epochs)
-    steps = epochs * (len(task.images.train_x) // BATCH)
-    n = K * steps * BATCH
-    return {"model": f"MLP {'-'.join(map(str, (math.prod(task.shape), *hidden, 10)))}", "K": K, "epochs": epochs,
-            "steps": steps, "separate samples/s": n / ts, "packed samples/s": n / tp, "packed/separate": ts / tp,
-            "max |loss diff|": max(abs(a - b) for a, b in zip(ls, lp))}
+    rounds, steps = (1, 4) if quick else (3, 12) if dev.type == "cpu" else (1, 30)
+    ks = (1, 5) if quick or dev.type == "cuda" else KS  # on a GPU the study runs below are the measure
+    cases = []  # (model, T, config, task, flops per sample)
+    for T in (5, 20):
+        for cell in ("rnn", "lstm", "gru"):
+            c = palindrome_config(cell, T)
+            cases.append((cell.upper(), T, c, load_task(c, dev), flops_per_sample("palindrome", cell, T)))
+    task = fashion_shaped(steps, dev)
+    for name, hidden in MLPS.items():
+        c = mlp_config(hidden)
+        model = make_replica({**c, "seeds": [0]}, task, 0, CPU).model
+        x, y = task.images.train_x[:BATCH].cpu(), task.images.train_y[:BATCH].cpu()
+        cases.append((name, None, c, task, train_flops(model, x, y) / BATCH))
+    rows, peaks = [], []
+    for model, T, c, task, flops in cases:
+        for K in ks:
+            fns = {**speeds(c, task, K, steps, dev), "peak": lambda: matmul_peak(seconds=0.3, device=dev)}
+            t = interleave(fns, rounds)
+            peaks += t["peak"]
+            med = {k: statistics.median(s.samples_per_s for s in t[k]) for k in ("packed", "one by one")}
+            pct = {k: statistics.median(100 * s.samples_per_s * flops / 1e9 / p for s, p in zip(t[k], t["peak"]))
+                   for k in med}
+            rows.append({"model": model, "T": T or "-", "K": K, "one by one samples/s": med["one by one"],
+                         "packed samples/s": med["packed"], "packed / one by one": med["packed"] / med["one by one"],
+                         "one by one % peak": pct["one by one"], "packed % peak": pct["packed"]})
+            print(f"  {model} T={T} K={K}: x{rows[-1]['packed / one by one']:.2f}, "
+                  f"{pct['packed']:.0f}% of peak packed", flush=True)
+    return pd.DataFrame(rows), peaks
 
 
-def run(quick: bool = False, threads: int = 1):
-    epochs = 3 if quick else 12
-    rows = [compare(K, epochs, hidden, threads) for hidden in ((128, 64), REGULARIZATION.fixed["hidden"])
-            for K in ((4,) if quick else (4, 16))]
-    notes = [f"torch threads {threads}; digits (1078 training images: 8 batches of {BATCH} an epoch), Adam with lr "
-             "1e-4..1e-2 across the K configs, seed k for config k; the second MLP is the regularization study's "
-             "deep one.",
-             "separate = studies.train's make_replica and train_block, replica after replica every epoch (how one "
-             "trial trains its seeds); packed = torch.func.stack_module_state + vmap(grad_and_value("
-             "functional_call)) and Adam written out with a per-config lr, on the same batches; max |loss diff| "
-             "compares each config's last-epoch mean loss with its separate twin's."]
-    return [("Packed trials vs separate trainings", pd.DataFrame(rows))], notes
+def wall_times(quick: bool, names=("palindrome", "regularization"), flags: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Each study's budget run with --pack on and --pack off: wall time and every claim's verdict."""
+    budget = "smoke" if quick else "quick"
+    rows = []
+    for name in names:
+        runs = {p: study_run(name, budget, arm=f"pack-{p}", flags=("--pack", p, *flags)) for p in ("off", "on")}
+        verdicts = {p: " ".join(r.claims["verdict"].str[0]) for p, r in runs.items()}  # r, c, i per claim
+        rows.append({"study": f"{name} ({budget})", "wall s, --pack off": runs["off"].wall_s,
+                     "wall s, --pack on": runs["on"].wall_s, "on / off": runs["on"].wall_s / runs["off"].wall_s,
+                     "trials per hour, --pack off": 3600 * runs["off"].trials["trial"].nunique() / runs["off"].wall_s,
+                     "trials per hour, --pack on": 3600 * runs["on"].trials["trial"].nunique() / runs["on"].wall_s,
+                     "claims, --pack off": verdicts["off"], "claims, --pack on": verdicts["on"]})
+    return pd.DataFrame(rows)
+
+
+def run(quick: bool = False, threads: int = 1, studies: bool = True):
+    """On a GPU: the throughput there, and the palindrome study's first 3 iterations (600 steps a trial)
+    with 8 trials sharing the GPU (--gpus-per-trial 0.125), packed and not."""
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tput, peaks = throughput(quick, threads, dev)
+    where = "GPU" if dev.type == "cuda" else "CPU"
+    tables = [(f"Packed against one seed at a time ({where}): samples/s of all K seeds", tput)]
+    if studies:
+        on_gpu = ("--gpus-per-trial", "0.125", "--iterations", "3") if dev.type == "cuda" else ()
+        tables.append((f"Study wall time ({where}), --pack on against --pack off (claims: r reproduced, "
+                       "c contradicted, i inconclusive, in the study's claim order)",
+                       wall_times(quick, ("palindrome",) if on_gpu else ("palindrome", "regularization"), on_gpu)))
+    notes = [f"torch threads {threads}; fp32 matmul peak {min(peaks):.0f} .. {max(peaks):.0f} GFLOP/s, measured in "
+             "every round beside the others; medians over rounds. 'one by one' is what a trial with --pack off "
+             "does (each seed's replica in turn, torch's fused RNN/LSTM/GRU kernels); 'packed' is one Pack "
+             "(models.packed: grouped matmuls over the seed axis) on the same batches."]
+    return tables, notes

@@ -43,6 +43,7 @@ class StudyRun:
     concurrency: int  # trials that fit at once: CPUs / cpus per trial
     load: float = float("nan")  # the machine's 1-minute load average at the end (other work slows trials too)
     curves: pd.DataFrame | None = None  # one row per trial per report
+    claims: pd.DataFrame | None = None  # the run's claims table (analysis.claims)
 
     def _per_trial(self) -> pd.DataFrame:
         """One row per Tune trial (its seeds share its wall_time_s); the table itself where it has no `trial`."""
@@ -134,9 +135,10 @@ def study_run(name: str, budget: str = "quick", arm: str = "asha", seeds: int | 
         results = analysis.load(run_dir)
         span = _trial_span(run_dir / "tune")
         trials = _with_starts(results.trials, run_dir / "tune")
+        claims = analysis.claims(results)
     finally:
         shutil.rmtree(storage, ignore_errors=True)  # the CNN's checkpoints are ~110 MB each
     run = StudyRun(name, arm, budget, study, trials, wall, span, os.cpu_count() or 1,
-                   round(os.getloadavg()[0], 1), results.curves)
+                   round(os.getloadavg()[0], 1), results.curves, claims)
     _RUNS[key] = run
     return run

@@ -312,15 +312,24 @@ def flops_per_sample(kind: str, cell: str = "lstm", seq_len: int = 5) -> float:
     return train_flops(build_model(image_config(), (3, 32, 32), 10), torch.rand(BATCH, 3, 32, 32), y) / BATCH
 
 
-def matmul_peak(n: int = 1024, seconds: float = 1.0, dtype=torch.float32) -> float:
-    """GFLOP/s of an n x n matmul at the current thread count: what the cores can do."""
-    a, b = torch.rand(n, n, dtype=dtype), torch.rand(n, n, dtype=dtype)
+def matmul_peak(n: int = 1024, seconds: float = 1.0, dtype=torch.float32, device=None) -> float:
+    """GFLOP/s of an n x n matmul at the current thread count: what the cores can do. On a GPU: an
+    8192 x 8192 bf16 matmul (the trainable's autocast dtype there)."""
+    cuda = device is not None and torch.device(device).type == "cuda"
+    if cuda:
+        n, dtype = 8192, torch.bfloat16
+    a, b = torch.rand(n, n, dtype=dtype, device=device), torch.rand(n, n, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     for _ in range(2):
         a @ b
+    sync()
     reps, t = 0, time.perf_counter()
     while time.perf_counter() - t < seconds:
         a @ b
         reps += 1
+        if cuda and reps % 10 == 0:
+            sync()
+    sync()
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 

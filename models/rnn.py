@@ -8,7 +8,8 @@ function: the test of the from-scratch equations.
     RNN   h_t = tanh(W_hx x_t + W_hh h_{t-1} + b_h)
     LSTM  i,f,o = sigmoid(.), g = tanh(.); c_t = f*c_{t-1} + i*g; h_t = o*tanh(c_t)
     GRU   r,z = sigmoid(.); n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); h_t = (1-z)*n + z*h_{t-1}
-The classifier reads the last hidden state: o = W_ph h_T + b_o.
+The classifier reads the last hidden state: o = W_ph h_T + b_o. With a vocabulary (`vocab`), the
+input is a sequence of tokens (B, T) that an embedding turns into vectors of `embed` numbers first.
 """
 
 from __future__ import annotations
@@ -66,27 +67,34 @@ class RecurrentClassifier(nn.Module):
     """Reads a sequence (B, T) or (B, T, I) and classifies it from the last hidden state."""
 
     def __init__(self, cell: str = "lstm", impl: str = "fused", input_size: int = 1,
-                 hidden_size: int = 128, num_classes: int = 10, forget_bias: float | None = None):
+                 hidden_size: int = 128, num_classes: int = 10, forget_bias: float | None = None,
+                 vocab: int | None = None, embed: int = 32):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")
         if impl not in IMPLS:
             raise ValueError(f"unknown impl {impl!r}; choose one of {', '.join(IMPLS)}")
         self.impl = impl
+        self.embed = nn.Embedding(vocab, embed) if vocab else None  # tokens -> vectors; None: numbers in
+        input_size = embed if vocab else input_size
         if impl == "fused":
             self.rnn = FUSED[cell](input_size, hidden_size, batch_first=True)
         else:
             self.rnn = ScratchRecurrent(cell, input_size, hidden_size)
-        if forget_bias is not None and cell == "lstm":
-            # the forget gate's bias (b_ih + b_hh, gate order i,f,g,o) set to forget_bias (Jozefowicz
-            # et al. 2015: 1.0): the cell keeps its memory from the start instead of halving it each step
+        if forget_bias is not None and cell in ("lstm", "gru"):
+            # the bias of the gate that keeps the state (b_ih + b_hh), set to forget_bias: the LSTM's forget
+            # gate (gate order i,f,g,o; Jozefowicz et al. 2015: 1.0) and the GRU's update gate z (order r,z,n;
+            # h_t = (1-z)*n + z*h_{t-1}), both the second block: the cell keeps its memory from the start
+            # instead of halving it each step
             with torch.no_grad():
                 self.rnn.bias_ih_l0[hidden_size : 2 * hidden_size].fill_(forget_bias)
                 self.rnn.bias_hh_l0[hidden_size : 2 * hidden_size].zero_()
         self.head = nn.Linear(hidden_size, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # -> logits (B, num_classes)
-        if x.dim() == 2:
+        if self.embed is not None:
+            x = self.embed(x.long())  # tokens (B, T) -> (B, T, embed)
+        elif x.dim() == 2:
             x = x.unsqueeze(-1)  # (B, T) -> (B, T, 1): one scalar per step
         if self.impl == "fused":
             out, _ = self.rnn(x)  # (B, T, H)

@@ -42,6 +42,13 @@ def _best(values: pd.Series, metric: str) -> float:
     return float(v.max() if metric.endswith("acc") else v.min()) if len(v) else math.nan
 
 
+def _extra(metrics: dict, key: str) -> list[str]:
+    """What a task reports beyond METRICS and the per-class test accuracies (e.g. `train_loss_var`):
+    kept in both tables, the last value in `trials` and every report's in `curves`."""
+    return [k.removeprefix(key) for k in metrics if k.startswith(key) and k.removeprefix(key) not in METRICS
+            and not k.startswith(key + "test_acc_") and k != key + "diverged_at"]
+
+
 def tables(grid, p) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per seed of every trial, and one row per seed per report. A trial trains all the
     seeds of one configuration; its seed k reports under `seed<k>/<metric>`. A seed that diverged
@@ -71,17 +78,21 @@ def tables(grid, p) -> tuple[pd.DataFrame, pd.DataFrame]:
                        restarts=int(m.get("restarts", 0)),
                        wall_time_s=float(m.get("time_total_s", math.nan)), node=m.get("node_ip"))
             last = c.iloc[-1] if c is not None and len(c) else {}
+            extra = _extra(m, key)
             for k in METRICS:
                 row[f"metric.{k}"] = float(last.get(key + k, math.nan)) if len(last) else math.nan
                 row[f"best.{k}"] = _best(c[key + k], k) if c is not None and key + k in c else math.nan
+            obj = p.study.metric  # the objective's best as well where it is not one of METRICS (val_ppl)
+            if obj in extra and c is not None and key + obj in c:
+                row[f"best.{obj}"] = _best(c[key + obj], obj)
             row.update({f"metric.{k.removeprefix(key)}": float(v) for k, v in (last.items() if len(last) else ())
-                        if k.startswith(key + "test_acc_")})
+                        if k.startswith(key + "test_acc_") or k.removeprefix(key) in extra})
             rows.append(row)
             if c is not None and len(c):
-                cols = [k for k in ("step", "samples", "time_total_s") if k in c]
-                cdf = c[["training_iteration", *cols, *[key + k for k in METRICS if key + k in c]]]
+                cols = [k for k in ("step", "samples", "time_total_s", "lr_current") if k in c]
+                cdf = c[["training_iteration", *cols, *[key + k for k in (*METRICS, *extra) if key + k in c]]]
                 cdf = cdf.rename(columns={"training_iteration": "iteration", "time_total_s": "time_s",
-                                          **{key + k: f"metric.{k}" for k in METRICS}})
+                                          **{key + k: f"metric.{k}" for k in (*METRICS, *extra)}})
                 cdf.insert(0, "trial_id", row["trial_id"])
                 cdf.insert(0, "study", p.study.name)
                 for k in varied:

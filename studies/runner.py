@@ -106,6 +106,9 @@ def parser(study: Study) -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                    help="arithmetic of matmuls and convolutions: auto (default: bf16 autocast on a GPU, fp32 on "
                         "the CPU), bf16 (autocast on the CPU too, for CPUs with bf16 units: avx512_bf16, AMX), fp32")
+    p.add_argument("--pack", choices=("auto", "on", "off"),
+                   help="train the seeds of a trial as one batched model (models.packed): auto (default: on a GPU, "
+                        "and for the MLP on the CPU), on (wherever the model packs), off (one model per seed)")
     p.add_argument("--verbose", action="store_true",
                    help="show Ray's and Tune's full output here (it always goes to <run>/ray.log)")
     p.add_argument("--yes", action="store_true", help=f"run even above {LARGE_RUNS:,} seed runs (trials x seeds) "
@@ -237,6 +240,8 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
         fixed["fault_rate"] = args.inject_faults
     if args.precision is not None:
         fixed["precision"] = args.precision
+    if args.pack is not None:
+        fixed["pack"] = args.pack
     if args.dataset is not None:
         if args.dataset not in study.datasets:
             raise UsageError(f"--dataset: unknown dataset {args.dataset!r} for {study.name}; "

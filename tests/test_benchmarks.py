@@ -71,10 +71,15 @@ def test_gpu_epochs_run_on_the_cpu_too(small_batches):
     assert len(df) == 1 + len(gpu.variants()) and (df["samples/s"] > 0).all() and df["loss"].notna().all()
 
 
-def test_packed_training_computes_what_separate_trainings_do():
-    r = packed.compare(K=2, epochs=1, hidden=(32,))
-    assert r["packed samples/s"] > 0 and r["separate samples/s"] > 0
-    assert r["max |loss diff|"] < 1e-4
+@pytest.mark.parametrize("hidden", [(32,), (16, 8)])
+def test_the_packed_benchmark_times_the_same_training_both_ways(hidden):
+    import torch
+
+    cpu = torch.device("cpu")
+    fns = packed.speeds(packed.mlp_config(hidden), packed.fashion_shaped(3, cpu), K=2, steps=3, dev=cpu)
+    one, both = fns["one by one"](), fns["packed"]()  # each after the same warm-up block
+    assert one.samples == both.samples == 2 * 3 * packed.BATCH and one.samples_per_s > 0 and both.samples_per_s > 0
+    assert abs(one.loss - both.loss) < 1e-4  # the same seeds, batches and steps: the same mean loss
 
 
 def test_record_appends_atomically(tmp_path):
@@ -181,13 +186,18 @@ def test_asha_replay_stops_the_slow_configs_and_keeps_the_grid_whole_without_ear
 
 
 def test_asha_runs_the_studies_whose_groups_hold_several_configurations():
+    # optimizer_comparison: its Optuna lr samples compete within an optimizer; the others group by all their
+    # scientific keys and search nothing: one configuration per group, nothing for ASHA to stop
+    import importlib
+
     from benchmarks import asha
     from studies.lr_scan import STUDY as LR_SCAN
     from studies.optimizer_comparison import STUDY as OPTIMIZERS
 
-    # optimizer_comparison: its Optuna lr samples compete within an optimizer; the others group by all their
-    # scientific keys and search nothing: one configuration per group, nothing for ASHA to stop
-    assert asha.studies_to_run("quick") == asha.studies_to_run("smoke") == ("optimizer_comparison",)
+    for budget in ("smoke", "quick"):
+        names = asha.studies_to_run(budget)
+        assert "optimizer_comparison" in names and not {"lr_scan", "palindrome", "regularization"} & set(names)
+        assert all(importlib.import_module(f"studies.{n}").STUDY.search for n in names)  # what ASHA prunes
     assert asha.configs_per_group(OPTIMIZERS, "quick") == OPTIMIZERS.budgets["quick"].samples
     assert asha.configs_per_group(LR_SCAN, "quick") == 1
 

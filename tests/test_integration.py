@@ -129,3 +129,28 @@ def test_same_command_again_resumes_without_rerunning(ray_session, tmp_path):
     assert list(after["trial_id"]) == list(before["trial_id"])
     assert list(after["wall_time_s"]) == list(before["wall_time_s"])  # nothing trained again
     assert main([*argv[:-1], "2"]) == 2  # a different search space under the same name is refused
+
+
+def test_arithmetic_shift_smoke_tests_every_trial_on_the_three_test_sets(ray_session, tmp_path):
+    t, c, _ = run_smoke("arithmetic_shift", tmp_path)
+    assert set(t["config.train_set"]) == {"A", "B"} and (t["config.cell"] == "lstm").all()
+    for _, g in t.groupby("config.train_set"):  # the lr is tuned per training set: Optuna's first try, then one more
+        assert g["config.lr"].nunique() == 2 and (np.isclose(g["config.lr"], 1e-2)).any()
+    shift = ["metric.test_acc_single", "metric.test_acc_two", "metric.test_acc_mixed"]
+    assert [k for k in t if k.startswith("metric.test_acc_")] == shift  # no accuracy per result class
+    assert t[shift].apply(lambda v: v.between(0, 1)).all().all()
+    assert (t["metric.train_loss_var"] > 0).all() and "metric.train_loss_var" in c
+    done = t[t["status"] == "completed"]  # A and B take the same steps: an iteration is samples_per_report expressions
+    assert (done["step"] == 3 * (1000 // 128)).all()
+
+
+def test_batch_size_smoke_runs_every_batch_size_and_lr_for_the_same_epochs(ray_session, tmp_path):
+    t, c, _ = run_smoke("batch_size", tmp_path)
+    assert sorted(zip(t["config.batch_size"], t["config.lr"])) == [(8, 1e-4), (8, 1e-2), (64, 1e-4), (64, 1e-2)]
+    assert not t["stopped_early"].any()  # batch size and lr are both scientific: ASHA stops nothing
+    last = c.groupby("trial_id").tail(1)  # 3 iterations of 500 expressions: whole batches of them
+    assert (last["step"] == 3 * (500 // last["config.batch_size"])).all()  # 8x the steps at batch 8
+    assert (last["samples"] == last["step"] * last["config.batch_size"]).all()
+    assert last["samples"].between(3 * (500 - 64), 3 * 500).all()  # the same epochs for every batch size
+    var = t.set_index(["config.batch_size", "config.lr"])["metric.train_loss_var"]
+    assert var[(8, 1e-4)] > var[(64, 1e-4)] > 0  # a small batch's loss jumps more from step to step

@@ -455,4 +455,4 @@ def test_unknown_study_is_one_line_exit_2():
     out = subprocess.run([sys.executable, "-m", "studies", "lr_scna"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2 and out.stderr.count("\n") == 1
-    assert "unknown study 'lr_scna': choose one of lr_scan" in out.stderr
+    assert "unknown study 'lr_scna': choose one of " in out.stderr and " lr_scan," in out.stderr

@@ -3,6 +3,10 @@ ran alone; BatchNorm statistics are refreshed before evaluation; the LSTM's forg
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -29,11 +33,14 @@ class _Tune:
             return None
 
 
+BASE = {"task": "palindrome", "model": "rnn", "cell": "lstm", "seq_len": 5, "steps_per_report": 15, "iterations": 3,
+        "n_eval": 256, "batch_size": 32, "checkpoint_every": 2}
+
+
 def _run(monkeypatch, **config) -> list[dict]:
     fake = _Tune()
     monkeypatch.setattr(train_mod, "tune", fake)
-    train_mod.train({"task": "palindrome", "model": "rnn", "cell": "lstm", "seq_len": 5, "steps_per_report": 15,
-                     "iterations": 3, "n_eval": 256, "batch_size": 32, "checkpoint_every": 2, **config})
+    train_mod.train({**BASE, **config})
     return fake.reports
 
 
@@ -50,6 +57,63 @@ def test_a_packed_trial_trains_each_seed_as_if_alone(monkeypatch):
         assert r["step"] == packed[0]["step"] * (packed.index(r) + 1)
     assert packed[0]["seed0/val_acc"] != packed[0]["seed1/val_acc"] or \
         packed[0]["seed0/train_loss"] != packed[0]["seed1/train_loss"]  # the seeds differ
+
+
+PACKED_CASES = {  # every model that packs, with the per-seed penalty and clipping on
+    "rnn": dict(cell="rnn", seq_len=6, clip=0.5),
+    "lstm": dict(cell="lstm", seq_len=6, clip=0.5, forget_bias=1.0),
+    "gru": dict(cell="gru", seq_len=6, clip=0.5, impl="scratch"),
+    "mlp": dict(task="image", model="mlp", hidden=(32, 16), dataset="digits", n_train=512, batch_size=64,
+                l2=1e-3, clip=1.0, lr_schedule="step", lr_step_size=1, lr_gamma=0.5),
+}
+
+
+@pytest.mark.parametrize("case", PACKED_CASES)
+def test_a_packed_model_trains_each_seed_as_k_separate_runs(monkeypatch, case):
+    """pack="on": the seeds as one batched model (models.packed); pack="off": one model per seed."""
+    packed = _run(monkeypatch, seeds=[0, 1, 2], pack="on", **PACKED_CASES[case])
+    for s in (0, 1, 2):
+        alone = _run(monkeypatch, seeds=[s], pack="off", **PACKED_CASES[case])
+        for k in ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc"):
+            np.testing.assert_allclose([r[f"seed{s}/{k}"] for r in packed], [r[f"seed{s}/{k}"] for r in alone],
+                                       rtol=1e-4, atol=1e-5, err_msg=f"{case} seed {s} {k}")
+    assert len({packed[-1][f"seed{s}/val_loss"] for s in (0, 1, 2)}) == 3  # three different seeds
+    if case == "mlp":  # StepLR halves the lr after every iteration
+        assert [r["lr_current"] for r in packed] == [1e-3, 5e-4, 2.5e-4]
+
+
+class _Saved:
+    """A checkpoint kept as a copy of the trainable's directory (what tune.Checkpoint holds)."""
+
+    def __init__(self, path):
+        self.path = tempfile.mkdtemp()
+        shutil.copytree(path, self.path, dirs_exist_ok=True)
+
+    @contextlib.contextmanager
+    def as_directory(self):
+        yield self.path
+
+
+@pytest.mark.parametrize("pack", ["on", "off"])
+def test_a_resumed_trial_goes_on_as_if_never_stopped(monkeypatch, pack):
+    """Resume from the checkpoint of iteration 2 (every seed's weights, the pack's optimizer and
+    lr schedule, the generators): iterations 3-4 report what the uninterrupted run reported."""
+    config = dict(cell="gru", seeds=[0, 1], iterations=4, pack=pack, lr_schedule="step", lr_step_size=1,
+                  lr_gamma=0.5)
+    saved = {}
+    fake = _Tune()
+    fake.Checkpoint = type("Checkpoint", (), {"from_directory": staticmethod(_Saved)})
+    fake.report = lambda metrics, checkpoint=None: (fake.reports.append(dict(metrics)),
+                                                    checkpoint and saved.setdefault(len(fake.reports), checkpoint))
+    monkeypatch.setattr(train_mod, "tune", fake)
+    train_mod.train({**BASE, **config})
+    whole, fake.reports = fake.reports, []
+    fake.get_checkpoint = lambda: saved[2]
+    train_mod.train({**BASE, **config})
+    resumed = fake.reports
+    assert len(resumed) == 2 and resumed[-1]["restarts"] == 1
+    for k in ("seed0/val_loss", "seed1/val_loss", "train_loss", "lr_current", "step"):
+        np.testing.assert_allclose([r[k] for r in resumed], [r[k] for r in whole[2:]], rtol=1e-5, err_msg=k)
 
 
 def test_a_trial_whose_seeds_all_diverge_stops_at_that_report(monkeypatch):
