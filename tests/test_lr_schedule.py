@@ -7,27 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from test_train import _Tune  # the stand-in for ray.tune inside the trainable
 
 import studies.train as train_mod
 from studies.lr_schedule_analysis import CLAIMS, COLLAPSE, fall, with_collapse
-
-
-class _Tune:
-    """Stands in for ray.tune inside the trainable: collects the reports."""
-
-    def __init__(self):
-        self.reports = []
-
-    def get_checkpoint(self):
-        return None
-
-    def report(self, metrics, checkpoint=None):
-        self.reports.append(dict(metrics))
-
-    class Checkpoint:
-        @staticmethod
-        def from_directory(path):
-            return None
 
 
 def _lrs(monkeypatch, **config) -> list[float]:
