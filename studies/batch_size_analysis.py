@@ -5,7 +5,8 @@ size, and the learning curves against epochs and against optimizer steps (the eq
 
 The best lr of a batch size is estimated per seed (seed k of every lr is paired: one trial trains
 all seeds): the grid lr with the best final validation accuracy, refined by the vertex of a parabola
-through it and its two neighbours in log lr. The exponent of best lr ~ batch size^a is the slope of
+through it and its two neighbours in log lr (at an edge of the grid, through the three lrs there,
+the vertex kept within the grid). The exponent of best lr ~ batch size^a is the slope of
 log best lr against log batch size, fitted per seed: its spread over seeds decides between the
 linear rule (a = 1, SGD; Goyal et al. 2017) and the square-root rule (a = 1/2, Adam; Malladi et al. 2022)."""
 
@@ -53,8 +54,8 @@ def _grid(trials: pd.DataFrame) -> pd.DataFrame:
 
 def best_lr_data(trials: pd.DataFrame) -> pd.DataFrame:
     """Per batch size and seed: the grid lr with the best final validation accuracy (`grid_lr`) and its
-    refinement by a parabola in log10 lr through it and its neighbours (`best_lr`; the grid lr at an
-    edge of the grid, flagged `edge`)."""
+    refinement by a parabola in log10 lr through it and its neighbours (`best_lr`; at an edge of the
+    grid, `edge`, through the three lrs there, the vertex kept within the grid)."""
     rows = []
     g = _grid(trials)
     lrs = np.log10(np.asarray(g.columns, dtype=float))
@@ -64,10 +65,11 @@ def best_lr_data(trials: pd.DataFrame) -> pd.DataFrame:
             continue
         i = int(np.nanargmax(a))
         best, edge = lrs[i], i in (0, len(a) - 1)
-        if not edge and np.isfinite(a[i - 1 : i + 2]).all():
-            c2, c1, _ = np.polyfit(lrs[i - 1 : i + 2], a[i - 1 : i + 2], 2)
-            if c2 < 0:  # the vertex, kept within the neighbours
-                best = float(np.clip(-c1 / (2 * c2), lrs[i - 1], lrs[i + 1]))
+        j = min(max(i, 1), len(a) - 2)  # the middle of the three lrs the parabola goes through
+        if j >= 1 and np.isfinite(a[j - 1 : j + 2]).all():
+            c2, c1, _ = np.polyfit(lrs[j - 1 : j + 2], a[j - 1 : j + 2], 2)
+            if c2 < 0:  # the vertex, kept within those three lrs
+                best = float(np.clip(-c1 / (2 * c2), lrs[j - 1], lrs[j + 1]))
         rows.append({"batch_size": int(bs), "seed": int(seed), "grid_lr": 10 ** lrs[i], "best_lr": 10**best,
                      "edge": edge, "acc": a[i]})
     return pd.DataFrame(rows, columns=["batch_size", "seed", "grid_lr", "best_lr", "edge", "acc"])

@@ -164,3 +164,17 @@ def test_best_lr_per_batch_size_and_its_exponent_from_a_known_optimum():
     for bs, g in d.groupby("batch_size"):
         assert np.allclose(g["best_lr"], 1e-3 * (bs / 8) ** 0.5, rtol=1e-6)
     assert np.allclose(exponents(pd.DataFrame(rows))["exponent"], 0.5)
+
+
+def test_a_best_lr_at_the_edge_of_the_grid_is_flagged_and_stays_within_it():
+    import numpy as np
+    import pandas as pd
+
+    from studies.batch_size_analysis import best_lr_data
+
+    lrs = (1e-3, 3e-3, 1e-2, 3e-2)
+    rows = [{"config.batch_size": 128, "config.lr": lr, "config.seed": 0, "status": "completed",
+             "metric.val_acc": acc} for lr, acc in zip(lrs, (0.1, 0.18, 0.31, 0.32))]  # still rising at the top
+    d = best_lr_data(pd.DataFrame(rows)).iloc[0]
+    assert d["edge"] and np.isclose(d["grid_lr"], 3e-2) and 1e-2 < d["best_lr"] <= 3e-2 * (1 + 1e-9)  # in the grid
+    assert np.isclose(d["best_lr"], 0.01926, rtol=1e-3)  # the vertex through (3e-3, 0.18), (1e-2, 0.31), (3e-2, 0.32)
