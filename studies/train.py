@@ -217,10 +217,11 @@ def train_block(r: Replica | Pack, c: dict, task: Task, amp=nullcontext) -> tupl
         if prev is not None:
             jumps += (loss.detach() - prev) ** 2
         prev = loss.detach()
-    var = (jumps / (2 * (steps - 1))).tolist() if steps > 1 else [math.nan] * len(r.gens) if packed else math.nan
+    var = jumps / (2 * (steps - 1)) if steps > 1 else torch.full(shape, math.nan, device=dev)
+    loss, acc, var = torch.stack([loss_sum / seen, correct / seen, var]).tolist()  # the one host sync
     for one, v in zip(r.replicas if packed else [r], var if packed else [var]):
         one.step_loss_var = v
-    return (loss_sum / seen).tolist(), (correct / seen).tolist(), steps
+    return loss, acc, steps
 
 
 def measure(r: Replica, c: dict, task: Task, train_loss: float, batch_acc: float, amp=nullcontext) -> dict:

@@ -69,3 +69,17 @@ def ray_session():
         ray.init(num_cpus=2, log_to_driver=False, **kwargs)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def one_thread():
+    """One thread for torch and NumPy's BLAS, as a trial has: the default of one per core crawls
+    while other processes share the cores, and thread pools only wait on small matmuls."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)

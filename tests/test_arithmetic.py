@@ -12,14 +12,7 @@ import torch
 from datasets import arithmetic as A
 from models import RecurrentClassifier
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread, as a trial has: torch's default of one per core crawls while other processes share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 def _operands(text: str) -> list[int]:

@@ -11,13 +11,7 @@ import torch
 
 from benchmarks import common, gpu, packed, throughput
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 def ok(speed) -> bool:

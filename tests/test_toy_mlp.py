@@ -15,17 +15,7 @@ from models import MLP, NumpyMLP
 from models.numpy_mlp import softmax_cross_entropy
 from studies import toy_mlp_analysis as A
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread for torch and NumPy's BLAS, as in a trial: thread pools only wait on 2x20 matmuls."""
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 def _twins(hidden, seed=0, d_in=2):
