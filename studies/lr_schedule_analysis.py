@@ -322,14 +322,19 @@ LOG_LOSS = "metric.log10_train_loss"
 CLIP = 1.0  # the palindrome study's clip, where the collapse was measured (1.00 at ~3k steps, 0.46 at 10k)
 
 
+ANY_CLIP = "any clip"  # pooled over every clip setting of the run (no clip, 1, 10)
+
+
 def _sample(trials, curves, metric, cell="rnn", seq_len=20, lr_schedule="none", clip=CLIP):
-    label = f"{cell.upper()} T={seq_len}, {SCHEDULE_NAMES[lr_schedule]}, {clip_name(clip)}"
+    pooled = clip == ANY_CLIP
+    label = f"{cell.upper()} T={seq_len}, {SCHEDULE_NAMES[lr_schedule]}, {ANY_CLIP if pooled else clip_name(clip)}"
     if metric == "metric.collapse":
         trials = with_collapse(trials, curves)
     elif metric == LOG_LOSS:  # a solved task's loss spans decades: compared (rank-based) and shown in log10
         trials = trials.assign(**{LOG_LOSS: np.log10(trials["metric.train_loss"].astype(float))})
         label += ", log10 training loss"
-    return sample(trials, label, metric, cell=cell, seq_len=seq_len, lr_schedule=lr_schedule, clip=clip)
+    where = dict(cell=cell, seq_len=seq_len, lr_schedule=lr_schedule) | ({} if pooled else dict(clip=clip))
+    return sample(trials, label, metric, **where)
 
 
 def _collapse(t, c, **where):
@@ -343,19 +348,22 @@ CLAIMS = [
           "high accuracy early, then loss spikes (STUDIES.md section 4)",
           lambda t, c, m: greater(_collapse(t, c), _collapse(t, c, seq_len=5), margin=NOISE)),
     Claim("StepLR keeps the RNN at T=20 from collapsing: it falls less below its peak than with a constant lr, "
-          "and ends no lower (clip 1)",
+          "and ends no lower (pooled over the three clip settings, which StepLR is applied across)",
           "StepLR (step 10, gamma 0.7) rescued T=20 from the late collapse (hand-run, STUDIES.md section 4)",
-          lambda t, c, m: every([greater(_collapse(t, c), _collapse(t, c, lr_schedule="step")),
-                                 not_below(_sample(t, c, "metric.test_acc", lr_schedule="step"),
-                                           _sample(t, c, "metric.test_acc"))])),
+          lambda t, c, m: every([greater(_collapse(t, c, clip=ANY_CLIP), _collapse(t, c, lr_schedule="step",
+                                                                                  clip=ANY_CLIP)),
+                                 not_below(_sample(t, c, "metric.test_acc", lr_schedule="step", clip=ANY_CLIP),
+                                           _sample(t, c, "metric.test_acc", clip=ANY_CLIP))])),
     Claim("StepLR slows T=5: the RNN solves it either way (test accuracy >= 0.95), but its training loss ends "
           "higher with StepLR (clip 1)",
           "StepLR slows T=5 (hand-run, STUDIES.md section 4)",
           lambda t, c, m: every([at_least(_sample(t, c, "metric.test_acc", seq_len=5, lr_schedule="step"), 0.95),
                                  greater(_sample(t, c, LOG_LOSS, seq_len=5, lr_schedule="step"),
                                          _sample(t, c, LOG_LOSS, seq_len=5))])),
-    Claim("Clipping at 1 rather than 10 reduces the collapse: without a schedule, the RNN at T=20 falls less below "
-          "its peak with clip 1 than with clip 10",
-          "clip 1 rather than 10 reduced the collapse (hand-run, STUDIES.md sections 4 and 10)",
-          lambda t, c, m: greater(_collapse(t, c, clip=10.0), _collapse(t, c))),
+    Claim("Overturned: clipping at 1 rather than 10 does not reduce the collapse. Without a schedule, the RNN at "
+          f"T=20 falls no less below its peak with clip 1 than with clip 10 (mean within {NOISE:g}, and the seeds do "
+          "not put clip 10 above)",
+          "clip 1 rather than 10 reduced the collapse (hand-run, STUDIES.md sections 4 and 10; the clip-10 report "
+          "also had a softmax before its loss, and the clip-1 report measured only the end of training)",
+          lambda t, c, m: not_below(_collapse(t, c), _collapse(t, c, clip=10.0), tolerance=NOISE)),
 ]

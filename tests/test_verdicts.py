@@ -34,6 +34,15 @@ def test_the_rank_test_is_the_exact_mann_whitney_test():
     assert u_p_value(np.array([1.0, 1, 1]), np.array([1.0, 0.1, 0.75])) > 0.05  # a tie at the top
 
 
+def test_with_too_many_splits_to_list_random_splits_give_the_mann_whitney_p_value():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0.5, 1, 18), rng.normal(0, 1, 18)  # 9e9 splits: the random ones stand in
+    exact = mannwhitneyu(a, b, alternative="greater", method="exact").pvalue
+    assert u_p_value(a, b) == pytest.approx(exact, abs=0.01)
+    assert u_p_value(a, b) == u_p_value(a, b)  # from a fixed seed
+    assert u_p_value(np.full(12, 1.0), np.full(12, 0.0)) == pytest.approx(1 / 20_001)
+
+
 def test_greater_needs_every_seed_apart_with_three_a_side_and_decides_both_ways():
     assert greater(S(0.9, 0.91, 0.92), S(0.5, 0.6, 0.7)).verdict == REPRODUCED
     assert greater(S(0.5, 0.6, 0.7), S(0.9, 0.91, 0.92)).verdict == CONTRADICTED
