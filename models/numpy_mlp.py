@@ -5,7 +5,9 @@
     backward: dW_l = dz_l^T h_{l-1};  db_l = sum over the batch of dz_l;
               dh_{l-1} = dz_l W_l;  dz_{l-1} = dh_{l-1} * (z_{l-1} > 0)
 
-`forward` and `backward` are plain NumPy functions. `NumpyMLP` wraps them in one
+`forward` and `backward` are plain NumPy functions. They also take K models' parameters stacked on a
+leading seed axis (W_l (K, out, in), b_l (K, out)) with K batches (K, B, D): the same equations, as
+batched matmuls (`models.packed` packs the seeds of a trial this way). `NumpyMLP` wraps them in one
 `torch.autograd.Function` whose forward and backward are those functions, with the weights held as
 torch Parameters (read as NumPy arrays, no copy on the CPU), so the shared training loop, its
 optimizer (SGD) and its gradient clipping train it unchanged; torch's autograd only hands the
@@ -34,10 +36,11 @@ MLP_IMPLS = ("torch", "numpy")  # models.MLP (torch.nn layers) | NumpyMLP
 
 def forward(x: np.ndarray, params: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Logits (B, C) of x (B, D) under params [W_1 (H_1, D), b_1 (H_1,), ..., W_L (C, H), b_L (C,)],
-    and the pre-activations z_1..z_L that `backward` needs."""
+    and the pre-activations z_1..z_L that `backward` needs; with a leading seed axis on all of them,
+    (K, B, C) of (K, B, D)."""
     h, zs = x, []
     for i in range(0, len(params), 2):
-        z = h @ params[i].T + params[i + 1]  # (B, out)
+        z = h @ np.swapaxes(params[i], -1, -2) + params[i + 1][..., None, :]  # (..., B, out)
         zs.append(z)
         h = np.maximum(z, 0) if i + 2 < len(params) else z  # ReLU after every hidden layer
     return h, zs
@@ -46,14 +49,14 @@ def forward(x: np.ndarray, params: Sequence[np.ndarray]) -> tuple[np.ndarray, li
 def backward(dlogits: np.ndarray, x: np.ndarray, params: Sequence[np.ndarray],
              zs: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Gradients of a loss with respect to x and to each parameter, given its gradient with respect
-    to the logits, dlogits (B, C)."""
+    to the logits, dlogits (B, C) (or (K, B, C), with the parameters stacked as in `forward`)."""
     grads: list[np.ndarray] = [None] * len(params)  # type: ignore[list-item]
     dz = dlogits
     for layer in reversed(range(len(zs))):
-        h_in = x if layer == 0 else np.maximum(zs[layer - 1], 0)  # (B, in)
-        grads[2 * layer] = dz.T @ h_in  # (out, in)
-        grads[2 * layer + 1] = dz.sum(axis=0)  # (out,)
-        dh = dz @ params[2 * layer]  # (B, in)
+        h_in = x if layer == 0 else np.maximum(zs[layer - 1], 0)  # (..., B, in)
+        grads[2 * layer] = np.swapaxes(dz, -1, -2) @ h_in  # (..., out, in)
+        grads[2 * layer + 1] = dz.sum(axis=-2)  # (..., out)
+        dh = dz @ params[2 * layer]  # (..., B, in)
         dz = dh * (zs[layer - 1] > 0) if layer > 0 else dh
     return dz, grads
 
@@ -102,4 +105,9 @@ class NumpyMLP(nn.Module):
             self.params.append(nn.Parameter(torch.empty(d_out).uniform_(-bound, bound)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, ...) -> (B, num_classes)
-        return _NumpyPass.apply(x.flatten(1).float(), *self.params)
+        return numpy_pass(x.flatten(1), self.params)
+
+
+def numpy_pass(x: torch.Tensor, params) -> torch.Tensor:
+    """The logits of x under params, forward and backward in NumPy (with or without a seed axis)."""
+    return _NumpyPass.apply(x.float(), *params)

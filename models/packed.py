@@ -9,8 +9,9 @@ gradient of its own loss, and elementwise optimizers (Adam, NAdam, RMSprop, SGD)
 K separate optimizers would. `unpack_into(models)` writes the parameters back into the K models
 (for evaluation and checkpoints), and `load_from(models)` reads them in place (on resume).
 
-What packs (`packable`): the MLP and the recurrent classifiers (RNN, LSTM, GRU, fused or scratch,
-with or without an embedding). The VGG does not: BatchNorm's batch statistics would need a grouped
+What packs (`packable`): the MLP, the NumPy MLP (its NumPy forward and backward run the seed axis
+as batched matmuls) and the recurrent classifiers (RNN, LSTM, GRU, fused or scratch, with or without
+an embedding). The VGG does not: BatchNorm's batch statistics would need a grouped
 norm of their own, and its convolutions already fill the device.
 
 Recurrent cells are written out with torch.nn's equations (see models.rnn). The LSTM's gates are
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.mlp import MLP
+from models.numpy_mlp import NumpyMLP, numpy_pass
 from models.rnn import RecurrentClassifier
 
 
@@ -98,6 +100,16 @@ class PackedMLP(Packed):
         return x
 
 
+class PackedNumpyMLP(Packed):
+    def __init__(self, models: list[NumpyMLP]):
+        n = len(models[0].params)
+        super().__init__(models, {f"p{i}": (f"params.{i}", _same, _same) for i in range(n)})
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (K, B, ...) -> (K, B, classes)
+        return numpy_pass(x.flatten(2), [getattr(self, f"p{i}") for i in range(self.n)])
+
+
 class PackedRecurrent(Packed):
     def __init__(self, models: list[RecurrentClassifier]):
         m = models[0]
@@ -146,15 +158,16 @@ class PackedRecurrent(Packed):
         return torch.baddbmm(self.b_head, h, self.w_head)
 
 
+PACKED = {MLP: PackedMLP, NumpyMLP: PackedNumpyMLP, RecurrentClassifier: PackedRecurrent}
+
+
 def packable(model: nn.Module) -> bool:
     """Whether `pack` can stack models like this one."""
-    return type(model) in (MLP, RecurrentClassifier)
+    return type(model) in PACKED
 
 
 def pack(models: list[nn.Module]) -> Packed:
     """The K models as one batched model (see the module docstring)."""
-    if type(models[0]) is MLP:
-        return PackedMLP(models)
-    if type(models[0]) is RecurrentClassifier:
-        return PackedRecurrent(models)
+    if type(models[0]) in PACKED:
+        return PACKED[type(models[0])](models)
     raise TypeError(f"{type(models[0]).__name__} does not pack; see models.packed.packable")

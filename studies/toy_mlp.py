@@ -13,8 +13,9 @@ own sample of the dataset, with its own held-out sets. The hidden width is not s
 the 20 units already separate every dataset whose classes do not overlap, and the linear model
 shows where the boundary is linear anyway.
 
-Trials take a second: a trial trains every seed of its configuration (`seeds` in the config), the
-torch MLP's seeds as one batched model; one Ray worker per CPU serves trial after trial. The trials
+Trials take a second: a trial trains every seed of its configuration (`seeds` in the config) as one
+batched model (models.packed: the NumPy MLP's seeds as batched NumPy matmuls, the torch MLP's as
+grouped torch matmuls); one Ray worker per CPU serves trial after trial. The trials
 are too small for a GPU: on a machine with one, `--gpus-per-trial 0` runs them on the CPUs.
 
     python -m studies.toy_mlp                              # quick: 4 seeds, 6 lrs per setting, CPU

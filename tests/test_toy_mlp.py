@@ -45,6 +45,26 @@ def test_numpy_backward_matches_torch_autograd(hidden):
     torch.testing.assert_close(xs[1].grad, xs[0].grad, rtol=1e-5, atol=1e-6)  # the input's gradient too
 
 
+@pytest.mark.parametrize("hidden", [(20,), ()])
+def test_packed_numpy_mlps_give_each_models_outputs_and_gradients(hidden):
+    """The seeds of a trial stacked (models.packed): the NumPy passes with a leading seed axis."""
+    from models.packed import PackedNumpyMLP, pack
+
+    torch.manual_seed(0)
+    models = [NumpyMLP(2, hidden=hidden) for _ in range(3)]
+    packed = pack(models)
+    assert isinstance(packed, PackedNumpyMLP)
+    x, y = torch.randn(3, 50, 2), torch.randint(0, 2, (3, 50))
+    logits = packed(x)
+    F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").backward()
+    for k, m in enumerate(models):
+        one = m(x[k])
+        torch.testing.assert_close(logits[k], one, rtol=1e-5, atol=1e-6)
+        F.cross_entropy(one, y[k], reduction="sum").backward()
+        for i, p in enumerate(m.params):
+            torch.testing.assert_close(getattr(packed, f"p{i}").grad[k], p.grad, rtol=1e-5, atol=1e-5)
+
+
 def test_numpy_softmax_cross_entropy_and_its_gradient():
     logits = torch.randn(32, 2, dtype=torch.float64, requires_grad=True) * 30  # large: the max shift matters
     logits.retain_grad()

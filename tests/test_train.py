@@ -65,6 +65,8 @@ PACKED_CASES = {  # every model that packs, with the per-seed penalty and clippi
     "gru": dict(cell="gru", seq_len=6, clip=0.5, impl="scratch"),
     "mlp": dict(task="image", model="mlp", hidden=(32, 16), dataset="digits", n_train=512, batch_size=64,
                 l2=1e-3, clip=1.0, lr_schedule="step", lr_step_size=1, lr_gamma=0.5),
+    "numpy mlp": dict(task="toy", model="mlp", impl="numpy", hidden=(20,), dataset="moons", optimizer="sgd",
+                      lr=0.5, batch_size=200, clip=1.0),
 }
 
 
