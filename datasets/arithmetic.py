@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from datasets import palindrome
+from datasets.palindrome import generator
+
 PAD, PLUS, MINUS = 0, 11, 12  # tokens; digit d is d + 1
 CHARS = "_0123456789+-"  # the character of each token ('_' for PAD)
 VOCAB = len(CHARS)
@@ -89,15 +92,8 @@ def decode(x: torch.Tensor) -> list[str]:
     return ["".join(CHARS[t] for t in row if t != PAD) for row in x.tolist()]
 
 
-STRIDE = 1_000_003  # seeds of one seed's streams: STRIDE * seed + stream
+STRIDE = palindrome.STRIDE  # seeds of one seed's streams: STRIDE * seed + stream (palindrome.generator)
 ORDER = 6  # the stream of the training order (0 draws the training set, 1 and 2 validation and test, 3-5 RANGES)
-
-
-def generator(seed: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator for one of a seed's streams: the same seed gives the same sets in every trial."""
-    g = torch.Generator(device=device)
-    g.manual_seed(STRIDE * seed + stream)
-    return g
 
 
 def seed_of(gen: torch.Generator) -> int:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.rnn import set_keep_bias
+
 RECURRENT = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
@@ -31,11 +33,8 @@ class RecurrentLM(nn.Module):
                                    batch_first=True)
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_size, vocab)
-        if forget_bias is not None and cell == "lstm":  # every layer's forget gate (gate order i,f,g,o)
-            with torch.no_grad():
-                for k in range(layers):
-                    getattr(self.rnn, f"bias_ih_l{k}")[hidden_size : 2 * hidden_size].fill_(forget_bias)
-                    getattr(self.rnn, f"bias_hh_l{k}")[hidden_size : 2 * hidden_size].zero_()
+        if forget_bias is not None:  # every layer's LSTM forget gate or GRU update gate
+            set_keep_bias(self.rnn, hidden_size, forget_bias, layers)
         self.state = None  # the last window's final hidden state, detached; None: zeros
 
     def train(self, mode: bool = True) -> RecurrentLM:

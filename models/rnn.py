@@ -63,6 +63,17 @@ class ScratchRecurrent(nn.Module):
         return h
 
 
+@torch.no_grad()
+def set_keep_bias(rnn: nn.Module, hidden_size: int, value: float, layers: int = 1) -> None:
+    """Set the bias of the gate that keeps the state (b_ih + b_hh) to `value` in every layer: the LSTM's
+    forget gate (gate order i,f,g,o; Jozefowicz et al. 2015: 1.0) and the GRU's update gate z (order
+    r,z,n; h_t = (1-z)*n + z*h_{t-1}), both the second block: the cell keeps its memory from the start
+    instead of halving it each step."""
+    for k in range(layers):
+        getattr(rnn, f"bias_ih_l{k}")[hidden_size : 2 * hidden_size].fill_(value)
+        getattr(rnn, f"bias_hh_l{k}")[hidden_size : 2 * hidden_size].zero_()
+
+
 class RecurrentClassifier(nn.Module):
     """Reads a sequence (B, T) or (B, T, I) and classifies it from the last hidden state."""
 
@@ -82,13 +93,7 @@ class RecurrentClassifier(nn.Module):
         else:
             self.rnn = ScratchRecurrent(cell, input_size, hidden_size)
         if forget_bias is not None and cell in ("lstm", "gru"):
-            # the bias of the gate that keeps the state (b_ih + b_hh), set to forget_bias: the LSTM's forget
-            # gate (gate order i,f,g,o; Jozefowicz et al. 2015: 1.0) and the GRU's update gate z (order r,z,n;
-            # h_t = (1-z)*n + z*h_{t-1}), both the second block: the cell keeps its memory from the start
-            # instead of halving it each step
-            with torch.no_grad():
-                self.rnn.bias_ih_l0[hidden_size : 2 * hidden_size].fill_(forget_bias)
-                self.rnn.bias_hh_l0[hidden_size : 2 * hidden_size].zero_()
+            set_keep_bias(self.rnn, hidden_size, forget_bias)
         self.head = nn.Linear(hidden_size, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # -> logits (B, num_classes)

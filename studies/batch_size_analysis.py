@@ -75,9 +75,9 @@ def best_lr_data(trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["batch_size", "seed", "grid_lr", "best_lr", "edge", "acc"])
 
 
-def exponents(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per seed, the slope a of log best lr against log batch size (best lr ~ batch size^a)."""
-    d = best_lr_data(trials)
+def exponents(d: pd.DataFrame) -> pd.DataFrame:
+    """Per seed, the slope a of log best lr against log batch size (best lr ~ batch size^a), from
+    `best_lr_data`."""
     rows = []
     for seed, g in d.groupby("seed"):
         if g["batch_size"].nunique() >= 2:
@@ -127,7 +127,7 @@ def best_lr_figure(trials: pd.DataFrame) -> Figure:
         bs = np.array(sorted(d["batch_size"].unique()), dtype=float)
         for a, style, name in ((1.0, "--", "linear rule (lr ∝ batch)"), (0.5, ":", "square-root rule (lr ∝ √batch)")):
             ax.plot(bs, m.iloc[0] * (bs / bs[0]) ** a, style, color="gray", lw=1.5, label=name)
-        e = exponents(trials)
+        e = exponents(d)
         if len(e):
             s = spread(e["exponent"])
             ax.plot([], [], " ", label=f"fitted exponent {s.text(2)}")
@@ -267,7 +267,7 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
         each = [f"{bs}: {fmt_sci(r['lr'])} (accuracy {r['acc']:.3f}{edge[bool(r['edge'])]})" for bs, r in m.iterrows()]
         out.append("Best lr by batch size (geometric mean over seeds of the parabola-refined grid optimum): "
                    + ", ".join(each) + ".")
-    e = exponents(trials)
+    e = exponents(d)
     if len(e) >= 2:
         s = spread(e["exponent"])
         rule = ("the square-root rule (1/2)" if s.lo <= 0.5 <= s.hi and not s.lo <= 1 <= s.hi else
@@ -312,7 +312,8 @@ def _best_lr_sample(trials, bs):
 
 
 def _exponent(trials):
-    return Sample("exponent a (best lr ~ batch^a)", exponents(trials)["exponent"].to_numpy(), digits=2)
+    return Sample("exponent a (best lr ~ batch^a)", exponents(best_lr_data(trials))["exponent"].to_numpy(),
+                  digits=2)
 
 
 CLAIMS = [

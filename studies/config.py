@@ -10,6 +10,7 @@ import torch
 
 from datasets import arithmetic
 from models import CELLS, IMPLS
+from models.lm import RECURRENT
 from models.numpy_mlp import MLP_IMPLS
 
 
@@ -129,6 +130,9 @@ CHECKS = {  # config key -> (valid?, what is valid)
 }
 
 
+LM_CELLS = (*RECURRENT, "transformer")
+
+
 def check_config(config: dict) -> str | None:
     """The first problem of a config, as 'key=value: expected ...', or None if it is valid."""
     for k, v in config.items():
@@ -136,6 +140,13 @@ def check_config(config: dict) -> str | None:
             return f"unknown hyperparameter {k!r}"
         if k in CHECKS and not CHECKS[k][0](v):
             return f"{k}={v!r}: expected {CHECKS[k][1]}"
-    if config.get("cell") == "transformer" and config.get("task") != "lm":
+    c = {**DEFAULTS, **config}  # the rules that tie keys together, on the values a trial will see
+    if c["cell"] == "transformer" and c["task"] != "lm":
         return "cell='transformer': only a language model (task='lm') has one"
+    if c["task"] == "lm" and c["cell"] not in LM_CELLS:
+        return f"cell={c['cell']!r}: a language model's cell is {', '.join(LM_CELLS)}"
+    if c["task"] == "lm" and c["cell"] == "transformer" and c["hidden_size"] % c["heads"]:
+        return f"hidden_size={c['hidden_size']}: not divisible by heads={c['heads']}; change either"
+    if c["model"] == "mlp" and c["impl"] == "numpy" and c["dropout"]:
+        return f"dropout={c['dropout']!r}: impl='numpy' has no dropout; use impl='torch', or dropout=0"
     return None

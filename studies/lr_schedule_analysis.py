@@ -101,7 +101,7 @@ def with_collapse(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
 
 def collapse_summary(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """Per cell, T, schedule and clip (the seeds that ran to the end): mean best and final test
-    accuracy, mean collapse with its spread, and how many seeds collapsed."""
+    accuracy, how many seeds collapsed, and the mean final training loss."""
     t = ended(with_collapse(trials, curves))
     rows = []
     for (cell, T, sched), g in t.groupby(["config.cell", "config.seq_len", "config.lr_schedule"], sort=True):
@@ -109,7 +109,7 @@ def collapse_summary(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
             s = g[_same_clip(g["config.clip"], v)]
             rows.append({"cell": cell, "T": int(T), "schedule": sched, "clip": clip_name(v),
                          "best": s["best.test_acc"].mean(), "final": s["metric.test_acc"].mean(),
-                         "collapse": spread(s["metric.collapse"]), "collapsed": int(s["collapsed"].sum()),
+                         "collapsed": int(s["collapsed"].sum()),
                          "seeds": len(s), "train_loss": s["metric.train_loss"].mean()})
     return pd.DataFrame(rows)
 

@@ -141,9 +141,8 @@ def make_replica(c: dict, task: Task, seed: int, dev: torch.device) -> Replica:
     if dev.type == "cuda" and c["model"] == "cnn":
         model = model.to(memory_format=torch.channels_last)
     opt = OPTIMIZERS[c["optimizer"]](model.parameters(), c)
-    if task.toy is not None:  # the generator only names the seed: `batches` gives its whole training set
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(seed)
+    gen = torch.Generator(device=dev).manual_seed(seed)  # images: the data order; toy, lm: names the seed
+    if task.toy is not None:  # `batches` gives the seed's whole training set
         d = task.toy[seed]
         return Replica(seed, model, opt, gen, (d.val_x, d.val_y), (d.test_x, d.test_y), (d.train_x, d.train_y))
     if task.arithmetic is not None:  # the generator of the training order names the seed (see batches)
@@ -151,13 +150,9 @@ def make_replica(c: dict, task: Task, seed: int, dev: torch.device) -> Replica:
         train_eval = (d["train"][0][: len(d["val"][1])], d["train"][1][: len(d["val"][1])])  # as many as validation
         return Replica(seed, model, opt, arithmetic.generator(seed, arithmetic.ORDER, dev), d["val"], d["test"],
                        train_eval)
-    if task.lm is not None:  # the generator only names the seed: the windows come in the text's order
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(seed)
+    if task.lm is not None:  # the windows come in the text's order
         return Replica(seed, model, opt, gen, task.lm["val"], task.lm["test"], None)
     if task.images is not None:
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(seed)
         d = task.images
         return Replica(seed, model, opt, gen, (d.val_x, d.val_y), (d.test_x, d.test_y),
                        (d.train_x[:N_TRAIN_EVAL], d.train_y[:N_TRAIN_EVAL]))
@@ -204,6 +199,16 @@ def batches(c: dict, task: Task, gen: torch.Generator):
         yield (datasets.augment(x, gen) if c["augment"] else x), d.train_y[idx]
 
 
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, c: dict, per_seed: bool = False) -> torch.Tensor:
+    """The mean cross-entropy over the batch; with `per_seed`, logits (K, B, C) and targets (K, B)
+    of K packed seeds give K means."""
+    if c["double_softmax"]:  # what the hand-run models did: CE of probabilities, not logits
+        logits = logits.softmax(-1)
+    if per_seed:
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none").view(y.shape).mean(1)
+    return F.cross_entropy(logits.float(), y)
+
+
 @torch.no_grad()
 def evaluate_lm(model, x, y, c, amp) -> tuple[float, float]:
     """Mean next-word cross-entropy (nats per word) and accuracy over a held-out text's streams, window
@@ -214,7 +219,7 @@ def evaluate_lm(model, x, y, c, amp) -> tuple[float, float]:
         with amp():
             logits = model(xw)
         yw = yw.flatten()
-        loss += F.cross_entropy(logits.float(), yw, reduction="sum")
+        loss += loss_fn(logits, yw, c) * len(yw)
         correct += (logits.argmax(-1) == yw).sum()
     model.train()
     return (loss / y.numel()).item(), (correct / y.numel()).item()

@@ -27,13 +27,21 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from ray import tune
 
 from datasets import arithmetic
 from models.packed import Packed, pack, packable
 from studies.config import DEFAULTS, OPTIMIZERS, check_config, sizes  # noqa: F401 (imported from here too)
-from studies.tasks import Replica, Task, batches, build_model, load_task, make_replica, measure_lm  # noqa: F401 (imported from here too)
+from studies.tasks import (  # noqa: F401 (imported from here too)
+    Replica,
+    Task,
+    batches,
+    build_model,
+    load_task,
+    loss_fn,
+    make_replica,
+    measure_lm,
+)
 
 
 def autocast_for(device: torch.device, precision: str):
@@ -56,16 +64,6 @@ def device_for_trial() -> torch.device:
     except Exception:
         gpus = []
     return torch.device("cuda") if gpus and torch.cuda.is_available() else torch.device("cpu")
-
-
-def loss_fn(logits: torch.Tensor, y: torch.Tensor, c: dict, per_seed: bool = False) -> torch.Tensor:
-    """The mean cross-entropy over the batch; with `per_seed`, logits (K, B, C) and targets (K, B)
-    of K packed seeds give K means."""
-    if c["double_softmax"]:  # what the hand-run models did: CE of probabilities, not logits
-        logits = logits.softmax(-1)
-    if per_seed:
-        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none").view(y.shape).mean(1)
-    return F.cross_entropy(logits.float(), y)
 
 
 @torch.no_grad()

@@ -156,7 +156,7 @@ def test_best_lr_per_batch_size_and_its_exponent_from_a_known_optimum():
     assert len(d) == 9 and not d["edge"].any()
     for bs, g in d.groupby("batch_size"):
         assert np.allclose(g["best_lr"], 1e-3 * (bs / 8) ** 0.5, rtol=1e-6)
-    assert np.allclose(exponents(pd.DataFrame(rows))["exponent"], 0.5)
+    assert np.allclose(exponents(d)["exponent"], 0.5)
 
 
 def test_a_best_lr_at_the_edge_of_the_grid_is_flagged_and_stays_within_it():

@@ -207,6 +207,11 @@ def test_lm_task_windows_measure_and_checks(ptb_dir):
     assert T.check_config({"task": "palindrome", "cell": "transformer"}).startswith("cell='transformer'")
     assert T.check_config({"task": "lm", "cell": "transformer", "layers": 2, "heads": 2}) is None
     assert "layers=0" in T.check_config({"task": "lm", "layers": 0})
+    # the rules that tie keys together fail before Ray starts, not inside every trial
+    assert "a language model's cell is lstm, gru, transformer" in T.check_config({"task": "lm", "cell": "rnn"})
+    assert "not divisible by heads=3" in T.check_config({"task": "lm", "cell": "transformer", "hidden_size": 128,
+                                                         "heads": 3})
+    assert "impl='numpy' has no dropout" in T.check_config({"model": "mlp", "impl": "numpy", "dropout": 0.5})
 
 
 def test_a_diverged_seed_ranks_last_by_perplexity():
