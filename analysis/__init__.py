@@ -11,9 +11,10 @@ table, claims table, figures and reports.
 its claims table. The claim rules (`Claim`, `sample`, `greater`, `at_least`, ...) are in
 `analysis.verdicts`: `from analysis.verdicts import Claim, greater, sample`.
 
-What is specific to a study is in its analysis module, `studies/NAME_analysis.py`: `HEADLINE`,
-`REFERENCE`, `CAPTIONS`, `figures`, `findings`, `CLAIMS` and optionally `CURVE_HUE`. The modules
-here are generic: `style` (names, units, colours, formats), `data` (numbers over seeds, what is
+What is specific to a study is in its analysis module (`studies/NAME_analysis.py` for the catalogue,
+any module for a study of one's own; the run's manifest names it, `analysis.modules` imports it):
+`HEADLINE`, `REFERENCE`, `CAPTIONS`, `figures`, `findings`, `CLAIMS` and optionally `CURVE_HUE`. The
+modules here are generic: `modules` (the study's analysis module), `style` (names, units, colours, formats), `data` (numbers over seeds, what is
 plotted), `draw`, `plots` and `curves` (figures), `findings`, `report`, `index`, `files` (atomic
 writes), `verdicts` (claims and their verdicts).
 
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
-import studies
+from analysis.modules import analysis_module
 from analysis.data import ci95, run_summary, summarize
 from analysis.style import config_text
 from analysis.verdicts import counts
@@ -110,7 +111,7 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
     from analysis.curves import curves_all_trials
     from analysis.plots import hparam_axes
 
-    module = studies.analysis_module(manifest.get("study", ""))
+    module = analysis_module(manifest)
     figs = dict(module.figures(trials, curves, manifest)) if module else {}
     hue = getattr(module, "CURVE_HUE", None) or next(
         (k for k in manifest.get("scientific", []) if f"config.{k}" in trials), None)
@@ -125,7 +126,7 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
 
 def claims(run: str | Path | Results) -> pd.DataFrame:
     """The claims table of a run (a run folder or a `Results`): one row per claim of its study
-    (`CLAIMS` in studies/NAME_analysis.py) with columns claim, reference, value (this run's, with
+    (`CLAIMS` in its analysis module) with columns claim, reference, value (this run's, with
     its spread over seeds), verdict (reproduced, contradicted, inconclusive), rule (the statistical
     rule that decided) and why (why inconclusive); no rows where the study declares no claims.
     What `render` writes to claims.csv / claims.parquet. The rules are in `analysis.verdicts`."""
@@ -165,7 +166,7 @@ def render(path: str | Path, out: str | Path | None = None, fmt: str = "png") ->
     bl = blocks(r, figs, summary, found, table)
     rep = files.write_text(out / "report.md", to_markdown(bl))
     page = files.write_text(out / "report.html", to_html(bl, f"{r.manifest['study']}: {r.manifest.get('name')}"))
-    head = getattr(studies.analysis_module(r.manifest["study"]), "HEADLINE", None)
+    head = getattr(analysis_module(r.manifest), "HEADLINE", None)
     headline = next((f for f in figs if f[0] == head), figs[0] if figs else None)
     return {"figures": written, "report": rep, "html": page, "summary": tables, "claims_files": claim_files,
             "study": r.manifest["study"], "name": r.manifest.get("name", r.path.name), "trials": len(r.trials),

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from analysis import ResultsError, render_all
+from analysis.modules import AnalysisImportError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         a = p.parse_args(argv)
         done = render_all(a.runs, a.out, a.format)
-    except ResultsError as e:
+    except (ResultsError, AnalysisImportError) as e:
         print(f"python -m analysis: error: {e}", file=sys.stderr)
         return 2
     for run, w in done["runs"].items():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-import studies
+from analysis.modules import analysis_module
 from analysis.data import asha_rungs, not_diverged, summarize
 from analysis.style import config_text, fmt, is_acc
 
@@ -82,6 +82,6 @@ def seed_disagreement(trials: pd.DataFrame, manifest: dict, threshold: float = D
 
 def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list[str]:
     """The run's findings, most important first: its study's own, then those every run gets."""
-    module = studies.analysis_module(manifest.get("study", ""))
+    module = analysis_module(manifest)
     out = module.findings(trials, curves, manifest) if module and len(trials) else []
     return out + seed_disagreement(trials, manifest) + general(trials, manifest) + stopped_at_chance(trials, manifest)

@@ -2,17 +2,18 @@
 PNG): first the claims table (what the study expects to find, and whether this run reproduced it),
 then the command that reproduces the run, the findings, the best configurations, the results over
 seeds per scientific value, the figures and the manifest. Both are built from one list of blocks.
-The study's captions, reference and claims come from its analysis module (`studies.analysis_module`)."""
+The study's captions, reference and claims come from its analysis module (`analysis.modules`)."""
 
 from __future__ import annotations
 
 import html
+import shlex
 import json
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-import studies
+from analysis.modules import analysis_module
 from analysis.data import MIN_CI, interval, stat
 from analysis.style import CSS, SCI_KEYS, cell, config_text, fmt_sci, img, key
 from analysis.verdicts import INCONCLUSIVE, evaluate
@@ -31,14 +32,16 @@ Block = tuple  # (kind, ...): h1, h2, p, ul, table, code, fig
 def claims_table(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     """The run's claims table (`analysis.verdicts.evaluate` of its study's CLAIMS): claim, reference,
     value, verdict, rule, why; no rows for a study that declares no claims."""
-    module = studies.analysis_module(manifest.get("study", ""))
+    module = analysis_module(manifest)
     return evaluate(getattr(module, "CLAIMS", None) or [], trials, curves, manifest)
 
 
 def command(manifest: dict) -> str:
-    """The command that reproduces the run (the manifest's, else rebuilt from budget and name)."""
+    """The command that reproduces the run: the one that was run, flags included, from the folder it
+    was run in (both in the manifest); for an older manifest, rebuilt from budget and name."""
     if manifest.get("command"):
-        return manifest["command"]
+        cwd = manifest.get("cwd")
+        return f"cd {shlex.quote(cwd)} && {manifest['command']}" if cwd else manifest["command"]
     cmd = f"python -m studies.{manifest.get('study')}"
     if manifest.get("budget") and manifest["budget"] != "quick":
         cmd += f" --budget {manifest['budget']}"
@@ -78,7 +81,7 @@ def claims_blocks(table: pd.DataFrame, study: str) -> list[Block]:
     verdict and why where inconclusive), then one line per distinct rule that decided."""
     out: list[Block] = [("h2", "Claims")]
     if not len(table):
-        return out + [("p", f"This study declares no claims (CLAIMS in studies/{study}_analysis.py).")]
+        return out + [("p", "This study declares no claims (CLAIMS in its analysis module).")]
     verdict = [f"{v}: {why}" if why and v == INCONCLUSIVE else v for v, why in zip(table["verdict"], table["why"])]
     out.append(("table", pd.DataFrame({"claim": table["claim"], "reference": table["reference"],
                                        "this run": table["value"], "verdict": verdict}), "text"))
@@ -121,7 +124,7 @@ def blocks(r: Results, figures: list[tuple[str, str, bytes | None]], summary: pd
     """The report as blocks: (h1|h2|p|ul|table|code|fig, ...). `figures` holds (name, relative
     path, PNG bytes or None); `found`, the findings; `claims`, the claims table (computed when None)."""
     t, m = r.trials, r.manifest
-    module = studies.analysis_module(m.get("study", ""))
+    module = analysis_module(m)
     keys = [f"config.{k}" for k in [*m.get("scientific", []), *m.get("nuisance", [])] if f"config.{k}" in t]
     out: list[Block] = [("h1", f"{m.get('study')}: {m.get('name')}")]
     out += claims_blocks(claims_table(t, r.curves, m) if claims is None else claims, m.get("study", ""))
@@ -131,7 +134,7 @@ def blocks(r: Results, figures: list[tuple[str, str, bytes | None]], summary: pd
                   f"{m.get('metric')} ({m.get('mode', 'max')}), ASHA over {m.get('iterations')} iterations (grace "
                   f"{(m.get('asha') or {}).get('grace')}, reduction {(m.get('asha') or {}).get('reduction')}); "
                   f"seeds {m.get('seeds')}.")]
-    out += [("h2", "Reproduce"), ("code", f"{command(m)}\npython -m analysis {r.path}")]
+    out += [("h2", "Reproduce"), ("code", f"{command(m)}\npython -m analysis {shlex.quote(str(r.path))}")]
     if found:
         out += [("h2", "Findings"), ("ul", found)]
     if getattr(module, "REFERENCE", None):

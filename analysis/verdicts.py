@@ -97,6 +97,27 @@ def sample(trials: pd.DataFrame, label: str, metric: str, **where) -> Sample:
     return Sample(label, v[np.isfinite(v)], len(t) - len(e))
 
 
+def tuned(trials: pd.DataFrame, manifest: dict, label: str, metric: str, select: str = "metric.val_acc",
+          **where) -> Sample:
+    """`sample` at the tuned nuisance values: among the trials that match `where`, the nuisance setting
+    (`manifest["nuisance"]`) whose mean of `select` over the seeds that ran to the end is best (by the
+    study's mode), then `metric` over that setting's seeds. Select on validation, report on test:
+    `tuned(trials, manifest, "Adam", "metric.test_acc", optimizer="adam")`."""
+    t = trials
+    for k, v in where.items():
+        col = t[f"config.{k}"]
+        t = t[np.isclose(col.astype(float), float(v))] if isinstance(v, float) else t[col == v]
+    keys = [f"config.{k}" for k in manifest.get("nuisance", []) if f"config.{k}" in t]
+    e = ended(t)
+    if keys and len(e):
+        means = e.groupby(keys)[select].mean()
+        best = means.idxmin() if manifest.get("mode", "max") == "min" else means.idxmax()
+        best = best if isinstance(best, tuple) else (best,)
+        for k, v in zip(keys, best):
+            t = t[t[k] == v]
+    return sample(t, label, metric)
+
+
 def _too_few(*samples: Sample) -> str | None:
     short = [s for s in samples if len(s.values) < 2]
     if not short:

@@ -1,11 +1,19 @@
-"""Studies: each is two modules, its declaration `studies/NAME.py` (a `STUDY`, runnable as
-`python -m studies.NAME`) and its analysis `studies/NAME_analysis.py` (its headline figure, reference,
-captions, figures, findings and claims). `STUDIES` lists every NAME that has both halves, found by
-the file names alone (nothing is imported to list them); `analysis_module(NAME)` imports the second.
+"""Hyperparameter studies on Ray Tune: the catalogue, the engine that runs it, and the API a study of
+one's own is written in.
+
+- The catalogue: each study is two modules, its declaration `studies/NAME.py` (a `STUDY`, runnable
+  as `python -m studies.NAME`) and its analysis `studies/NAME_analysis.py` (its headline figure,
+  reference, captions, figures, findings and claims). `STUDIES` lists every NAME that has both
+  halves, found by the file names alone (nothing is imported to list them).
+- The engine, `studies.engine`: the study declaration, the task protocol, the training loop, the
+  command line, the searcher and scheduler, the tables and the Ray environment.
+- The public API, importable from here (`from studies import Study, Budget, cross, run, Task, ...`):
+  declarations, the task protocol and its default parts, the report helper of a study's own
+  trainable, and the claim rules. Names load on first use, so `import studies` stays light.
 
 The project root goes first on `sys.path` before anything imports `datasets`: the top-level
 name is also Hugging Face's package, and ours must win, here and in Ray's workers (which get
-the same order through `runner.runtime_env`).
+the same order through `studies.engine.cluster.runtime_env`).
 """
 
 import importlib
@@ -32,8 +40,28 @@ STUDIES = _discover(Path(__file__).resolve().parent)
 
 
 def analysis_module(name: str) -> ModuleType | None:
-    """The analysis module of study `name` (`studies.NAME_analysis`); None for a name that is not a
-    study in `STUDIES` (a run of such a study gets the figures and findings every run gets)."""
+    """The analysis module of catalogue study `name` (`studies.NAME_analysis`); None for a name that
+    is not in `STUDIES`."""
     if name not in STUDIES:
         return None
     return importlib.import_module(f"{__name__}.{name}_analysis")
+
+
+_API = {  # public name -> the module that defines it
+    **dict.fromkeys(("Study", "Budget", "cross", "BUDGETS"), "studies.engine.study"),
+    "run": "studies.engine.runner",
+    **dict.fromkeys(("Task", "Data", "epochs", "classify", "evaluate", "loss_fn", "resolve_task"),
+                    "studies.engine.task"),
+    **dict.fromkeys(("report_seeds", "seed_metrics", "mean_over_seeds"), "studies.engine.seeds"),
+    **dict.fromkeys(("Claim", "Verdict", "sample", "tuned", "greater", "not_below", "at_least", "every"),
+                    "analysis.verdicts"),
+}
+__all__ = ["STUDIES", "analysis_module", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'studies' has no attribute {name!r}")

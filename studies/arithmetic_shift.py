@@ -18,8 +18,7 @@ steps (an iteration is A's epoch of expressions). ASHA prunes lrs within a train
 
 from ray import tune
 
-from studies.runner import run
-from studies.study import Budget, Study, cross
+from studies import Budget, Study, cross, run
 
 STUDY = Study(
     name="arithmetic_shift",

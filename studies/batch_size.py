@@ -12,8 +12,7 @@ variance of the training loss within an iteration (how much a batch size makes t
     python -m studies.batch_size --budget full --gpus-per-trial 0.25
 """
 
-from studies.runner import run
-from studies.study import Budget, Study, cross
+from studies import Budget, Study, cross, run
 
 LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]  # log grid from the hand-run 1e-4, factor ~3
 

@@ -15,8 +15,7 @@ epoch. The objective is validation perplexity (lower is better); test perplexity
 
 from ray import tune
 
-from studies.runner import run
-from studies.study import Budget, Study, cross
+from studies import Budget, Study, cross, run
 
 CLIP = 0.25  # the max-norm of the hand-run setup (torch's word_language_model example)
 STUDY = Study(

@@ -9,8 +9,7 @@ another: every lr runs to the end.
     python -m studies.lr_scan --budget full --gpus-per-trial 0.5 # CIFAR-10, 100 epochs
 """
 
-from studies.runner import run
-from studies.study import Budget, Study, cross
+from studies import Budget, Study, cross, run
 
 STUDY = Study(
     name="lr_scan",

@@ -19,8 +19,7 @@ into 3,000 steps, and the LSTM at T=20 would cost as much CPU as every RNN trial
     python -m studies.lr_schedule --budget full --gpus-per-trial 0.25   # 10,000 steps, 5 seeds, both cells
 """
 
-from studies.runner import run
-from studies.study import Budget, Study, cross
+from studies import Budget, Study, cross, run
 
 SCHEDULES = ["none", "step"]
 CLIPS = [None, 1.0, 10.0]  # None: no clipping

@@ -17,8 +17,7 @@ quick budget keeps every architecture at a quarter of its width (`width`).
 
 from ray import tune
 
-from studies.runner import run
-from studies.study import Budget, Study, cross
+from studies import Budget, Study, cross, run
 
 BASELINE, WIDE, DEEP = (128, 64), (512, 64), (2048, 1024, 256, 128, 64)
 

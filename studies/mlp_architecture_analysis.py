@@ -97,15 +97,15 @@ def parameters(trials: pd.DataFrame, manifest: dict) -> pd.Series:
     meta device: no memory), for the dataset's image shape."""
     import torch
 
-    from studies.config import DEFAULTS
-    from studies.tasks import build_model
+    from studies.engine.config import full_config
+    from studies.engine.tasks import IMAGE, build_model
 
     classes = len(manifest.get("classes") or range(10))
     cache: dict = {}
 
     def one(r):
-        c = {**DEFAULTS, **{k: r[f"config.{k}"] for k in ("model", "hidden", "axis_hidden", "width")
-                            if f"config.{k}" in r and pd.notna(r[f"config.{k}"])}}
+        c = full_config({k: r[f"config.{k}"] for k in ("model", "hidden", "axis_hidden", "width")
+                         if f"config.{k}" in r and pd.notna(r[f"config.{k}"])}, IMAGE)
         shape = SHAPES.get(r.get("config.dataset"), SHAPES["cifar10"])
         size = r.get("config.image_size")
         if size is not None and pd.notna(size) and int(size) < shape[-1]:

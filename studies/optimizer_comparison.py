@@ -14,8 +14,7 @@ optimizer.
 
 from ray import tune
 
-from studies.runner import run
-from studies.study import Budget, Study, cross
+from studies import Budget, Study, cross, run
 
 STUDY = Study(
     name="optimizer_comparison",

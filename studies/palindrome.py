@@ -14,8 +14,7 @@ scientific values, so cells and lengths never cut each other: every configuratio
     python -m studies.palindrome --budget full --gpus-per-trial 0.25   # 10,000 steps, 5 seeds
 """
 
-from studies.runner import run
-from studies.study import Budget, Study, cross
+from studies import Budget, Study, cross, run
 
 STUDY = Study(
     name="palindrome",

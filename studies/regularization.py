@@ -9,8 +9,7 @@ trial only with trials of the same scientific values, and there is no nuisance s
     python -m studies.regularization --budget full --dataset cifar10
 """
 
-from studies.runner import run
-from studies.study import Budget, Study, cross
+from studies import Budget, Study, cross, run
 
 STUDY = Study(
     name="regularization",

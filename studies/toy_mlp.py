@@ -25,8 +25,7 @@ are too small for a GPU: on a machine with one, `--gpus-per-trial 0` runs them o
 
 from ray import tune
 
-from studies.runner import run
-from studies.study import Budget, Study, cross
+from studies import Budget, Study, cross, run
 
 DATASETS = ["moons", "circles", "iris", "blobs", "quantiles"]
 

@@ -3,8 +3,8 @@
 its own tuned lr; the decision boundaries; and what the hand-run fixed lr costs.
 
 The decision boundaries need trained weights, which the tables do not hold: the figure retrains the
-first seed of each drawn setting in the driver with the shared loop (`studies.train`: load_task,
-make_replica, train_block), on the CPU, deterministic, and each panel says whether the retrained model
+first seed of each drawn setting in the driver with the shared loop (`studies.engine.loop`: make_replicas,
+make_units, train_block), on the CPU, deterministic, and each panel says whether the retrained model
 has the trial's recorded test accuracy (a trial that ran on a GPU, in bf16, may differ slightly)."""
 
 from __future__ import annotations
@@ -144,21 +144,23 @@ def retrain(manifest: dict, dataset: str, impl: str, hidden: tuple, lr: float, s
     import torch
     from threadpoolctl import threadpool_limits
 
-    from studies.train import DEFAULTS, load_task, make_replica, train_block
+    import datasets
+    from studies.engine.config import full_config
+    from studies.engine.loop import make_replicas, make_units, train_block
+    from studies.engine.tasks import TOY
 
-    c = {**DEFAULTS, **(manifest.get("fixed") or {}), "dataset": dataset, "impl": impl, "hidden": hidden,
-         "lr": lr, "seeds": [seed]}
+    c = full_config({**(manifest.get("fixed") or {}), "dataset": dataset, "impl": impl, "hidden": hidden,
+                     "lr": lr, "seeds": [seed]}, TOY)
     cpu, threads = torch.device("cpu"), torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with threadpool_limits(1):
-            task = load_task(c, cpu)
-            r = make_replica(c, task, seed, cpu)
+            (unit,) = make_units(c, make_replicas(c, TOY, TOY.load(c, cpu), cpu), cpu)
             for _ in range(int(c["iterations"])):
-                train_block(r, c, task)
+                train_block(unit, c, TOY)
     finally:
         torch.set_num_threads(threads)
-    return r.model.eval(), task.toy[seed]
+    return unit.model.eval(), datasets.toy(dataset, seed)
 
 
 def _panel(ax, model, d, recorded: float, title: str) -> None:

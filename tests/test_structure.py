@@ -20,7 +20,7 @@ from analysis.verdicts import CONTRADICTED, INCONCLUSIVE, REPRODUCED, Claim, Ver
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 420
 # Each module of analysis/ imports only from lower layers: helpers are never borrowed sideways.
-LAYERS = {"style": 0, "data": 0, "files": 0, "verdicts": 1, "draw": 1, "plots": 2, "curves": 2, "findings": 3,
+LAYERS = {"modules": 0, "style": 0, "data": 0, "files": 0, "verdicts": 1, "draw": 1, "plots": 2, "curves": 2, "findings": 3,
           "report": 3, "index": 3, "__init__": 4, "__main__": 5}
 STUDY_LAYER = 2.5  # studies/NAME_analysis.py: above the plots, below findings and report
 

@@ -1,7 +1,8 @@
 """What is checked before Ray starts, so that bad input costs seconds and writes nothing: the run
 folder (local: created and removed again to try; a URI: reachable and writable), the cluster
 address, and the data (downloaded where allowed; the quick budgets' Fashion-MNIST falls back to
-digits). Each problem is a `UsageError`: one line, exit code 2."""
+digits), and the study's analysis module (imported, its claims tried on empty tables). Each problem
+is a `UsageError`: one line, exit code 2."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from studies.cluster import address_problem, uri_problem
+from studies.engine.cluster import address_problem, uri_problem
 
 if TYPE_CHECKING:
-    from studies.runner import Plan
-    from studies.study import Study
+    from studies.engine.plan import Plan
+    from studies.engine.study import Study
 
 
 class UsageError(Exception):
@@ -100,8 +101,10 @@ def prepare_data(p: Plan) -> str | None:
     """Make the plan's dataset loadable (downloading it where the network allows) before Ray starts.
     A dataset the user named must be there (else UsageError); the budget's Fashion-MNIST falls back
     to digits, which ship with scikit-learn: the plan is changed, and the notice to print returned."""
-    if "dataset" not in p.fixed:
-        return None
+    from studies.engine.tasks import BUILTIN
+
+    if "dataset" not in p.fixed or p.task is None or p.task is not BUILTIN.get(p.task.name):
+        return None  # a task of one's own loads its own data
     import datasets
 
     try:
@@ -113,6 +116,27 @@ def prepare_data(p: Plan) -> str | None:
         return (f"{e}. This run uses {FALLBACK[1]} instead; claims that need {FALLBACK[0]} are reported as "
                 "inconclusive")
     return None
+
+
+def check_analysis(p: Plan) -> None:
+    """Import the study's analysis module and try its claims on empty tables (the columns of a run,
+    no rows), so that a broken module fails before any trial trains, not after all of them."""
+    import time
+
+    from analysis.modules import AnalysisImportError
+    from analysis.report import claims_table
+    from studies.engine.results import empty_tables, manifest
+
+    m = manifest(p, time.time(), None)
+    if not m["analysis"]:
+        return
+    try:
+        claims_table(*empty_tables(p), m)
+    except AnalysisImportError as e:
+        raise UsageError(f"{e}; fix it, then run the same command again") from None
+    except Exception as e:  # a bug in the study's claims: NameError, TypeError, AttributeError, ...
+        raise UsageError(f"the claims of {m['analysis']['module']} fail on a run's (empty) tables: "
+                         f"{type(e).__name__}: {e}; fix them, then run the same command again") from None
 
 
 def parse_value(s: str) -> int | float | str:

@@ -1,10 +1,12 @@
 """What a study module declares: a `Study` (its grid of scientific hyperparameters, fixed config,
-nuisance search and metric) with one `Budget` per name in `BUDGETS`, and `cross` to write grids.
-Declarations only: no command line and no Ray here (see `studies.runner` to run one)."""
+nuisance search, metric, analysis module and, optionally, its own trainable) with one `Budget` per
+name in `BUDGETS`, and `cross` to write grids. Declarations only: no command line and no Ray here
+(see `studies.engine.runner` to run one)."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 BUDGETS = ("smoke", "quick", "full")
@@ -30,7 +32,9 @@ class Budget:
 
 @dataclass(frozen=True)
 class Study:
-    """A study as its module declares it: `python -m studies.NAME` runs it through `studies.runner.run`."""
+    """A study as its module declares it: `python -m studies.NAME` (or `python -m studies path/to/file.py`)
+    runs it through `studies.run`. The task is `fixed["task"]`: a built-in name, a `Task`, or an
+    importable `module:NAME`."""
 
     name: str
     doc: str
@@ -46,6 +50,13 @@ class Study:
     # scientific hyperparameters, so ASHA prunes nuisance samples of one scientific value and never
     # cuts a scientific value in favour of another; () for plain ASHA, where choosing the value is the question.
     asha_groups: tuple[str, ...] | None = None
+    # the module of HEADLINE, REFERENCE, CAPTIONS, figures, findings and CLAIMS, by importable name (the
+    # study's own module's __name__ where they sit beside the STUDY). None: studies.NAME_analysis for a
+    # catalogue study, else none (every run still gets the generic figures and findings)
+    analysis: str | None = None
+    # a Ray Tune function trainable of the study's own, `train(config)`, or its importable name (module:NAME):
+    # it trains every seed of config["seeds"] and reports with studies.report_seeds. None: the shared loop
+    trainable: Callable[[dict], None] | str | None = None
 
     def __post_init__(self):
         if self.asha_groups is None:

@@ -1,39 +1,21 @@
-"""Running a study from its command line: parse and check the flags into a `Plan` (nothing
-started yet), check the storage, then execute the plan on Ray Tune (grid x seeds, Optuna for
-nuisance hyperparameters, ASHA), which writes tables, figures and a report under
-`<storage>/<study>/<name>/`. The Tune settings (TuneConfig, RunConfig, the trainable with its
-resources) come from the plan. The study declarations live in `studies.study`, the Ray
-environment (runtime_env, ray.init arguments, cluster checks) in `studies.cluster`, the checks of
-storage, address and data that run before Ray starts in `studies.checks`."""
+"""A study resolved against its command line: the flags (`parser`), checked into a `Plan` that holds
+everything a run needs and starts nothing (`plan`). The Tune settings (TuneConfig, RunConfig, the
+trainable with its resources) come from the plan. Bad input is a `UsageError`: one line, exit code 2."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import re
-import shutil
-import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from studies.checks import (  # noqa: F401  (UsageError, FALLBACK: what callers import from here)
-    FALLBACK,
-    UsageError,
-    check_address,
-    check_storage,
-    prepare_data,
-    replace_axis,
-)
-from studies.cluster import (
-    cuda_available,
-    loopback_only,
-    ray_init_kwargs,
-    storage_problem,
-    unschedulable,
-)
-from studies.study import BUDGETS, Budget, Study
+from studies.engine.checks import UsageError, replace_axis
+from studies.engine.cluster import cuda_available
+from studies.engine.source import Source, command, source_of
+from studies.engine.study import BUDGETS, Budget, Study
+from studies.engine.task import Task, resolve_task
 
 if TYPE_CHECKING:
     from ray import tune
@@ -75,8 +57,15 @@ def _non_negative(s):
     return v
 
 
-def parser(study: Study) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"python -m studies.{study.name}", description=study.doc,
+def prog(study: Study, source: Source | None = None) -> str:
+    """How the command line names the study: `python -m studies.NAME`, or `python -m studies REF` for a
+    study of one's own."""
+    source = source or source_of(study)
+    return f"python -m studies {source.reference()}" if source.external else f"python -m {source.module}"
+
+
+def parser(study: Study, source: Source | None = None) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog(study, source), description=study.doc,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", choices=BUDGETS, default="quick",
                    help="smoke: seconds, for tests; quick (default): a miniature that runs offline on a "
@@ -132,10 +121,18 @@ class Plan:
     run_dir: str  # local path or URI
     cpus: float
     gpus: float
+    source: Source  # where the study's module lives
+    command: str  # the command that runs it again, flags included
+    task: Task | None = None  # what the shared loop trains on; None for a study with its own trainable
     # one worker process serves many trials (a new one costs ~3 s of torch and Tune imports), or a
     # new one per trial; None: reuse on this machine's Ray, not on a cluster (so that trials spread
     # over its nodes)
     reuse_actors: bool | None = None
+
+    @property
+    def prog(self) -> str:
+        """The study's command as its messages name it."""
+        return prog(self.study, self.source)
 
     @property
     def signature(self) -> dict:
@@ -160,12 +157,15 @@ class Plan:
         return f"{self.run_dir}/tune"
 
     def trainable(self) -> Any:
-        """The training function with the CPUs and GPUs of one trial."""
+        """The training function with the CPUs and GPUs of one trial: the study's own, or the shared loop
+        with the study's task."""
         from ray import tune
 
-        from studies.train import train
+        from studies.engine.loop import train
 
-        return tune.with_resources(train, {"cpu": self.cpus, "gpu": self.gpus})
+        fn = resolve_trainable(self.study.trainable) if self.study.trainable else tune.with_parameters(
+            train, task=self.task)
+        return tune.with_resources(fn, {"cpu": self.cpus, "gpu": self.gpus})
 
     def tune_config(self, search: Any, scheduler: Any) -> tune.TuneConfig:
         """Tune's settings for a new run: this search algorithm and scheduler, one sample per trial
@@ -184,13 +184,17 @@ class Plan:
         `execute` sends stdout (ray.log), and the compact view (`studies.progress.Progress`) to the terminal."""
         from ray import tune
 
-        from studies.progress import Progress
+        from studies.engine.progress import Progress
 
         view = Progress(self.study.name, self.study.scientific, list(self.study.search), self.study.metric,
                         self.study.mode, self.budget.iterations, self.n_trials, self.seeds)
         return tune.RunConfig(name="tune", storage_path=self.run_dir, verbose=1, callbacks=[view],
                               failure_config=tune.FailureConfig(max_failures=2),
                               checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
 
 
 def describe(domain) -> str:
@@ -203,9 +207,31 @@ def describe(domain) -> str:
     return repr(domain)
 
 
-def plan(study: Study, argv: list[str] | None = None) -> Plan:
-    """Parse and check the command line; raise UsageError on bad input. Starts nothing."""
-    args = parser(study).parse_args(argv)
+def resolve_trainable(ref: Any) -> Any:
+    """A study's own trainable, given as a function or as an importable `module:NAME`."""
+    if callable(ref):
+        return ref
+    module, _, attr = str(ref).rpartition(":")
+    try:
+        import importlib
+
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UsageError(f"trainable={ref!r}: cannot import it ({e}); give a function or module:NAME") from None
+    if not callable(fn):
+        raise UsageError(f"trainable={ref!r} is a {type(fn).__name__}, not a function train(config)")
+    return fn
+
+
+def plan(study: Study, argv: list[str] | None = None, source: Source | None = None, cmd: str | None = None) -> Plan:
+    """Parse and check the command line; raise UsageError on bad input. Starts nothing. `source` is
+    where the study's module lives (found among the imported modules where not given), `cmd` the
+    command that was run (rebuilt from `source` and `argv` where not given)."""
+    import sys
+
+    source = source or source_of(study)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser(study, source).parse_args(argv)
     b = study.budgets[args.budget]
     if args.num_samples is not None:
         if not study.search:
@@ -263,12 +289,22 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
     if trials * b.seeds > LARGE_RUNS and not args.yes:
         raise UsageError(f"{trials:,} trials x {b.seeds:,} seeds = {trials * b.seeds:,} seed runs, more than "
                          f"{LARGE_RUNS:,}: pass --yes if you mean it, or give fewer --seeds or --grid values")
-    from studies.train import check_config
+    task = None
+    if study.trainable is not None:
+        resolve_trainable(study.trainable)
+    else:
+        from studies.engine.config import check_config
 
-    for point in points:
-        problem = check_config({**fixed, **point})
-        if problem:
-            raise UsageError(f"{problem} ({study.name}); fix the value or the --grid flag")
+        try:
+            task = resolve_task(fixed.get("task", "image"))
+        except ValueError as e:
+            raise UsageError(f"{e} ({study.name})") from None
+        if "task" in fixed:  # the config and the tables hold its name; the trainable gets the Task itself
+            fixed["task"] = task.name
+        for point in points:
+            problem = check_config({**fixed, **point}, task)
+            if problem:
+                raise UsageError(f"{problem} ({study.name}); fix the value or the --grid flag")
     gpus = args.gpus_per_trial
     if gpus is None:
         gpus = 1.0 if (args.address is None and cuda_available()) else 0.0
@@ -283,130 +319,8 @@ def plan(study: Study, argv: list[str] | None = None) -> Plan:
                          "'.', '_' and '-'; at most 100)")
     run_dir = f"{storage.rstrip('/')}/{study.name}/{name}"
     seeds = list(range(args.first_seed, args.first_seed + b.seeds))
-    return Plan(study, args.budget, b, args, points, seeds, fixed, run_dir, args.cpus_per_trial, gpus)
+    cmd = cmd or command(source, argv)
+    return Plan(study, args.budget, b, args, points, seeds, fixed, run_dir, args.cpus_per_trial, gpus, source, cmd,
+                task)
 
 
-def _say(study: Study, kind: str, message: str, file=None) -> None:
-    """One line on stderr: 'python -m studies.NAME: error: ...' (a newline in a value shows as \\n)."""
-    message = message.replace("\r", "\\r").replace("\n", "\\n")
-    print(f"python -m studies.{study.name}: {kind}: {message}", file=file or sys.stderr)
-
-
-def _trial_dirname(trial) -> str:
-    return f"trial_{trial.trial_id}"
-
-
-def run(study: Study, argv: list[str] | None = None, **plan_fields: Any) -> int:
-    """`python -m studies.NAME`: plan, check, run on Ray Tune, write results. Returns the exit code.
-    `plan_fields` set fields of the Plan after the command line is read (e.g. reuse_actors=False)."""
-    try:
-        p = plan(study, argv)
-        if plan_fields:
-            p = replace(p, **plan_fields)
-        notice = prepare_data(p)
-        check_storage(p)
-        check_address(p)
-    except UsageError as e:
-        _say(study, "error", str(e))
-        return 2
-    if notice:
-        _say(study, "notice", notice)
-    return execute(p)
-
-
-def _header(p: Plan) -> str:
-    """What the terminal shows when the trials start: the study, where it runs, where things go."""
-    from studies.progress import seeds_text
-
-    where = "this machine's Ray" if p.args.address is None else f"the Ray cluster at {p.args.address}"
-    later = " (uploaded at the end)" if "://" in p.run_dir else ""
-    return (f"{p.study.name}, budget {p.budget_name}: {p.n_trials} trials, each trains {seeds_text(p.seeds)}, on "
-            f"{where}; results in {p.run_dir}\n  Ray's output: {p.log_path}{later}; curves: "
-            f"tensorboard --logdir {p.tune_dir}")
-
-
-def execute(p: Plan) -> int:
-    """Run a checked plan on Ray Tune (a new run, or the resumed one) and write its results.
-    Returns the exit code: 0, 1 if every trial failed, 2 if no trial could ever start.
-
-    The terminal gets the compact view (`studies.progress.Progress`) and the summary; everything Ray
-    and Tune print goes to `<run>/ray.log` (with --verbose: to both)."""
-    import tempfile
-
-    import ray
-    from ray import tune
-
-    from studies import results
-    from studies.progress import RunLog, drawing_on
-    from studies.search import GridSearch, GroupedASHA
-
-    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    started = time.time()
-    out, err = sys.stdout, sys.stderr
-    remote = "://" in p.run_dir
-    log = RunLog(echo=out, echo_err=err) if p.args.verbose else RunLog()
-    staging = Path(tempfile.mkdtemp(prefix="study-log-")) if remote else None  # the log of a URI run, uploaded
-    own_ray = not ray.is_initialized()
-    try:
-        with log.capturing(), drawing_on(None if p.args.verbose else out):
-            if own_ray:
-                if p.args.address is None:
-                    loopback_only()
-                ray.init(**ray_init_kwargs(p.args.address))
-            try:
-                problem = unschedulable(p.cpus, p.gpus, p.args.address, ray.cluster_resources())
-                if problem and p.args.address is None:
-                    _say(p.study, "error", problem, file=err)
-                    return 2
-                if problem:  # a cluster's autoscaler may still add the nodes: say so, and wait for them
-                    _say(p.study, "warning", f"{problem}; waiting for the autoscaler to add nodes", file=err)
-                if p.args.address is not None:  # every node of the cluster writes its trials under --storage
-                    problem = storage_problem(p.args.storage, ray.nodes())
-                    if problem:
-                        _say(p.study, "error", problem, file=err)
-                        return 2
-                if p.args.overwrite and not remote and Path(p.run_dir).exists():
-                    shutil.rmtree(p.run_dir)
-                results.write_manifest(p, started=started, finished=None)
-                log.attach(staging / "ray.log" if remote else p.log_path)
-                print(_header(p), file=out, flush=True)
-                exp = p.tune_dir
-                trainable = p.trainable()
-                if not remote and Path(exp).is_dir() and not list(Path(exp).glob("experiment_state-*.json")):
-                    shutil.rmtree(exp)  # killed before Tune saved any state: nothing to resume, start afresh
-                if tune.Tuner.can_restore(exp):
-                    print(f"  resuming {exp}", file=out, flush=True)
-                    tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True, resume_errored=True)
-                else:
-                    search = GridSearch(p.points, p.seeds, p.fixed, p.study.metric, p.study.mode,
-                                        p.study.search, p.budget.samples, p.study.search_first)
-                    asha = GroupedASHA(p.study.asha_groups, keep=p.study.search_first, time_attr="training_iteration",
-                                       max_t=p.budget.iterations, grace_period=p.budget.grace,
-                                       reduction_factor=p.budget.reduction)
-                    tuner = tune.Tuner(trainable, tune_config=p.tune_config(search, asha), run_config=p.run_config())
-                grid = tuner.fit()
-                trials, curves = results.tables(grid, p)
-            finally:
-                if own_ray:
-                    ray.shutdown()
-    except BaseException:
-        if log.path is not None:
-            _say(p.study, "error", f"the run stopped; Ray's and Tune's output up to here is in {p.log_path}"
-                 + (f" (here: {log.path})" if remote else ""), file=err)
-        raise
-    finally:
-        log.end()
-    if remote and log.path is not None:
-        results.upload(staging, p.run_dir)
-    if staging is not None:
-        shutil.rmtree(staging, ignore_errors=True)
-    paths = results.write(p, trials, curves, started=started)
-    configs = trials.drop_duplicates("trial")
-    print(f"\n{p.study.name}: {len(configs)} trials ({len(trials)} seed runs), {int(configs['stopped_early'].sum())} "
-          f"stopped early by ASHA, {int(trials['diverged'].sum())} seed runs diverged, {time.time() - started:.0f} s")
-    print(f"  {'log':8s} {p.log_path} (Ray's and Tune's output)")
-    print(f"  {'curves':8s} tensorboard --logdir {p.tune_dir}")
-    for label, path in paths.items():
-        print(f"  {label:8s} {path}")
-    return 0 if (trials["status"] != "error").any() else 1

@@ -22,7 +22,9 @@ import threading
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the project: studies/, models/, datasets/, analysis/
+PACKAGES = ("studies", "models", "datasets", "analysis")
+EXCLUDES = [".git", ".venv", "results", "data", ".gpu", "**/__pycache__", "*.parquet"]
 
 # Filesystem types (as in /proc/mounts) that several machines can mount: a folder on one of them
 # may be shared by all nodes of a cluster.
@@ -87,18 +89,25 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def runtime_env(address: str | None = None) -> dict:
-    """What Ray's workers need to import this project: its root first on the path, so that our
-    `datasets` wins over Hugging Face's; on a cluster the project itself travels as working_dir."""
+def runtime_env(address: str | None = None, source=None) -> dict:
+    """What Ray's workers need to import this project and the study's own module (`source`, a
+    `studies.engine.source.Source`): on this machine, both folders on the path, ours first, so that our
+    `datasets` wins over Hugging Face's. On a cluster the code travels: the project as working_dir; for
+    a study that lives elsewhere, the study's folder as working_dir and the project's packages as
+    py_modules (both go first on the workers' path)."""
     env = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
+    external = source is not None and source.external
     if address is None:
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        paths = [str(ROOT), *([source.root] if external else []), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env["PYTHONPATH"] = os.pathsep.join(paths)
         return {"env_vars": env}
     job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")  # set for `ray job submit` drivers
-    if (job.get("runtime_env") or {}).get("working_dir"):  # the job ships the project (Ray refuses a second one)
+    if (job.get("runtime_env") or {}).get("working_dir"):  # the job ships the code (Ray refuses a second one)
         return {"env_vars": env}
-    return {"working_dir": str(ROOT), "env_vars": env,
-            "excludes": [".git", ".venv", "results", "data", ".gpu", "**/__pycache__", "*.parquet"]}
+    if external:
+        return {"working_dir": source.root, "py_modules": [str(ROOT / p) for p in PACKAGES], "env_vars": env,
+                "excludes": EXCLUDES}
+    return {"working_dir": str(ROOT), "env_vars": env, "excludes": EXCLUDES}
 
 
 def loopback_only() -> None:
@@ -110,9 +119,9 @@ def loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false", "False")
 
 
-def ray_init_kwargs(address: str | None = None) -> dict:
+def ray_init_kwargs(address: str | None = None, source=None) -> dict:
     """`ray.init` arguments: start a local Ray without a dashboard, or join the cluster at `address`."""
-    kwargs = {"runtime_env": runtime_env(address), "log_to_driver": True, "logging_level": "WARNING"}
+    kwargs = {"runtime_env": runtime_env(address, source), "log_to_driver": True, "logging_level": "WARNING"}
     if address is None:
         kwargs["include_dashboard"] = False
     else:

@@ -7,8 +7,6 @@ import math
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -103,13 +101,17 @@ def tables(grid, p) -> tuple[pd.DataFrame, pd.DataFrame]:
     return trials.reset_index(drop=True), curves_df
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip() or None
-    except Exception:
-        return None
+def empty_tables(p) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tables with the columns a run of plan `p` writes, and no rows: what a study's claims are tried
+    on before Ray starts, so that a broken analysis module fails in seconds."""
+    varied = list(dict.fromkeys([*p.study.scientific, *p.study.search, "seed"]))
+    config = [f"config.{k}" for k in sorted({*p.fixed, *varied} - {"seeds"})]
+    metrics = [f"{kind}.{m}" for kind in ("metric", "best") for m in METRICS]
+    trials = pd.DataFrame(columns=["study", "trial_id", "trial", *config, "status", "stopped_early", "diverged",
+                                   "iterations", "step", "restarts", "wall_time_s", "node", *metrics])
+    curves = pd.DataFrame(columns=["study", "trial_id", "iteration", "step", "samples", "time_s", "lr_current",
+                                   *[f"metric.{m}" for m in METRICS], *[f"config.{k}" for k in varied]])
+    return trials, curves
 
 
 def _versions() -> dict:
@@ -135,9 +137,15 @@ def _hardware() -> dict:
 def manifest(p, started: float, finished: float | None) -> dict:
     """What `manifest.json` records of a run: the study's declaration as run (its scientific and
     nuisance keys, the nuisance values tried first, the fixed config, the budget), the dataset's class
-    names (what analysis names classes by), the command, versions, commit, hardware and times."""
+    names (what analysis names classes by), the study's module and its analysis module (what `python
+    -m analysis` imports again), the command as run and the folder it ran in, versions, the git state
+    of this project and of the study's repository (where it lives elsewhere), hardware and times."""
+    from studies.engine.source import PROJECT, analysis_spec, git_state
+
     from datasets import class_names  # ours: `studies` put the project root first on sys.path
 
+    ours = git_state(PROJECT)
+    theirs = git_state(p.source.root) if p.source.external else ours
     data = p.fixed.get("dataset") or p.fixed.get("task")
     try:
         classes = list(class_names(data)) if data else None
@@ -145,8 +153,9 @@ def manifest(p, started: float, finished: float | None) -> dict:
         classes = None
     return {
         "study": p.study.name, "name": Path(p.run_dir).name, "budget": p.budget_name,
-        "command": " ".join(["python", "-m", f"studies.{p.study.name}", *sys.argv[1:]])
-        if sys.argv and sys.argv[0].endswith(f"{p.study.name}.py") else None,
+        "command": p.command, "cwd": os.getcwd(),
+        "module": {"name": p.source.module, "root": p.source.root, "file": p.source.file},
+        "analysis": analysis_spec(p.study, p.source),
         "argv": vars(p.args),
         "metric": p.study.metric, "mode": p.study.mode,
         "scientific": p.study.scientific, "nuisance": list(p.study.search), "seeds": p.seeds,
@@ -154,7 +163,8 @@ def manifest(p, started: float, finished: float | None) -> dict:
         "fixed": {k: _value(v) for k, v in p.fixed.items()},
         "iterations": p.budget.iterations, "asha": {"grace": p.budget.grace, "reduction": p.budget.reduction},
         "signature": p.signature,
-        "versions": _versions(), "git_commit": _git_commit(), "hardware": _hardware(),
+        "versions": _versions(), "git_commit": (ours or {}).get("commit"), "git": {"studies": ours, "study": theirs},
+        "hardware": _hardware(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(finished)) if finished else None,
     }
@@ -162,14 +172,21 @@ def manifest(p, started: float, finished: float | None) -> dict:
 
 @contextmanager
 def _run_folder(p):
-    """The folder to write into: the run dir, or for a URI a staging folder uploaded after."""
+    """The folder to write into: the run dir, or for a URI a staging folder uploaded after (what was
+    written, even where a later step failed)."""
     remote = "://" in p.run_dir
     local = Path(tempfile.mkdtemp(prefix="study-")) if remote else Path(p.run_dir)
     local.mkdir(parents=True, exist_ok=True)
-    yield local
-    if remote:
-        upload(local, p.run_dir)
-        shutil.rmtree(local)
+    try:
+        yield local
+    finally:
+        if remote:
+            upload(local, p.run_dir)
+            shutil.rmtree(local)
+
+
+class RenderError(Exception):
+    """The tables are written, and the report's rendering failed: the study's analysis module raised."""
 
 
 def upload(local: Path, uri: str) -> None:
@@ -195,7 +212,10 @@ def write(p, trials: pd.DataFrame, curves: pd.DataFrame, started: float) -> dict
         files.write_text(local / "manifest.json", json.dumps(manifest(p, started, time.time()), indent=2, default=str))
         files.write_table(local / "trials", trials)
         files.write_table(local / "curves", curves)
-        written = analysis.render(local)
+        try:
+            written = analysis.render(local)
+        except Exception as e:  # anything the study's own figures, findings or claims raise
+            raise RenderError(f"{type(e).__name__}: {e}") from e
     base = p.run_dir
     return {"tables": f"{base}/trials.parquet, {base}/curves.parquet (and .csv)",
             "figures": f"{base}/figures/ ({len(written['figures'])} PNG)",

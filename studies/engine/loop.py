@@ -1,0 +1,305 @@
+"""The one training loop, shared by every study: a Ray Tune function trainable.
+
+`train(config)` trains every seed of one configuration (`config["seeds"]`) in one trial: each seed
+is a `Replica` with its own initialisation, data, data order and random streams. So ASHA and Optuna
+judge a configuration by the mean over its seeds and can never split them. What the trial trains on
+is its task (`studies.engine.task`: load, for_seed, model, batches, measure); the loop knows nothing
+else of it. What an optimizer steps is a `Unit`: one seed's model, or all seeds packed into one
+batched model (models.packed) where the model packs. `tune.report` goes once per iteration (an
+epoch, or a block of steps) in the form of `studies.engine.seeds`. A checkpoint (every replica's
+model and generator, each unit's optimizer and lr schedule, the counters and RNG states) goes with
+every `checkpoint_every`-th report and the last one, so ASHA pauses, crashes and restores resume
+where they left off. Runs on the GPU that Ray assigns (bf16 autocast, cudnn.benchmark, channels_last
+for convolutions) and on the CPU otherwise (fp32, or bf16 autocast with precision="bf16").
+
+The parts are module-level functions that the benchmarks import: `make_replicas`, `make_units`,
+`train_step`, `train_block`, `measure`, `save_state` / `load_state`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import tempfile
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+
+from models.packed import Packed, pack, packable
+from studies.engine.config import OPTIMIZERS, full_config
+from studies.engine.seeds import mean_over_seeds, seed_metrics  # noqa: F401 (imported from here too)
+from studies.engine.task import Data, Task, loss_fn, resolve_task
+
+
+def autocast_for(device: torch.device, precision: str):
+    """The autocast context of a trial: bf16 on a GPU unless precision="fp32", and on the CPU only
+    when asked (precision="bf16": worth it where the CPU has bf16 units, avx512_bf16 or AMX)."""
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+
+
+def device_for_trial() -> torch.device:
+    """The GPU Ray assigned to this trial, or the CPU."""
+    try:
+        import ray
+
+        gpus = ray.get_gpu_ids() if ray.is_initialized() else []
+    except Exception:
+        gpus = []
+    return torch.device("cuda") if gpus and torch.cuda.is_available() else torch.device("cpu")
+
+
+@dataclass
+class Replica:
+    """One seed of a configuration: its model, its data and the generator of its data order."""
+
+    seed: int
+    model: torch.nn.Module
+    gen: torch.Generator
+    data: Data
+    diverged_at: int | None = None  # the iteration whose loss was NaN or inf
+    step_loss_var: float = math.nan  # the last iteration's step-to-step variance of the training loss
+
+
+@dataclass
+class Unit:
+    """What one optimizer steps: one replica's model, or the replicas packed into one batched model
+    (`packed`: parameters with a leading seed axis; `sync` writes them into the replicas' models,
+    which evaluation and checkpoints read)."""
+
+    replicas: list[Replica]
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    packed: bool = False
+    sched: torch.optim.lr_scheduler.LRScheduler | None = None
+    params: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.params = list(self.model.parameters())
+
+    def sync(self) -> None:
+        if self.packed:
+            self.model.unpack_into([r.model for r in self.replicas])
+
+
+def has_conv(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def make_replicas(c: dict, task: Task, loaded, dev: torch.device) -> list[Replica]:
+    """One replica per seed of `c["seeds"]`: its data, then its model from `torch.manual_seed(seed)`."""
+    out = []
+    for seed in c["seeds"]:
+        data = task.for_seed(c, loaded, seed, dev)
+        torch.manual_seed(seed)  # the model's initialisation
+        model = task.model(c, data).to(dev)
+        if dev.type == "cuda" and has_conv(model):
+            model = model.to(memory_format=torch.channels_last)
+        out.append(Replica(seed, model, task.generator(c, seed, dev), data))
+    return out
+
+
+def packs(c: dict, model: torch.nn.Module, dev: torch.device) -> bool:
+    """Whether a trial packs its seeds: `pack="on"` wherever the model packs (models.packed.packable);
+    "auto" too, on a GPU (each small kernel launched once for K seeds instead of K times) and on the
+    CPU but for the fused LSTM, whose oneDNN kernel runs one seed faster than the grouped matmuls run
+    it (BENCHMARKS.md, packed trials). A model that does not pack (a user's own) trains seed by seed."""
+    if c["pack"] == "off" or len(c["seeds"]) < 2 or not packable(model):
+        return False
+    fused_lstm = isinstance(getattr(model, "rnn", None), torch.nn.LSTM)
+    return c["pack"] == "on" or dev.type == "cuda" or not fused_lstm
+
+
+def make_scheduler(opt: torch.optim.Optimizer, c: dict) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The lr schedule, stepped once per iteration (report block): StepLR multiplies the lr by
+    `lr_gamma` every `lr_step_size` iterations; cosine anneals it to 0 over `iterations`."""
+    if c["lr_schedule"] == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, c["lr_step_size"], c["lr_gamma"])
+    if c["lr_schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, c["iterations"])
+    return None
+
+
+def make_unit(c: dict, replicas: list[Replica], packed: bool) -> Unit:
+    model = pack([r.model for r in replicas]) if packed else replicas[0].model
+    opt = OPTIMIZERS[c["optimizer"]](model.parameters(), c)
+    return Unit(replicas, model, opt, packed, make_scheduler(opt, c))
+
+
+def make_units(c: dict, replicas: list[Replica], dev: torch.device) -> list[Unit]:
+    """All replicas as one packed unit where they pack (see `packs`), else one unit per replica."""
+    if packs(c, replicas[0].model, dev):
+        return [make_unit(c, replicas, True)]
+    return [make_unit(c, [r], False) for r in replicas]
+
+
+@torch.no_grad()
+def clip_per_seed(params: list[torch.Tensor], max_norm: float) -> None:
+    """`clip_grad_norm_` for each seed of packed parameters (leading seed axis) on its own."""
+    norms = sum(p.grad.flatten(1).pow(2).sum(1) for p in params).sqrt()
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # the formula of clip_grad_norm_
+    torch._foreach_mul_([p.grad for p in params], [coef.view(-1, *[1] * (p.dim() - 1)) for p in params])
+
+
+def train_step(model, opt, params, x, y, c, amp=nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on batch (x, y); returns the loss and logits, still on the device. A packed
+    model takes K seeds' batches stacked, (K, B, ...), and gives K losses: each seed's penalty and
+    clipping read its own parameters and gradient only."""
+    packed = isinstance(model, Packed)
+    with amp():
+        logits = model(x)
+    loss = loss_fn(logits, y, c, per_seed=packed)
+    objective = loss
+    if c["l2"]:
+        objective = loss + c["l2"] * sum(p.flatten(1).norm(dim=1) if packed else p.norm(2) for p in params)
+    opt.zero_grad(set_to_none=True)
+    objective.sum().backward()
+    if c["clip"]:
+        if packed:
+            clip_per_seed(params, c["clip"])
+        else:
+            torch.nn.utils.clip_grad_norm_(params, c["clip"])
+    opt.step()
+    return loss, logits
+
+
+def train_block(u: Unit, c: dict, task: Task, amp=nullcontext) -> tuple:
+    """One iteration of a unit: (mean training loss, training accuracy on its batches, steps); of a
+    packed unit, the same with a list of K losses and K accuracies, each seed on its own batches (drawn
+    from its own generator, stacked). Sums stay on the device: one host sync, at the end. Each
+    replica's `step_loss_var` is set to the step-to-step variance of its loss over the iteration: half the
+    mean squared difference of successive steps' losses, which leaves out the loss's slow trend."""
+    dev = u.replicas[0].gen.device
+    shape = (len(u.replicas),) if u.packed else ()
+    loss_sum, correct, seen, steps = torch.zeros(shape, device=dev), torch.zeros(shape, device=dev), 0, 0
+    jumps, prev = torch.zeros(shape, device=dev), None  # sum of squared step-to-step differences of the loss
+    channels_last = dev.type == "cuda" and has_conv(u.model)
+    for pairs in zip(*(task.batches(c, r.data, r.gen) for r in u.replicas)):
+        x, y = (torch.stack(t) for t in zip(*pairs)) if u.packed else pairs[0]
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss, logits = train_step(u.model, u.opt, u.params, x, y, c, amp)
+        loss_sum += loss.detach() * y.shape[-1]
+        correct += (logits.argmax(-1) == y).sum(-1)
+        seen += y.shape[-1]
+        steps += 1
+        if prev is not None:
+            jumps += (loss.detach() - prev) ** 2
+        prev = loss.detach()
+    var = jumps / (2 * (steps - 1)) if steps > 1 else torch.full(shape, math.nan, device=dev)
+    loss, acc, var = torch.stack([loss_sum / seen, correct / seen, var]).tolist()  # the one host sync
+    for one, v in zip(u.replicas, var if u.packed else [var]):
+        one.step_loss_var = v
+    return loss, acc, steps
+
+
+def measure(r: Replica, c: dict, task: Task, train_loss: float, batch_acc: float, amp=nullcontext) -> dict:
+    """One replica's metrics after an iteration: the task's (`Task.measure`), and the step-to-step
+    variance of the training loss (`train_loss_var`)."""
+    m = task.measure(r.model, c, r.data, train_loss, batch_acc, amp)
+    m.setdefault("train_loss_var", r.step_loss_var)
+    return m
+
+
+def fault_iteration(c: dict) -> int | None:
+    """Fault injection: the iteration at which this trial crashes (once), or None. Drawn from
+    the config (so a test can tell which trials crash), and always after a checkpoint, so the
+    retry resumes instead of starting over."""
+    first = c["checkpoint_every"] + 1
+    if not c["fault_rate"] or c["iterations"] < first:
+        return None
+    rng = random.Random(repr(sorted((k, v) for k, v in c.items() if k != "data_dir")))
+    return rng.randint(first, c["iterations"]) if rng.random() < c["fault_rate"] else None
+
+
+def save_state(path: str, units: list[Unit], **counters) -> None:
+    """Every replica's model and generator, every unit's optimizer and lr schedule, the counters, and
+    the global RNG states."""
+    for u in units:
+        u.sync()
+    replicas = [r for u in units for r in u.replicas]
+    torch.save({"replicas": [{"seed": r.seed, "model": r.model.state_dict(), "gen": r.gen.get_state(),
+                              "diverged_at": r.diverged_at} for r in replicas],
+                "units": [{"optimizer": u.opt.state_dict(), "sched": u.sched.state_dict() if u.sched else None}
+                          for u in units],
+                "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(), **counters},
+               os.path.join(path, "state.pt"))
+
+
+def load_state(path: str, units: list[Unit], dev: torch.device) -> dict:
+    """Restore what `save_state` wrote into `units`; returns the counters."""
+    state = torch.load(os.path.join(path, "state.pt"), map_location=dev, weights_only=False)
+    replicas = [r for u in units for r in u.replicas]
+    for r, s in zip(replicas, state.pop("replicas"), strict=True):
+        r.model.load_state_dict(s["model"])
+        r.gen.set_state(s["gen"].to(r.gen.get_state().device))
+        r.diverged_at = s["diverged_at"]
+    for u, s in zip(units, state.pop("units"), strict=True):
+        if u.packed:
+            u.model.load_from([r.model for r in u.replicas])
+        u.opt.load_state_dict(s["optimizer"])
+        if u.sched:
+            u.sched.load_state_dict(s["sched"])
+    torch.set_rng_state(state.pop("torch_rng"))
+    random.setstate(state.pop("py_rng"))
+    return state
+
+
+def train(config: dict, task: Task | None = None) -> None:
+    """Ray Tune trainable: see the module docstring. `task` (passed with `tune.with_parameters`) is
+    the study's task; None: the one `config["task"]` names."""
+    from ray import tune
+
+    task = task or resolve_task(config.get("task", "image"))
+    c = full_config(config, task)
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # one line per checkpoint
+    dev = device_for_trial()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or 1)
+    random.seed(c["seeds"][0])
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    amp = autocast_for(dev, c["precision"])
+    replicas = make_replicas(c, task, task.load(c, dev), dev)
+    units = make_units(c, replicas, dev)
+    iteration, step, restarts = 0, 0, 0
+    last: dict[int, dict] = {}
+
+    ckpt = tune.get_checkpoint()
+    if ckpt:  # resume after a crash, or in a restored study
+        with ckpt.as_directory() as d:
+            state = load_state(d, units, dev)
+        iteration, step, restarts, last = state["iteration"], state["step"], state["restarts"] + 1, state["last"]
+    crash_at = fault_iteration(c) if not ckpt else None
+
+    while iteration < c["iterations"]:
+        iteration += 1
+        steps = 0
+        lr = units[0].opt.param_groups[0]["lr"]  # this iteration's lr
+        for u in units:  # a packed unit trains all seeds at once (a diverged seed's NaNs stay in its own slice)
+            if any(r.diverged_at is None for r in u.replicas):
+                loss, acc, steps = train_block(u, c, task, amp)
+                u.sync()
+                for r, loss_r, acc_r in zip(u.replicas, *((loss, acc) if u.packed else ([loss], [acc]))):
+                    if r.diverged_at is None:
+                        last[r.seed] = measure(r, c, task, loss_r, acc_r, amp)
+                        if not math.isfinite(loss_r):
+                            r.diverged_at = iteration
+            if u.sched:  # every unit's schedule steps, a diverged seed's too (lr_current reads the first)
+                u.sched.step()
+        step += steps  # every live seed takes the same steps
+        if iteration == crash_at:  # after the work, before the report: as a real crash would
+            raise RuntimeError(f"injected fault at iteration {iteration} (fault_rate={c['fault_rate']})")
+        metrics = seed_metrics({r.seed: last[r.seed] for r in replicas}, {r.seed: r.diverged_at for r in replicas},
+                               step=step, samples=step * c["batch_size"], lr_current=lr, restarts=restarts)
+        if metrics["diverged"]:  # every seed diverged: stop at once; the study goes on
+            tune.report(metrics)
+            return
+        if iteration % c["checkpoint_every"] == 0 or iteration == c["iterations"]:
+            with tempfile.TemporaryDirectory() as d:
+                save_state(d, units, iteration=iteration, step=step, restarts=restarts, last=last)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            tune.report(metrics)
