@@ -112,7 +112,8 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
     from analysis.plots import hparam_axes
 
     module = analysis_module(manifest)
-    figs = dict(module.figures(trials, curves, manifest)) if module else {}
+    own = getattr(module, "figures", None)  # every part of an analysis module is optional
+    figs = dict(own(trials, curves, manifest)) if own else {}
     hue = getattr(module, "CURVE_HUE", None) or next(
         (k for k in manifest.get("scientific", []) if f"config.{k}" in trials), None)
     if callable(hue):  # a derived key: its values are computed from the trials

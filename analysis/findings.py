@@ -83,5 +83,6 @@ def seed_disagreement(trials: pd.DataFrame, manifest: dict, threshold: float = D
 def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list[str]:
     """The run's findings, most important first: its study's own, then those every run gets."""
     module = analysis_module(manifest)
-    out = module.findings(trials, curves, manifest) if module and len(trials) else []
+    own = getattr(module, "findings", None)  # every part of an analysis module is optional
+    out = own(trials, curves, manifest) if own and len(trials) else []
     return out + seed_disagreement(trials, manifest) + general(trials, manifest) + stopped_at_chance(trials, manifest)

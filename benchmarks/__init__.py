@@ -9,16 +9,16 @@ checkpoints and ASHA cost or save. Not part of the test suite; run them by hand:
 Each benchmark prints its tables and appends them, with a description of the machine, to
 BENCHMARKS.md at the repository root (see benchmarks/common.py).
 
-- `throughput`: samples/s of our training step (studies/train.py's own `make_replica` and
-  `train_block`, imported, not copied) against the loop of the hand-run reports, in the same
+- `throughput`: samples/s of our training step (studies/engine/loop.py's own `make_replicas`,
+  `make_unit` and `train_block`, imported, not copied) against the loop of the hand-run reports, in the same
   process, interleaved, at the same thread count.
 - `overhead`: a study's wall time against the sum of its trials' own compute.
 - `asha`: the same quick study as a full grid and with ASHA: compute used, and the best config;
   run for the studies with more than one configuration per ASHA group (optimizer_comparison).
-- `gpu`: CIFAR-10-shaped epoch time of the VGG CNN on CUDA, naive DataLoader path vs studies.train's
+- `gpu`: CIFAR-10-shaped epoch time of the VGG CNN on CUDA, naive DataLoader path vs studies.engine.loop's
   resident data, GPU augmentation and channels_last, bf16 autocast and (optionally) torch.compile.
 - `packed`: K configs of one MLP trained in one process with torch.func (vmap), vs K trainings
-  one after another as studies.train trains a trial's seeds.
+  one after another as studies.engine.loop trains a trial's seeds.
 - `validity` (run by name only, `python -m benchmarks validity [STUDY ...] [--repeats N]`): each
   study's default command N times with new seeds, and whether its claims held, into VALIDITY.md.
 """

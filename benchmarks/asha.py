@@ -2,7 +2,7 @@
 same seeds.
 
 ASHA compares a trial only with the trials of its group (`Study.asha_groups`: by default all the
-study's scientific keys), and a trial is one configuration with all its seeds (studies.train), so
+study's scientific keys), and a trial is one configuration with all its seeds (studies.engine.loop), so
 ASHA judges a configuration by its mean over seeds and keeps or stops its seeds together. It has
 something to stop only where a group holds more than one configuration: optimizer_comparison,
 whose Optuna lr samples compete within an optimizer. lr_scan, palindrome and regularization have
@@ -29,7 +29,7 @@ from types import SimpleNamespace
 import pandas as pd
 
 from benchmarks.study_runs import StudyRun, study_run
-from studies.study import Study
+from studies.engine.study import Study
 
 TARGET = 1 / 3
 TIE = 0.005  # val_acc; a pick whose grid mean is this close to the grid's best counts as the same
@@ -120,11 +120,11 @@ def compare(grid: StudyRun, asha: StudyRun) -> pd.DataFrame:
 
 def _curves(grid: StudyRun) -> list[SimpleNamespace]:
     """One learning curve per configuration of the grid, as its trial reported it: per iteration the
-    mean over seeds of the study's metric (studies.train.mean_over_seeds: a diverged seed counts with
+    mean over seeds of the study's metric (studies.engine.loop.mean_over_seeds: a diverged seed counts with
     accuracy 0), and the trial's time; with each seed's own curve. In the searcher's order: the grid
     run's trial start times where known, else round robin over the grid points (sample k of every
     point before sample k+1), the samples of a point in table order."""
-    from studies.train import mean_over_seeds
+    from studies.engine.loop import mean_over_seeds
 
     s, m = grid.study, grid.study.metric
     cols = _config_columns(grid.curves)
@@ -157,7 +157,7 @@ def replay(grid: StudyRun, grace: int, reduction: float, concurrency: int = 2) -
     reports it, started in the searcher's order, `concurrency` at a time, each iteration lasting
     what it lasted in the grid. Returns one row per seed, as the ASHA run would have left it:
     `iterations` and `best.val_acc` up to where its configuration stopped (or the seed diverged)."""
-    from studies.search import GroupedASHA
+    from studies.engine.search import GroupedASHA
 
     s = grid.study
     b = s.budgets[grid.budget]

@@ -35,10 +35,10 @@ def cpu_model() -> str:
 
 def machine() -> dict:
     """The machine and software a figure was measured on; the package versions as a study's
-    manifest records them (studies.results)."""
+    manifest records them (studies.engine.results)."""
     import torch
 
-    from studies.results import _versions
+    from studies.engine.results import _versions
 
     flags = ""
     try:

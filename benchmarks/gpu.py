@@ -4,12 +4,12 @@ batch 128, Adam), step by step from the hand-run path to ours:
 1. naive: torchvision-style Dataset (uint8 -> PIL -> RandomCrop, flip, ToTensor, Normalize) in a
    DataLoader with 2 workers, batches copied to the GPU, fp32, softmax + CrossEntropyLoss,
    loss.item() every step;
-2. resident: studies.train's own loop (`make_replica`, `train_block`, through
+2. resident: studies.engine.loop's own loop (`make_replicas`, `make_unit`, `train_block`, through
    `benchmarks.throughput.cnn_fast`) at precision fp32: the whole training set in GPU memory,
    batches sliced from a randperm and augmented on the GPU (datasets.augment), the CNN and its
    inputs channels_last (as the trainable always runs it on CUDA: no separate step for it),
    cross_entropy on logits, one sync per epoch;
-3. + bf16 autocast (= studies.train on CUDA, with cudnn.benchmark);
+3. + bf16 autocast (= studies.engine.loop on CUDA, with cudnn.benchmark);
 4. + torch.compile of the replica's model (with --compile: compiling takes a minute or more).
 
 Each variant trains `steps` steps after a warm-up; the epoch time is 45,000 / samples per
@@ -88,7 +88,7 @@ def packing(budget: str = "quick") -> pd.DataFrame:
 
 
 def variants(compile: bool = False) -> list[tuple[str, dict]]:
-    v = [("resident fp32 (channels_last on CUDA)", {}), ("+ bf16 autocast (studies.train)", {"bf16": True})]
+    v = [("resident fp32 (channels_last on CUDA)", {}), ("+ bf16 autocast (studies.engine.loop)", {"bf16": True})]
     if compile:
         v.append(("+ torch.compile", {"bf16": True, "compile": True}))
     return v
@@ -127,7 +127,7 @@ def run(quick: bool = False, compile: bool = False):
     df = epochs("cuda", steps=steps, compile=compile)
     packed = packing("smoke" if quick else "quick")
     speedup = df["speed-up"].iloc[-1]
-    notes = [f"target: studies.train's path >= 20x the naive DataLoader path: x{speedup:.1f} "
+    notes = [f"target: studies.engine.loop's path >= 20x the naive DataLoader path: x{speedup:.1f} "
              f"({'met' if speedup >= 20 else 'NOT met'}).",
              f"{torch.cuda.get_device_name(0)}; {N_TRAIN} CIFAR-shaped images, batch {BATCH}; "
              + ("50 timed steps per variant, epoch time extrapolated" if quick else "one whole epoch per variant")

@@ -12,9 +12,9 @@ per slot serves trial after trial); `palindrome` again with `reuse_actors=False`
 worker process per trial, Tune's default and the runner's on a cluster), and `lr_scan` again
 with a checkpoint only at the end (`checkpoint_every` = iterations: the knob for the CNN's
 ~110 MB checkpoints). A table of per-report costs (training, held-out evaluation, checkpoint),
-measured in this process with studies.train's own parts (`make_replica`, `train_block`, `measure`,
-`save_state`: a trial's every seed, as one trial now trains them all), shows where a trial's own
-time goes.
+measured in this process with the loop's own parts (`studies.engine.loop`: `make_replicas`,
+`make_units`, `train_block`, `measure`, `save_state`: a trial's every seed, as one trial trains them
+all), shows where a trial's own time goes.
 """
 
 from __future__ import annotations
@@ -29,25 +29,27 @@ import torch
 
 import datasets
 from benchmarks.study_runs import study_run
+from studies.engine.config import full_config
+from studies.engine.loop import Unit, autocast_for, make_replicas, make_units, measure, save_state, train_block
+from studies.engine.runner import FALLBACK
+from studies.engine.study import Study
+from studies.engine.task import resolve_task
 from studies.lr_scan import STUDY as LR_SCAN
 from studies.palindrome import STUDY as PALINDROME
-from studies.runner import FALLBACK
-from studies.study import Study
-from studies.train import DEFAULTS, Replica, autocast_for, load_task, make_replica, measure, save_state, train_block
 
 TARGET = 0.10  # the most overhead, as a share of wall x concurrency, at the quick budgets
 CPU = torch.device("cpu")
 
 
-def _checkpoint_seconds(replicas: list[Replica], **counters) -> tuple[float, float]:
-    """Seconds to save a trial's checkpoint with studies.train's `save_state` (every replica's model,
-    optimizer and generator, the counters, the RNG states), plus the copy Ray makes into the
-    storage folder; and its size in MB."""
+def _checkpoint_seconds(units: list[Unit], **counters) -> tuple[float, float]:
+    """Seconds to save a trial's checkpoint with the loop's `save_state` (every replica's model and
+    generator, every unit's optimizer and lr schedule, the counters, the RNG states), plus the copy Ray
+    makes into the storage folder; and its size in MB."""
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
         src = os.path.join(d, "ckpt")
         os.makedirs(src)
-        save_state(src, replicas, **counters)
+        save_state(src, units, **counters)
         shutil.copytree(src, os.path.join(d, "persisted"))
         dt = time.perf_counter() - t
         return dt, os.path.getsize(os.path.join(src, "state.pt")) / 1e6
@@ -57,28 +59,36 @@ def trial_config(study: Study, budget: str, point: dict | None = None) -> dict:
     """A trial's config in `study` at `budget`: defaults, the study's and the budget's fixed keys, a grid
     point, and the budget's seeds; the budget's Fashion-MNIST falls back to digits as the runner's does."""
     b = study.budgets[budget]
-    c = {**DEFAULTS, **study.fixed, **b.fixed, **(point or {}), "seeds": list(range(b.seeds))}
+    c = full_config({**study.fixed, **b.fixed, **(point or {}), "seeds": list(range(b.seeds))})
     if c["task"] == "image" and c["dataset"] == FALLBACK[0] and not datasets.available(c["dataset"], c["data_dir"]):
         c["dataset"] = FALLBACK[1]
     return c
 
 
 def report_cost(c: dict, warmup: dict) -> dict:
-    """Seconds of one report of a trial of config `c`, as studies.train.train makes one: every seed's
-    training block, every seed's evaluation (`measure`), and the checkpoint of all seeds. `warmup`:
-    config keys of a first, untimed block (e.g. fewer steps)."""
+    """Seconds of one report of a trial of config `c`, as `studies.engine.loop.train` makes one: every
+    unit's training block (the seeds packed where they pack, else one after another), every seed's
+    evaluation (`measure`), and the checkpoint of all seeds. `warmup`: config keys of a first, untimed
+    block (e.g. fewer steps)."""
     amp = autocast_for(CPU, c["precision"])
-    task = load_task(c, CPU)
-    replicas = [make_replica(c, task, seed, CPU) for seed in c["seeds"]]
-    for r in replicas:
-        train_block(r, {**c, **warmup}, task, amp)
+    task = resolve_task(c["task"])
+    replicas = make_replicas(c, task, task.load(c, CPU), CPU)
+    units = make_units(c, replicas, CPU)
+    for u in units:
+        train_block(u, {**c, **warmup}, task, amp)
     t = time.perf_counter()
-    blocks = [train_block(r, c, task, amp) for r in replicas]
+    blocks = []
+    for u in units:
+        blocks.append(train_block(u, c, task, amp))
+        u.sync()
     train_s = time.perf_counter() - t
     t = time.perf_counter()
-    last = {r.seed: measure(r, c, task, loss, acc, amp) for r, (loss, acc, _) in zip(replicas, blocks)}
+    last = {}
+    for u, (loss, acc, _) in zip(units, blocks):
+        for r, loss_r, acc_r in zip(u.replicas, *((loss, acc) if u.packed else ([loss], [acc]))):
+            last[r.seed] = measure(r, c, task, loss_r, acc_r, amp)
     eval_s = time.perf_counter() - t
-    ckpt_s, mb = _checkpoint_seconds(replicas, iteration=2, step=2 * blocks[0][2], restarts=0, last=last)
+    ckpt_s, mb = _checkpoint_seconds(units, iteration=2, step=2 * blocks[0][2], restarts=0, last=last)
     return {"seeds": len(replicas), "train s": train_s, "eval s": eval_s, "checkpoint s": ckpt_s,
             "checkpoint MB": mb, "checkpoint_every": c["checkpoint_every"]}
 

@@ -1,8 +1,8 @@
 """Packed trials: all seeds of a configuration as one batched model (`models.packed`, a trial's
 `--pack on`) against one model per seed (`--pack off`: the replicas trained in turn).
 
-1. Throughput of the trainable's own step (`studies.train.train_block` of a `Pack`, or of each
-   `Replica` in turn) for the palindrome cells (RNN, LSTM, GRU, hidden 128, batch 128) at T=5 and
+1. Throughput of the trainable's own step (`studies.engine.loop.train_block` of one packed `Unit`,
+   or of each replica's own unit in turn) for the palindrome cells (RNN, LSTM, GRU, hidden 128, batch 128) at T=5 and
    T=20 and the regularization study's MLPs at its quick shape (784 inputs, Fashion-MNIST-shaped
    random images: the deep MLP 512-256-128-64-32 and the baseline 128-64), at K = 1, 2, 3, 5, 8
    seeds, interleaved round by round with the fp32 matmul peak measured beside them. samples/s
@@ -30,8 +30,11 @@ from benchmarks.throughput import (
     palindrome_config,
     train_flops,
 )
+from studies.engine.config import full_config
+from studies.engine.loop import autocast_for, make_replicas, make_unit, train_block
+from studies.engine.task import Data, Task, resolve_task
+from studies.engine.tasks import IMAGE
 from studies.regularization import STUDY as REGULARIZATION
-from studies.train import DEFAULTS, Task, autocast_for, load_task, make_pack, make_replica, train_block
 
 CPU = torch.device("cpu")
 KS = (1, 2, 3, 5, 8)
@@ -39,22 +42,25 @@ MLPS = {"MLP 784-512-256-128-64-32-10": REGULARIZATION.fixed["hidden"], "MLP 784
 
 
 def mlp_config(hidden: tuple[int, ...]) -> dict:
-    return {**DEFAULTS, **REGULARIZATION.fixed, "hidden": hidden, "batch_size": BATCH}
+    return full_config({**REGULARIZATION.fixed, "hidden": hidden, "batch_size": BATCH})
 
 
-def fashion_shaped(steps: int, dev: torch.device, seed: int = 0) -> Task:
-    """`steps` batches of random 1x28x28 images (normalised), 10 classes: an epoch of `steps` steps."""
+def fashion_shaped(steps: int, dev: torch.device, seed: int = 0) -> Data:
+    """`steps` batches of random 1x28x28 images (normalised), 10 classes: an epoch of `steps` steps; the
+    data as the image task's `load` gives it, on `dev`."""
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(steps * BATCH, 1, 28, 28, generator=g), torch.randint(0, 10, (steps * BATCH,), generator=g)
-    data = datasets.ImageData(x, y, x[:BATCH], y[:BATCH], x[:BATCH], y[:BATCH], tuple(map(str, range(10))))
-    return Task(data.shape, data.classes, data.to(dev))
+    data = datasets.ImageData(x, y, x[:BATCH], y[:BATCH], x[:BATCH], y[:BATCH], tuple(map(str, range(10)))).to(dev)
+    return Data((data.train_x, data.train_y), (data.val_x, data.val_y), (data.test_x, data.test_y), data.classes)
 
 
-def speeds(c: dict, task: Task, K: int, steps: int, dev: torch.device) -> dict:
-    """{"packed": fn, "one by one": fn}: each trains K seeds for `steps` steps and returns a Speed."""
+def speeds(c: dict, loaded, K: int, steps: int, dev: torch.device, task: Task | None = None) -> dict:
+    """{"packed": fn, "one by one": fn}: each trains K seeds for `steps` steps of `task` (default: the one
+    `c` names) on what its `load` gave (`loaded`), and returns a Speed."""
+    task = task or resolve_task(c["task"])
     c = {**c, "seeds": list(range(K)), "steps_per_report": steps}
-    replicas = [make_replica(c, task, s, dev) for s in range(K)]
-    pack = make_pack(c, [make_replica(c, task, s, dev) for s in range(K)])
+    alone = [make_unit(c, [r], False) for r in make_replicas(c, task, loaded, dev)]  # what --pack off steps
+    pack = make_unit(c, make_replicas(c, task, loaded, dev), True)
     amp = autocast_for(dev, "auto")
 
     def timed(units):
@@ -66,28 +72,29 @@ def speeds(c: dict, task: Task, K: int, steps: int, dev: torch.device) -> dict:
         fn()  # warm-up
         return fn
 
-    return {"packed": timed([pack]), "one by one": timed(replicas)}
+    return {"packed": timed([pack]), "one by one": timed(alone)}
 
 
 def throughput(quick: bool, threads: int, dev: torch.device = CPU) -> tuple[pd.DataFrame, list[float]]:
     torch.set_num_threads(threads)
     rounds, steps = (1, 4) if quick else (3, 12) if dev.type == "cpu" else (1, 30)
     ks = (1, 5) if quick or dev.type == "cuda" else KS  # on a GPU the study runs below are the measure
-    cases = []  # (model, T, config, task, flops per sample)
+    cases = []  # (model, T, config, what the task's load gave, flops per sample)
     for T in (5, 20):
         for cell in ("rnn", "lstm", "gru"):
             c = palindrome_config(cell, T)
-            cases.append((cell.upper(), T, c, load_task(c, dev), flops_per_sample("palindrome", cell, T)))
-    task = fashion_shaped(steps, dev)
+            cases.append((cell.upper(), T, c, resolve_task(c["task"]).load(c, dev),
+                          flops_per_sample("palindrome", cell, T)))
+    data = fashion_shaped(steps, dev)
     for name, hidden in MLPS.items():
         c = mlp_config(hidden)
-        model = make_replica({**c, "seeds": [0]}, task, 0, CPU).model
-        x, y = task.images.train_x[:BATCH].cpu(), task.images.train_y[:BATCH].cpu()
-        cases.append((name, None, c, task, train_flops(model, x, y) / BATCH))
+        model = make_replicas({**c, "seeds": [0]}, IMAGE, data, CPU)[0].model
+        x, y = data.train[0][:BATCH].cpu(), data.train[1][:BATCH].cpu()
+        cases.append((name, None, c, data, train_flops(model, x, y) / BATCH))
     rows, peaks = [], []
-    for model, T, c, task, flops in cases:
+    for model, T, c, loaded, flops in cases:
         for K in ks:
-            fns = {**speeds(c, task, K, steps, dev), "peak": lambda: matmul_peak(seconds=0.3, device=dev)}
+            fns = {**speeds(c, loaded, K, steps, dev), "peak": lambda: matmul_peak(seconds=0.3, device=dev)}
             t = interleave(fns, rounds)
             peaks += t["peak"]
             med = {k: statistics.median(s.samples_per_s for s in t[k]) for k in ("packed", "one by one")}
@@ -130,6 +137,6 @@ def run(quick: bool = False, threads: int = 1, studies: bool = True):
                        wall_times(quick, ("palindrome",) if on_gpu else ("palindrome", "regularization"), on_gpu)))
     notes = [f"torch threads {threads}; fp32 matmul peak {min(peaks):.0f} .. {max(peaks):.0f} GFLOP/s, measured in "
              "every round beside the others; medians over rounds. 'one by one' is what a trial with --pack off "
-             "does (each seed's replica in turn, torch's fused RNN/LSTM/GRU kernels); 'packed' is one Pack "
+             "does (each seed's replica in turn, torch's fused RNN/LSTM/GRU kernels); 'packed' is one packed Unit "
              "(models.packed: grouped matmuls over the seed axis) on the same batches."]
     return tables, notes

@@ -3,7 +3,7 @@ process: `python -m benchmarks overhead asha` shares the ASHA runs between the t
 
 A run is the study's own command (`studies.<name>.main`), with `--storage` a temporary folder
 and `--name` the arm; the `grid` arm is the same Study with the budget's ASHA grace set to its
-iterations (no rung before the end: no early stopping), run through `studies.runner.run`, as is a
+iterations (no rung before the end: no early stopping), run through `studies.engine.runner.run`, as is a
 run that sets fields of the runner's Plan (e.g. reuse_actors=False).
 
 The tables have one row per seed (`trial_id` = `<Tune trial>-<seed>`, column `trial` = the Tune
@@ -27,8 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 import analysis
-from studies import runner
-from studies.study import Study
+from studies.engine import runner
+from studies.engine.study import Study
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """Trainable throughput (samples/s): our training step against the loop of the hand-run reports.
 
-Ours is the training loop of `studies.train.train` itself, not a copy: a replica made by its
-`make_replica` from the study's trial config, trained by its `train_block` (its `batches` and
-`train_step`): palindromes generated vectorised by `datasets.palindromes`, fused torch.nn cells,
-logits straight into cross_entropy, loss and accuracy summed on the device with one host sync per
-block; images resident in memory as one tensor, batches sliced from a `randperm`, flips and shifts
-by `datasets.augment`. A block of n steps is a palindrome report block of n steps, or an epoch
-over n batches' worth of the resident images.
+Ours is the training loop of `studies.engine.loop.train` itself, not a copy: a replica made by its
+`make_replicas` from the study's trial config, stepped as a unit of its `make_unit` by its
+`train_block` (the task's `batches`, the loop's `train_step`): palindromes generated vectorised by
+`datasets.palindromes`, fused torch.nn cells, logits straight into cross_entropy, loss and accuracy
+summed on the device with one host sync per block; images resident in memory as one tensor, batches
+sliced from a `randperm`, flips and shifts by `datasets.augment`. A block of n steps is a palindrome
+report block of n steps, or an epoch over n batches' worth of the resident images.
 
 Naive is how the hand-run course reports wrote it: a torch `Dataset` that makes each sample
 with numpy (palindromes) or turns a uint8 array into a PIL image and runs torchvision's
@@ -25,7 +25,7 @@ a ratio of 3 needs the naive side below a third of what ours reaches. `ours+bf16
 under CPU bf16 autocast: the trainable's `precision="bf16"` (`--precision bf16`), off by default
 on the CPU.
 
-`trainable` runs the real `studies.train.train` outside Ray (with a stand-in for `ray.tune`)
+`trainable` runs the real `studies.engine.loop.train` outside Ray (with a stand-in for `ray.tune`)
 for two report blocks, and times the second: training plus what a report costs (held-out
 evaluation, the last checkpoint): what a report adds to `ours`, which is the same train_block.
 """
@@ -46,11 +46,14 @@ import torch
 from torch import nn
 
 import datasets
-import studies.train as train_mod
 from models import CELLS, VGG, RecurrentClassifier
+from studies.engine import loop as train_mod
+from studies.engine.config import full_config
+from studies.engine.loop import Unit, autocast_for, make_replicas, make_unit, train_block
+from studies.engine.task import Data, Task, resolve_task
+from studies.engine.tasks import IMAGE, build_model
 from studies.lr_scan import STUDY as LR_SCAN
 from studies.palindrome import STUDY as PALINDROME
-from studies.train import DEFAULTS, Replica, Task, autocast_for, build_model, load_task, make_replica, train_block
 
 BATCH = 128
 CPU = torch.device("cpu")
@@ -79,27 +82,28 @@ def _timed_blocks(block, warmup: int, steps: int) -> Speed:
     return Speed(steps * BATCH / dt, loss, dt, steps * BATCH)
 
 
-# ---- ours: studies.train's own loop -----------------------------------------------------------
+# ---- ours: studies.engine.loop's own loop -------------------------------------------------------
 
-def first_images(task: Task, n: int) -> Task:
-    """The task with its first `n` training images only (a view: no copy), so that an epoch of
-    `studies.train.train_block` is n // batch_size steps."""
-    d = task.images
-    if len(d.train_x) < n:
-        raise ValueError(f"{n} training images asked for, the task holds {len(d.train_x)}")
-    return replace(task, images=replace(d, train_x=d.train_x[:n], train_y=d.train_y[:n]))
+def first_images(d: Data, n: int) -> Data:
+    """The data with its first `n` training images only (a view: no copy), so that an epoch of
+    `studies.engine.loop.train_block` is n // batch_size steps."""
+    x, y = d.train
+    if len(x) < n:
+        raise ValueError(f"{n} training images asked for, the data holds {len(x)}")
+    return replace(d, train=(x[:n], y[:n]))
 
 
-def our_block(r: Replica, c: dict, task: Task, amp=nullcontext):
-    """block(n) for `_timed_blocks`: n steps of replica `r` by `studies.train.train_block`, which
-    returns the mean loss (one host sync): a palindrome report block of n steps, or an epoch over the
-    first n batches' worth of the task's images."""
+def our_block(u: Unit, c: dict, task: Task, amp=nullcontext):
+    """block(n) for `_timed_blocks`: n steps of unit `u` by `studies.engine.loop.train_block`, which
+    returns the mean loss (one host sync): a palindrome report block of n steps (data generated
+    afresh: no training set), or an epoch over the first n batches' worth of the images."""
 
     def block(n: int) -> float:
-        if task.images is None:
-            loss, _, steps = train_block(r, {**c, "steps_per_report": n}, task, amp)
+        if u.replicas[0].data.train is None:
+            loss, _, steps = train_block(u, {**c, "steps_per_report": n}, task, amp)
         else:
-            loss, _, steps = train_block(r, c, first_images(task, n * c["batch_size"]), amp)
+            first = replace(task, batches=lambda c, d, gen: task.batches(c, first_images(d, n * c["batch_size"]), gen))
+            loss, _, steps = train_block(u, c, first, amp)
         assert steps == n, (steps, n)
         return loss
 
@@ -110,19 +114,20 @@ def palindrome_config(cell: str, seq_len: int, seed: int = 0) -> dict:
     """The palindrome study's trial config for one (cell, T): the grid's first point of the cell (the
     corrected setup) at length T, with one seed."""
     point = next(p for p in PALINDROME.grid if p["cell"] == cell)
-    return {**DEFAULTS, **PALINDROME.fixed, **point, "seq_len": seq_len, "batch_size": BATCH, "seeds": [seed]}
+    return full_config({**PALINDROME.fixed, **point, "seq_len": seq_len, "batch_size": BATCH, "seeds": [seed]})
 
 
 def palindrome_fast(cell: str, seq_len: int, steps: int, warmup: int = 5, seed: int = 0, bf16: bool = False,
                     fused_adam: bool = True) -> Speed:
     """Our step; `fused_adam=False`: with torch.optim.Adam's default (per-parameter) update instead."""
     c = palindrome_config(cell, seq_len, seed)
-    task = load_task(c, CPU)
-    r = make_replica(c, task, seed, CPU)
+    task = resolve_task(c["task"])
+    [r] = make_replicas(c, task, task.load(c, CPU), CPU)
+    u = make_unit(c, [r], False)
     if not fused_adam:
-        r.opt = torch.optim.Adam(r.model.parameters(), lr=c["lr"])
+        u.opt = torch.optim.Adam(u.model.parameters(), lr=c["lr"])
     amp = autocast_for(CPU, "bf16" if bf16 else "fp32")
-    return _timed_blocks(our_block(r, c, task, amp), warmup, steps)
+    return _timed_blocks(our_block(u, c, task, amp), warmup, steps)
 
 
 # ---- naive: the hand-run reports' loop ----------------------------------------------------------
@@ -210,34 +215,33 @@ def resident(images: np.ndarray, labels: np.ndarray, device="cpu") -> tuple[torc
     return ((x - mean[:, None, None]) / std[:, None, None]).contiguous(), torch.from_numpy(labels).long().to(device)
 
 
-def image_task(images: np.ndarray, labels: np.ndarray, device="cpu") -> Task:
-    """The images as `studies.train.load_task` gives a trial its data: resident on the device, normalised.
+def image_data(images: np.ndarray, labels: np.ndarray, device="cpu") -> Data:
+    """The images as the image task's `load` gives a trial its data: resident on the device, normalised.
     The held-out sets are the first batch (only trained on here, never evaluated)."""
     x, y = resident(images, labels, device)
-    data = datasets.ImageData(x, y, x[:BATCH], y[:BATCH], x[:BATCH], y[:BATCH], datasets.class_names("cifar10"))
-    return Task(data.shape, data.classes, data)
+    return Data((x, y), (x[:BATCH], y[:BATCH]), (x[:BATCH], y[:BATCH]), datasets.class_names("cifar10"))
 
 
 def image_config(seed: int = 0) -> dict:
     """The lr_scan study's trial config (VGG, Adam 1e-3, batch 128), with augmentation as in its full budget."""
-    return {**DEFAULTS, **LR_SCAN.fixed, "augment": True, "batch_size": BATCH, "seeds": [seed]}
+    return full_config({**LR_SCAN.fixed, "augment": True, "batch_size": BATCH, "seeds": [seed]})
 
 
 def cnn_fast(steps: int, warmup: int = 1, seed: int = 0, channels_last: bool = False, bf16: bool = False,
              device: str = "cpu", n_images: int | None = None, compile: bool = False) -> Speed:
-    """Our image path: a studies.train replica on resident CIFAR-shaped images (randperm slices,
+    """Our image path: a studies.engine.loop replica on resident CIFAR-shaped images (randperm slices,
     datasets.augment, VGG), `n_images` in memory (default: just enough for the longest block).
     On CUDA the trainable runs the CNN channels_last; `channels_last` asks for it on the CPU too."""
     c = image_config(seed)
     dev = torch.device(device)
-    task = image_task(*cifar_like(n_images or max(warmup, steps) * BATCH, seed), dev)
-    r = make_replica(c, task, seed, dev)
+    data = image_data(*cifar_like(n_images or max(warmup, steps) * BATCH, seed), dev)
+    [r] = make_replicas(c, IMAGE, data, dev)
     if channels_last:  # the weights' layout decides the convolutions'; the trainable does this on CUDA
         r.model = r.model.to(memory_format=torch.channels_last)
     if compile:
         r.model = torch.compile(r.model)
     amp = autocast_for(dev, "bf16" if bf16 else "fp32")
-    return _timed_blocks(our_block(r, c, task, amp), warmup, steps)
+    return _timed_blocks(our_block(make_unit(c, [r], False), c, IMAGE, amp), warmup, steps)
 
 
 def cnn_naive(steps: int, warmup: int = 1, seed: int = 0, device: str = "cpu", n_images: int | None = None,
@@ -266,8 +270,8 @@ def pipeline_speed(path: str, batches: int, seed: int = 0) -> float:
         loader = torch.utils.data.DataLoader(PILImages(images, labels, naive_transform()), batch_size=BATCH,
                                              shuffle=True, drop_last=True)
         it = iter(loader)
-    else:  # one epoch of studies.train's batches over `batches` batches' worth of images
-        it = train_mod.batches(image_config(seed), image_task(images, labels), torch.Generator().manual_seed(seed))
+    else:  # one epoch of the image task's batches over `batches` batches' worth of images
+        it = IMAGE.batches(image_config(seed), image_data(images, labels), torch.Generator().manual_seed(seed))
     t = time.perf_counter()
     n = sum(len(yb) for _, yb in itertools.islice(it, batches))
     return n / (time.perf_counter() - t)
@@ -276,7 +280,11 @@ def pipeline_speed(path: str, batches: int, seed: int = 0) -> float:
 # ---- the real trainable, outside Ray --------------------------------------------------------------
 
 def trainable_palindrome(cell: str, seq_len: int, steps: int, n_eval: int | None = None, seed: int = 0) -> Speed:
-    """`studies.train.train` for two report blocks of `steps` steps; the second is timed."""
+    """`studies.engine.loop.train` for two report blocks of `steps` steps; the second is timed. The loop
+    imports `ray.tune` when it runs: the stand-in replaces that attribute of `ray` meanwhile."""
+    import ray
+    import ray.tune  # noqa: F401  (the attribute that `from ray import tune` reads)
+
     reports = []
     fake_tune = SimpleNamespace(
         report=lambda metrics, checkpoint=None: reports.append((time.perf_counter(), metrics)),
@@ -286,7 +294,7 @@ def trainable_palindrome(cell: str, seq_len: int, steps: int, n_eval: int | None
     )
     config = {**palindrome_config(cell, seq_len, seed), "steps_per_report": steps, "iterations": 2, "n_eval": n_eval}
     threads = str(torch.get_num_threads())  # the trainable sets its threads from OMP_NUM_THREADS, as Ray does
-    with mock.patch.object(train_mod, "tune", fake_tune), mock.patch.dict(os.environ, {"OMP_NUM_THREADS": threads}):
+    with mock.patch.object(ray, "tune", fake_tune), mock.patch.dict(os.environ, {"OMP_NUM_THREADS": threads}):
         train_mod.train(config)
     (t1, _), (t2, m) = reports[-2:]
     return Speed(steps * BATCH / (t2 - t1), m["train_loss"], t2 - t1, steps * BATCH)
@@ -424,14 +432,15 @@ def run(quick: bool = False, threads: int | None = None) -> tuple[list, list[str
              f"measured in every round beside the others at {threads} thread(s) ({min(peaks):.0f} .. {max(peaks):.0f} "
              "GFLOP/s: other load on the machine shows here too); above 100% = faster than that matmul (oneDNN "
              "convolutions, or a round where the matmul was slowed more).",
-             "ours = studies.train's own loop (make_replica, then train_block: fused cells, on-device data, "
+             "ours = studies.engine.loop's own loop (make_replicas, make_unit, then train_block: fused cells, "
+             "on-device data, "
              "cross_entropy on logits, one sync per block); naive = numpy/PIL Dataset + DataLoader (no workers), "
              "scratch cells, softmax + CrossEntropyLoss, loss.item() and accuracy .item() every step.",
              "ours/unfused Adam = ours against ours with torch.optim.Adam's default update (for-loop over the "
-             "parameters on the CPU) instead of the fused kernel studies.train asks for.",
-             "ours+bf16 = ours under torch.autocast('cpu', bfloat16): studies.train with --precision bf16 (the "
+             "parameters on the CPU) instead of the fused kernel the loop asks for.",
+             "ours+bf16 = ours under torch.autocast('cpu', bfloat16): the loop with --precision bf16 (the "
              "default, auto, autocasts on CUDA only); naive stays fp32.",
-             "trainable = the real studies.train.train outside Ray, one report block of "
+             "trainable = the real studies.engine.loop.train outside Ray, one report block of "
              f"{pal_steps if quick else 100} steps incl. its held-out evaluation (2 x "
              f"{TRAINABLE_N_EVAL[not quick]} sequences) and checkpoint.",
              "naive loss is CrossEntropyLoss of softmax probabilities (the double softmax): it cannot leave "

@@ -57,7 +57,7 @@ def run_study(study: str, repeats: int, budget: str, storage: str, extra: list[s
     wall times. With `reuse`, a repeat whose run already finished is not run again: its claims are
     read anew from its tables (after a change to the analysis, not to the training)."""
     import analysis
-    from studies.runner import plan
+    from studies.engine.plan import plan
 
     seeds = len(plan(__import__(f"studies.{study}", fromlist=["STUDY"]).STUDY, ["--budget", budget, *extra]).seeds)
     tables, runs = [], []

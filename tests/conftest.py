@@ -60,7 +60,7 @@ def cifar_dir(tmp_path_factory):
 def ray_session():
     import ray
 
-    from studies.cluster import loopback_only, ray_init_kwargs
+    from studies.engine.cluster import loopback_only, ray_init_kwargs
 
     if not ray.is_initialized():
         loopback_only()

@@ -100,24 +100,27 @@ def test_classifier_with_a_vocabulary_embeds_tokens_and_the_plain_one_is_unchang
 
 
 def _trial(**config):
-    from studies import train
+    """A trial's config over every default, the arithmetic task, and the replica of its first seed."""
+    from studies.engine.config import full_config
+    from studies.engine.loop import make_replicas
+    from studies.engine.tasks import ARITHMETIC
 
-    c = {**train.DEFAULTS, "task": "arithmetic", "model": "rnn", "hidden_size": 16, "embed": 8,
-         "train_scale": 0.01, "n_eval": 128, "seeds": (0,), **config}
-    task = train.load_task(c, torch.device("cpu"))
-    return c, task, train.make_replica(c, task, c["seeds"][0], torch.device("cpu"))
+    c = full_config({"task": "arithmetic", "model": "rnn", "hidden_size": 16, "embed": 8,
+                     "train_scale": 0.01, "n_eval": 128, "seeds": (0,), **config}, ARITHMETIC)
+    cpu = torch.device("cpu")
+    return c, ARITHMETIC, make_replicas(c, ARITHMETIC, ARITHMETIC.load(c, cpu), cpu)[0]
 
 
 def test_an_iteration_trains_on_samples_per_report_expressions_and_measures_each_test_set():
-    from studies import train
+    from studies.engine import loop
 
     c, task, r = _trial(samples_per_report=640, batch_size=64)
-    assert sum(len(y) for _, y in train.batches(c, task, r.gen)) == 640
+    assert sum(len(y) for _, y in task.batches(c, r.data, r.gen)) == 640
     c2, _, _ = _trial(samples_per_report=None, batch_size=100)
-    assert sum(len(y) for _, y in train.batches(c2, task, r.gen)) == 1000  # one epoch of A at scale 0.01
-    loss, acc, steps = train.train_block(r, c, task)
+    assert sum(len(y) for _, y in task.batches(c2, r.data, r.gen)) == 1000  # one epoch of A at scale 0.01
+    loss, acc, steps = loop.train_block(loop.make_unit(c, [r], False), c, task)
     assert steps == 10 and r.step_loss_var > 0
-    m = train.measure(r, c, task, loss, acc)
+    m = loop.measure(r, c, task, loss, acc)
     assert {"test_acc_single", "test_acc_two", "test_acc_mixed", "train_loss_var"} <= set(m)
     assert not any(k.startswith("test_acc_") and k.split("_")[-1].isdigit() for k in m)  # no per-result classes
     assert all(0 <= m[k] <= 1 for k in m if "acc" in k)
@@ -126,12 +129,12 @@ def test_an_iteration_trains_on_samples_per_report_expressions_and_measures_each
 def test_step_loss_variance_is_the_sampling_noise_of_a_batch_mean():
     """With the weights held still (lr ~ 0), the loss of a batch of b expressions varies from step to step
     like a mean of b losses: about 16 times more at batch 8 than at batch 128."""
-    from studies import train
+    from studies.engine import loop
 
     var = {}
     for bs in (8, 128):
         c, task, r = _trial(batch_size=bs, lr=1e-12, samples_per_report=128 * 24)
-        train.train_block(r, c, task)
+        loop.train_block(loop.make_unit(c, [r], False), c, task)
         var[bs] = r.step_loss_var
     assert 8 < var[8] / var[128] < 32
 

@@ -47,11 +47,11 @@ def test_image_paths_train_one_step(small_batches):
 
 
 def test_naive_and_resident_batches_have_the_same_shape_and_scale():
-    from studies.train import batches
+    from studies.engine.tasks import IMAGE
 
     images, labels = throughput.cifar_like(256)
-    task = throughput.image_task(images, labels)  # as studies.train holds a trial's images
-    x, y = next(batches(throughput.image_config(), task, torch.Generator().manual_seed(0)))
+    data = throughput.image_data(images, labels)  # as the image task's load gives a trial its images
+    x, y = next(IMAGE.batches(throughput.image_config(), data, torch.Generator().manual_seed(0)))
     ds = throughput.PILImages(images, labels, throughput.naive_transform())
     xn, yn = next(iter(torch.utils.data.DataLoader(ds, batch_size=throughput.BATCH)))
     assert x.shape == xn.shape == (throughput.BATCH, 3, 32, 32) and y.shape == yn.shape

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 import analysis
-from studies.cluster import network_fs, storage_problem
+from studies.engine.cluster import network_fs, storage_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ["cluster.yaml", "cluster-onprem.yaml"]
@@ -100,7 +100,7 @@ def test_network_filesystem_is_shared(tmp_path):
 
 
 def test_the_project_travels_once(monkeypatch):
-    from studies.cluster import runtime_env
+    from studies.engine.cluster import runtime_env
 
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
     assert runtime_env("auto")["working_dir"] == str(ROOT)
@@ -112,10 +112,10 @@ def test_the_project_travels_once(monkeypatch):
 def test_address_with_a_local_folder_on_a_multi_machine_cluster_is_refused(tmp_path, monkeypatch, capsys):
     import ray
 
-    import studies.checks
+    import studies.engine.checks
     from studies.palindrome import main
 
-    monkeypatch.setattr(studies.checks, "address_problem", lambda address: None)  # a Ray head "answers" there
+    monkeypatch.setattr(studies.engine.checks, "address_problem", lambda address: None)  # a Ray head "answers" there
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: None)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
@@ -153,7 +153,7 @@ def serve(reply: bytes | None):
 
 
 def test_probe_tells_a_ray_head_from_a_port_that_is_not_one():
-    from studies.cluster import probe
+    from studies.engine.cluster import probe
 
     settings = bytes([0, 0, 6, 4, 0, 0, 0, 0, 0]) + bytes(6)  # what a gRPC server sends first: a SETTINGS frame
     for reply, expected in ((settings, None), (None, "it closed the connection"),
@@ -171,7 +171,7 @@ def test_probe_tells_a_ray_head_from_a_port_that_is_not_one():
 def test_ray_client_address_needs_ray_client(monkeypatch):
     import importlib.util
 
-    from studies.cluster import address_problem
+    from studies.engine.cluster import address_problem
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else real(name, *a))
@@ -180,7 +180,7 @@ def test_ray_client_address_needs_ray_client(monkeypatch):
 
 
 def test_auto_address_uses_rays_own_lookup(monkeypatch):
-    from studies.cluster import address_problem
+    from studies.engine.cluster import address_problem
 
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # where Ray looks first for `auto`
     msg = address_problem("auto", timeout=2)
@@ -190,7 +190,7 @@ def test_auto_address_uses_rays_own_lookup(monkeypatch):
 def test_storage_uri_is_written_once_and_refused_when_unknown_or_silent(monkeypatch):
     import threading
 
-    import studies.cluster as cluster
+    import studies.engine.cluster as cluster
 
     assert cluster.uri_problem("mock:///bucket/results") is None  # pyarrow's in-memory filesystem: written, deleted
     assert "not a storage that pyarrow knows" in cluster.uri_problem("s3x://bucket/results")
@@ -208,7 +208,7 @@ def test_storage_uri_is_written_once_and_refused_when_unknown_or_silent(monkeypa
 
 @pytest.mark.slow
 def test_probe_finds_a_real_ray_head(ray_session):
-    from studies.cluster import address_problem
+    from studies.engine.cluster import address_problem
 
     gcs = ray_session.get_runtime_context().gcs_address  # token authentication on: the probe needs no token
     assert address_problem(gcs) is None
@@ -254,7 +254,7 @@ def stop_node(proc: subprocess.Popen) -> None:
 WHERE = """
 import sys, ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-from studies.cluster import runtime_env
+from studies.engine.cluster import runtime_env
 
 ray.init(address=sys.argv[1], runtime_env=runtime_env(sys.argv[1]), logging_level="WARNING")
 

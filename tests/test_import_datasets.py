@@ -12,7 +12,7 @@ import os, ray
 import datasets as early                      # the namesake, imported before ours is known
 assert not hasattr(early, 'IS_STUDIES_DATASETS')
 import studies
-from studies.cluster import loopback_only, ray_init_kwargs
+from studies.engine.cluster import loopback_only, ray_init_kwargs
 import datasets
 assert datasets.IS_STUDIES_DATASETS, datasets.__file__
 loopback_only()

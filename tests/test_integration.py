@@ -94,8 +94,8 @@ def test_palindrome_smoke(ray_session, tmp_path):
 def test_lstm_learns_t5_palindromes_within_the_smoke_budget(ray_session, tmp_path):
     from ray import tune
 
+    from studies.engine.loop import train
     from studies.palindrome import STUDY
-    from studies.train import train
 
     smoke = STUDY.budgets["smoke"]
     config = {**STUDY.fixed, **smoke.fixed, **smoke.grid[0], "cell": "lstm", "seq_len": 5,

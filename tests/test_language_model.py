@@ -180,42 +180,46 @@ def test_transformer_is_causal_a_future_word_never_changes_an_earlier_output():
 # ---- the task in the shared loop -----------------------------------------------------------------
 
 def config(ptb_dir, **kw):
-    from studies.train import DEFAULTS
+    from studies.engine.config import full_config
 
-    return {**DEFAULTS, "task": "lm", "dataset": "ptb", "data_dir": str(ptb_dir), "hidden_size": 16,
-            "batch_size": 4, "seq_len": 8, "n_eval": 300, "seeds": (0,), **kw}
+    return full_config({"task": "lm", "dataset": "ptb", "data_dir": str(ptb_dir), "hidden_size": 16,
+                        "batch_size": 4, "seq_len": 8, "n_eval": 300, "seeds": (0,), **kw})
 
 
 def test_lm_task_windows_measure_and_checks(ptb_dir):
-    from studies import train as T
+    from studies.engine import loop
+    from studies.engine.config import check_config
+    from studies.engine.tasks import LM
 
+    cpu = torch.device("cpu")
     c = config(ptb_dir, n_train=1000, vocab=12, lr=1e-2)
-    task = T.load_task(c, torch.device("cpu"))
-    x, y = task.lm["train"]
-    assert x.shape == (4, 249) and torch.equal(x[:, 1:], y[:, :-1]) and len(task.classes) == 12
-    wins = list(T.batches(c, task, torch.Generator()))
+    data = LM.load(c, cpu)
+    x, y = data.train
+    assert x.shape == (4, 249) and torch.equal(x[:, 1:], y[:, :-1]) and len(data.classes) == 12
+    wins = list(LM.batches(c, data, torch.Generator()))
     assert len(wins) == 32 and torch.equal(torch.cat([w[0] for w in wins], 1), x)  # in order, all of it
     assert wins[0][1].shape == (32,)  # targets flat, as the logits
-    r = T.make_replica(c, task, 0, torch.device("cpu"))
-    first = T.measure(r, c, task, *T.train_block(r, c, task)[:2])
+    r = loop.make_replicas(c, LM, data, cpu)[0]
+    unit = loop.make_unit(c, [r], False)
+    first = loop.measure(r, c, LM, *loop.train_block(unit, c, LM)[:2])
     for _ in range(3):
-        m = T.measure(r, c, task, *T.train_block(r, c, task)[:2])
+        m = loop.measure(r, c, LM, *loop.train_block(unit, c, LM)[:2])
     for k in ("train", "val", "test"):
         assert m[f"{k}_ppl"] == pytest.approx(math.exp(m[f"{k}_loss"]))
     assert m["val_ppl"] < first["val_ppl"] < 12  # learns, and is below uniform over 12 words
     assert not any(k.startswith("test_acc_") for k in m)  # no per-word accuracies
-    assert T.check_config({"task": "palindrome", "cell": "transformer"}).startswith("cell='transformer'")
-    assert T.check_config({"task": "lm", "cell": "transformer", "layers": 2, "heads": 2}) is None
-    assert "layers=0" in T.check_config({"task": "lm", "layers": 0})
+    assert check_config({"task": "palindrome", "cell": "transformer"}).startswith("cell='transformer'")
+    assert check_config({"task": "lm", "cell": "transformer", "layers": 2, "heads": 2}) is None
+    assert "layers=0" in check_config({"task": "lm", "layers": 0})
     # the rules that tie keys together fail before Ray starts, not inside every trial
-    assert "a language model's cell is lstm, gru, transformer" in T.check_config({"task": "lm", "cell": "rnn"})
-    assert "not divisible by heads=3" in T.check_config({"task": "lm", "cell": "transformer", "hidden_size": 128,
-                                                         "heads": 3})
-    assert "impl='numpy' has no dropout" in T.check_config({"model": "mlp", "impl": "numpy", "dropout": 0.5})
+    assert "a language model's cell is lstm, gru, transformer" in check_config({"task": "lm", "cell": "rnn"})
+    assert "not divisible by heads=3" in check_config({"task": "lm", "cell": "transformer", "hidden_size": 128,
+                                                       "heads": 3})
+    assert "impl='numpy' has no dropout" in check_config({"model": "mlp", "impl": "numpy", "dropout": 0.5})
 
 
 def test_a_diverged_seed_ranks_last_by_perplexity():
-    from studies.train import mean_over_seeds
+    from studies.engine.loop import mean_over_seeds
 
     per_seed = [{"val_ppl": 80.0, "val_loss": math.log(80)}, {"val_ppl": math.inf, "val_loss": math.nan}]
     out = mean_over_seeds(per_seed)

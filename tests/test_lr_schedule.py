@@ -7,15 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_train import _Tune  # the stand-in for ray.tune inside the trainable
+from test_train import _Tune, patch_tune  # the stand-in for ray.tune inside the trainable
 
-import studies.train as train_mod
+from studies.engine import loop as train_mod
 from studies.lr_schedule_analysis import CLAIMS, COLLAPSE, fall, with_collapse
 
 
 def _lrs(monkeypatch, **config) -> list[float]:
     fake = _Tune()
-    monkeypatch.setattr(train_mod, "tune", fake)
+    patch_tune(monkeypatch, fake)
     train_mod.train({"task": "palindrome", "model": "rnn", "cell": "rnn", "seq_len": 5, "steps_per_report": 4,
                      "n_eval": 64, "batch_size": 16, "checkpoint_every": 100, "seeds": [0, 1], **config})
     return [r["lr_current"] for r in fake.reports]
@@ -36,7 +36,7 @@ def test_the_optimizer_steps_with_the_reported_lr(monkeypatch):
     training equals the constant lr's; with a small gamma the second block's loss differs."""
     def losses(**c):
         fake = _Tune()
-        monkeypatch.setattr(train_mod, "tune", fake)
+        patch_tune(monkeypatch, fake)
         train_mod.train({"task": "palindrome", "model": "rnn", "cell": "rnn", "seq_len": 5, "steps_per_report": 6,
                          "n_eval": 64, "batch_size": 16, "checkpoint_every": 100, "seeds": [0], "iterations": 2,
                          "lr": 1e-2, "lr_step_size": 1, **c})

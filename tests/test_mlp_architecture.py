@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from models import SplitMLP
-from studies.config import DEFAULTS, check_config, sizes
-from studies.tasks import build_model
+from studies.engine.config import check_config, full_config
+from studies.engine.tasks import build_model, sizes
+
+DEFAULTS = full_config({})  # every default: the loop's and the built-in tasks'
 
 
 def test_split_mlp_shapes_and_parameter_count_on_cifar_and_fashion_mnist():

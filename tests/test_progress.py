@@ -1,4 +1,4 @@
-"""What a person sees while a study runs: the compact view (`studies.progress.Progress`) on a terminal
+"""What a person sees while a study runs: the compact view (`studies.engine.progress.Progress`) on a terminal
 and where stdout is not one, Ray's and Tune's full output in `<run>/ray.log`, and (slow) a smoke run's
 whole stdout."""
 
@@ -16,8 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from studies import progress
-from studies.progress import Progress, RunLog, clock, drawing_on
+from studies.engine import progress
+from studies.engine.progress import Progress, RunLog, clock, drawing_on
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,8 +153,8 @@ def test_the_run_log_keeps_output_until_it_has_a_file_then_appends(tmp_path):
 
 
 def test_the_plan_passes_the_view_to_tune(tmp_path):
+    from studies.engine.plan import plan
     from studies.optimizer_comparison import STUDY
-    from studies.runner import plan
 
     p = plan(STUDY, ["--budget", "smoke", "--storage", str(tmp_path)])
     config = p.run_config()

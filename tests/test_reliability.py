@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import analysis
-from studies.runner import run
-from studies.study import Budget, Study, cross
+from studies.engine.runner import run
+from studies.engine.study import Budget, Study, cross
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ["--budget", "smoke", "--seeds", "1"]
@@ -107,8 +107,9 @@ def test_resume_flag_continues_an_interrupted_run(tmp_path):
 
 @pytest.mark.slow
 def test_crashing_trials_are_retried_from_their_checkpoint(ray_session, tmp_path):
+    from studies.engine.config import full_config
+    from studies.engine.loop import fault_iteration
     from studies.palindrome import STUDY
-    from studies.train import DEFAULTS, fault_iteration
 
     assert run(STUDY, ["--budget", "smoke", "--seeds", "2", "--storage", str(tmp_path), "--inject-faults", "0.5"]) == 0
     run_dir = tmp_path / "palindrome" / "smoke"
@@ -116,7 +117,7 @@ def test_crashing_trials_are_retried_from_their_checkpoint(ray_session, tmp_path
     crashed = 0
     for _, row in t.iterrows():
         params = json.loads((run_dir / "tune" / f"trial_{row['trial']}" / "params.json").read_text())
-        crash_at = fault_iteration({**DEFAULTS, **params})
+        crash_at = fault_iteration(full_config(params))  # the trial's config, as the loop sees it
         expected = int(crash_at is not None and row["iterations"] >= crash_at)
         assert row["restarts"] == expected, (row["trial_id"], crash_at, row["iterations"])
         crashed += expected
@@ -254,7 +255,7 @@ def _ray_address_nowhere(c):
 
 def _storage_check_hangs(c):
     """A storage URI that never answers (a bucket without network): the check gives up after its timeout."""
-    import studies.cluster as cluster
+    import studies.engine.cluster as cluster
 
     release = threading.Event()
     c.finally_.append(release.set)
@@ -416,8 +417,9 @@ def test_bad_input_fails_fast_in_a_real_process(tmp_path, argv, words):
 def test_unschedulable_trials_fail_within_seconds(ray_session, tmp_path, capsys):
     from dataclasses import replace
 
+    from studies.engine.plan import plan
+    from studies.engine.runner import execute
     from studies.lr_scan import STUDY
-    from studies.runner import execute, plan
 
     p = replace(plan(STUDY, [*SMOKE, "--storage", str(tmp_path)]), cpus=3.0)  # past plan()'s own check
     t0 = time.time()
@@ -454,5 +456,7 @@ def test_local_ray_listens_on_loopback_only(tmp_path):
 def test_unknown_study_is_one_line_exit_2():
     out = subprocess.run([sys.executable, "-m", "studies", "lr_scna"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
-    assert out.returncode == 2 and out.stderr.count("\n") == 1
-    assert "unknown study 'lr_scna': choose one of " in out.stderr and " lr_scan," in out.stderr
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    # neither a catalogue name nor a module here: the message says so and lists the catalogue's names
+    assert out.stderr.startswith("python -m studies: error: lr_scna: no module 'lr_scna' here")
+    assert "(catalogue: " in out.stderr and " lr_scan," in out.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import importlib
 import os
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -20,8 +21,8 @@ from analysis.verdicts import CONTRADICTED, INCONCLUSIVE, REPRODUCED, Claim, Ver
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 420
 # Each module of analysis/ imports only from lower layers: helpers are never borrowed sideways.
-LAYERS = {"modules": 0, "style": 0, "data": 0, "files": 0, "verdicts": 1, "draw": 1, "plots": 2, "curves": 2, "findings": 3,
-          "report": 3, "index": 3, "__init__": 4, "__main__": 5}
+LAYERS = {"modules": 0, "style": 0, "data": 0, "files": 0, "verdicts": 1, "draw": 1, "plots": 2, "curves": 2,
+          "findings": 3, "report": 3, "index": 3, "__init__": 4, "__main__": 5}
 STUDY_LAYER = 2.5  # studies/NAME_analysis.py: above the plots, below findings and report
 
 
@@ -59,8 +60,9 @@ def test_studies_are_found_by_file_name(tmp_path):
 # ---- modules ------------------------------------------------------------------------------------
 
 def test_no_module_is_long_and_io_is_gone():
-    long = {str(p.relative_to(ROOT)): n for p in [*ROOT.glob("analysis/*.py"), *ROOT.glob("studies/*.py")]
-            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    paths = [*ROOT.glob("analysis/*.py"), *ROOT.glob("studies/*.py"), *ROOT.glob("studies/engine/*.py")]
+    assert any(p.parent.name == "engine" for p in paths)  # the engine's modules are measured too
+    long = {str(p.relative_to(ROOT)): n for p in paths if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, long
     assert not (ROOT / "analysis" / "io.py").exists() and not (ROOT / "analysis" / "figures.py").exists()
 
@@ -76,6 +78,50 @@ def _analysis_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.Import):
             out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("analysis.")}
     return out & set(LAYERS)
+
+
+def _imported_modules(path: Path, package: str | None = None) -> set[str]:
+    """Every module that `path` imports statically, anywhere in it: `import a.b` gives a.b, `from a.b
+    import c` gives a.b and a.b.c (c may be a module), and a relative import the absolute names in
+    `package` (default: the package that holds `path` in this project)."""
+    if package is None:
+        package = ".".join(path.resolve().relative_to(ROOT).with_suffix("").parts[:-1])
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from `package`, up level - 1 packages
+                parts = package.split(".")
+                base = ".".join([*parts[: len(parts) - node.level + 1], *([base] if base else [])])
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names}
+    return out
+
+
+def test_imported_modules_sees_every_form_of_import(tmp_path):
+    f = tmp_path / "probe.py"
+    f.write_text("import studies.engine.loop\nfrom studies import lr_scan\ndef g():\n    from . import style\n"
+                 "    from studies.lr_scan_analysis import CLAIMS\n    import os\n")
+    got = _imported_modules(f, package="analysis")
+    assert got == {"studies.engine.loop", "studies", "studies.lr_scan", "analysis", "analysis.style",
+                   "studies.lr_scan_analysis", "studies.lr_scan_analysis.CLAIMS", "os"}
+
+
+def test_no_import_cycle_between_the_engine_the_catalogue_and_analysis():
+    """analysis/ never imports `studies` (it finds a run's analysis module by the name its manifest
+    records), and the engine never imports a catalogue study or its analysis module."""
+    for p in ROOT.glob("analysis/*.py"):
+        bad = {m for m in _imported_modules(p) if m == "studies" or m.startswith("studies.")}
+        assert not bad, f"analysis/{p.name} imports {bad}"
+    catalogue = {f"studies.{n}" for n in studies.STUDIES} | {f"studies.{n}_analysis" for n in studies.STUDIES}
+    assert "studies.lr_scan" in catalogue and "studies.lr_scan_analysis" in catalogue
+    engine = list(ROOT.glob("studies/engine/*.py"))
+    assert len(engine) > 5
+    for p in engine:
+        bad = {m for m in _imported_modules(p) if any(m == c or m.startswith(c + ".") for c in catalogue)}
+        assert not bad, f"studies/engine/{p.name} imports the catalogue: {bad}"
 
 
 def test_analysis_fans_out_in_layers():
@@ -117,13 +163,18 @@ def test_the_fixed_lr_and_the_class_names_come_from_the_manifest():
 
 def test_the_manifest_records_search_first_and_class_names(tmp_path):
     import datasets
+    from studies.engine.plan import plan
+    from studies.engine.results import manifest as run_manifest
     from studies.optimizer_comparison import STUDY
-    from studies.results import manifest as run_manifest
-    from studies.runner import plan
 
     p = plan(STUDY, ["--budget", "quick", "--storage", str(tmp_path), "--name", "x"])
     m = run_manifest(p, 0.0, None)
     assert m["search_first"] == {"lr": 1e-4} and m["classes"] == list(datasets.class_names(p.fixed["dataset"]))
+    # what `python -m analysis` imports again, and the command that reruns the study
+    assert m["analysis"] == {"module": "studies.optimizer_comparison_analysis", "root": str(ROOT)}
+    assert m["module"]["name"] == "studies.optimizer_comparison" and m["cwd"] == os.getcwd()
+    assert m["command"] == shlex.join(["python", "-m", "studies.optimizer_comparison", "--budget", "quick",
+                                       "--storage", str(tmp_path), "--name", "x"])
     assert datasets.class_names("cifar10")[:2] == ("airplane", "automobile")
     assert len(datasets.class_names("fashion_mnist")) == 10 and datasets.class_names("palindrome")[9] == "9"
 

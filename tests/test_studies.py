@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 
 from studies import STUDIES
-from studies.runner import UsageError, plan
-from studies.search import GridSearch
-from studies.study import BUDGETS
-from studies.train import DEFAULTS, OPTIMIZERS
+from studies.engine.config import OPTIMIZERS, full_config
+from studies.engine.plan import plan
+from studies.engine.runner import UsageError
+from studies.engine.search import GridSearch
+from studies.engine.study import BUDGETS
+from studies.engine.task import resolve_task
+
+DEFAULTS = full_config({})  # every default: the loop's and the built-in tasks'
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,12 +28,13 @@ def test_declaration_is_short_and_complete(name):
     assert s.name == name and f"python -m studies.{name}" in mod.__doc__
     assert set(s.budgets) == set(BUDGETS)
     assert len(inspect.getsource(mod).splitlines()) < 100
+    keys = set(full_config({}, resolve_task(s.fixed.get("task", "image"))))  # the loop's and the study's task's
     for b in s.budgets.values():
         for point in b.grid or s.grid:
-            assert set(point) <= set(DEFAULTS), point  # one name per hyperparameter: config keys
+            assert set(point) <= keys, point  # one name per hyperparameter: config keys
             assert {**s.fixed, **b.fixed, **point}.get("optimizer", "adam") in OPTIMIZERS
-        assert set(s.fixed) | set(b.fixed) <= set(DEFAULTS)
-    assert set(s.search) <= set(DEFAULTS)
+        assert set(s.fixed) | set(b.fixed) <= keys
+    assert set(s.search) <= keys
 
 
 def test_plan_resolves_budget_seeds_and_dataset(tmp_path):
@@ -82,8 +87,8 @@ def test_help_lists_the_shared_flags():
 
 def test_quick_falls_back_to_digits_when_fashion_mnist_is_missing(tmp_path, monkeypatch):
     import datasets.images as images
+    from studies.engine.checks import UsageError, prepare_data
     from studies.lr_scan import STUDY
-    from studies.runner import UsageError, prepare_data
 
     class Offline:
         def __init__(self, *a, **k):
@@ -159,7 +164,7 @@ def test_precision_flag_reaches_the_config(tmp_path):
 def test_autocast_is_bf16_on_a_gpu_and_on_the_cpu_only_when_asked():
     import torch
 
-    from studies.train import autocast_for
+    from studies.engine.loop import autocast_for
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert autocast_for(cpu, "auto") is autocast_for(cpu, "fp32") is autocast_for(cuda, "fp32")
@@ -188,7 +193,7 @@ def test_adam_and_sgd_use_the_fused_kernel_where_torch_has_one():
 def test_a_crashed_trial_that_will_be_retried_has_its_results_synced_first():
     from types import SimpleNamespace
 
-    from studies.search import GroupedASHA
+    from studies.engine.search import GroupedASHA
 
     asha = GroupedASHA(time_attr="training_iteration", metric="val_acc", mode="max", max_t=4, grace_period=1)
     calls = []
@@ -201,8 +206,8 @@ def test_a_crashed_trial_that_will_be_retried_has_its_results_synced_first():
 
 
 def test_large_runs_need_yes_and_no_budget_is_one(tmp_path):
+    from studies.engine.plan import LARGE_ITERATIONS, LARGE_RUNS
     from studies.lr_scan import STUDY
-    from studies.runner import LARGE_ITERATIONS, LARGE_RUNS
 
     argv = ["--storage", str(tmp_path)]
     with pytest.raises(UsageError, match="2,400 seed runs, more than 2,000: pass --yes"):

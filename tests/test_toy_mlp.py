@@ -87,17 +87,20 @@ def test_same_seed_same_initial_weights_and_a_linear_model():
 
 
 def test_the_shared_loop_trains_both_implementations_alike():
-    from studies.train import DEFAULTS, load_task, make_replica, measure, train_block
+    from studies.engine.config import full_config
+    from studies.engine.loop import make_replicas, make_unit, measure, train_block
+    from studies.engine.tasks import TOY
 
-    c = {**DEFAULTS, "task": "toy", "model": "mlp", "hidden": (20,), "dataset": "moons", "optimizer": "sgd",
-         "momentum": 0.0, "lr": 0.3, "steps_per_report": 200, "seeds": [3]}
+    c = full_config({"task": "toy", "model": "mlp", "hidden": (20,), "dataset": "moons", "optimizer": "sgd",
+                     "momentum": 0.0, "lr": 0.3, "steps_per_report": 200, "seeds": [3]}, TOY)
     cpu = torch.device("cpu")
     out = {}
     for impl in ("numpy", "torch"):
         ci = {**c, "impl": impl}
-        task = load_task(ci, cpu)
-        r = make_replica(ci, task, 3, cpu)
-        loss, acc, steps = train_block(r, ci, task)
+        task = TOY
+        [r] = make_replicas(ci, task, task.load(ci, cpu), cpu)
+        assert r.seed == 3
+        loss, acc, steps = train_block(make_unit(ci, [r], False), ci, task)
         out[impl] = (r, measure(r, ci, task, loss, acc))
         assert steps == 200 and isinstance(r.model, NumpyMLP if impl == "numpy" else MLP)
     (rn, mn), (rt, mt) = out["numpy"], out["torch"]
@@ -122,10 +125,11 @@ def test_toy_data_is_a_pure_function_of_name_and_seed():
 
 
 def test_numpy_impl_refuses_dropout():
-    from studies.train import DEFAULTS, build_model
+    from studies.engine.config import full_config
+    from studies.engine.tasks import build_model
 
     with pytest.raises(ValueError, match="impl=numpy has no dropout"):
-        build_model({**DEFAULTS, "model": "mlp", "impl": "numpy", "dropout": 0.5}, (2,), 2)
+        build_model(full_config({"model": "mlp", "impl": "numpy", "dropout": 0.5}), (2,), 2)
 
 
 def test_agree_rule():

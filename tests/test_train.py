@@ -9,14 +9,17 @@ import tempfile
 
 import numpy as np
 import pytest
+import ray
+import ray.tune  # noqa: F401  (the trainable's `from ray import tune` reads this attribute: see patch_tune)
 import torch
 
-import studies.train as train_mod
 from models import RecurrentClassifier
+from studies.engine import loop as train_mod
+from studies.engine.task import refresh_bn
 
 
 class _Tune:
-    """Stands in for ray.tune inside the trainable: collects the reports."""
+    """Stands in for ray.tune inside the trainable (see patch_tune): collects the reports."""
 
     def __init__(self):
         self.reports = []
@@ -33,13 +36,18 @@ class _Tune:
             return None
 
 
+def patch_tune(monkeypatch, fake) -> None:
+    """The trainable imports `ray.tune` when it runs (`from ray import tune`): `fake` stands in for it."""
+    monkeypatch.setattr(ray, "tune", fake)
+
+
 BASE = {"task": "palindrome", "model": "rnn", "cell": "lstm", "seq_len": 5, "steps_per_report": 15, "iterations": 3,
         "n_eval": 256, "batch_size": 32, "checkpoint_every": 2}
 
 
 def _run(monkeypatch, **config) -> list[dict]:
     fake = _Tune()
-    monkeypatch.setattr(train_mod, "tune", fake)
+    patch_tune(monkeypatch, fake)
     train_mod.train({**BASE, **config})
     return fake.reports
 
@@ -107,7 +115,7 @@ def test_a_resumed_trial_goes_on_as_if_never_stopped(monkeypatch, pack):
     fake.Checkpoint = type("Checkpoint", (), {"from_directory": staticmethod(_Saved)})
     fake.report = lambda metrics, checkpoint=None: (fake.reports.append(dict(metrics)),
                                                     checkpoint and saved.setdefault(len(fake.reports), checkpoint))
-    monkeypatch.setattr(train_mod, "tune", fake)
+    patch_tune(monkeypatch, fake)
     train_mod.train({**BASE, **config})
     whole, fake.reports = fake.reports, []
     fake.get_checkpoint = lambda: saved[2]
@@ -130,7 +138,7 @@ def test_refresh_bn_sets_the_running_statistics_to_the_data_batches():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
     x = torch.randn(64, 1, 8, 8) * 3 + 2
-    train_mod.refresh_bn(model, x, batch_size=64)
+    refresh_bn(model, x, batch_size=64)
     with torch.no_grad():
         h = model[0](x)
     torch.testing.assert_close(model[1].running_mean, h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)

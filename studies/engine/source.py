@@ -117,17 +117,15 @@ def source_of(study: Study) -> Source:
 
 def analysis_spec(study: Study, source: Source) -> dict | None:
     """What the manifest records of the study's analysis module: {module, root}, or None where it has
-    none. `Study.analysis` names it (`__main__`: the study's own module); by default a catalogue
-    study's is `studies.NAME_analysis`."""
+    none. `Study.analysis` names it (`__main__`: the study's own module); by default a study named as
+    one of the catalogue's has `studies.NAME_analysis`."""
     from studies import STUDIES
 
     name = study.analysis
     if name in ("__main__", source.module):
         return {"module": source.module, "root": source.root}
-    if name is None:
-        if source.module == f"studies.{study.name}" and study.name in STUDIES:
-            return {"module": f"studies.{study.name}_analysis", "root": str(PROJECT)}
-        return None
+    if name is None:  # a catalogue study, or one derived from it (dataclasses.replace), has the catalogue's
+        return {"module": f"studies.{study.name}_analysis", "root": str(PROJECT)} if study.name in STUDIES else None
     return {"module": name, "root": source.root}
 
 
