@@ -11,12 +11,13 @@ table, claims table, figures and reports.
 its claims table. The claim rules (`Claim`, `sample`, `greater`, `at_least`, ...) are in
 `analysis.verdicts`: `from analysis.verdicts import Claim, greater, sample`.
 
-What is specific to a study is in its analysis module (`studies/NAME_analysis.py` for the catalogue,
-any module for a study of one's own; the run's manifest names it, `analysis.modules` imports it):
-`HEADLINE`, `REFERENCE`, `CAPTIONS`, `figures`, `findings`, `CLAIMS` and optionally `CURVE_HUE`. The
-modules here are generic: `modules` (the study's analysis module), `style` (names, units, colours, formats), `data` (numbers over seeds, what is
-plotted), `draw`, `plots` and `curves` (figures), `findings`, `report`, `index`, `files` (atomic
-writes), `verdicts` (claims and their verdicts).
+What is specific to a study is in its analysis module (`studies/NAME_analysis.py` for the
+catalogue, any module for a study of one's own; the run's manifest names it, `analysis.modules`
+imports it): `HEADLINE`, `REFERENCE`, `CAPTIONS`, `figures`, `findings`, `CLAIMS` and optionally
+`CURVE_HUE`, each optional. The modules here are generic: `modules` (the study's analysis module),
+`style` (names, units, colours, formats), `data` (numbers over seeds, what is plotted), `draw`,
+`plots` and `curves` (figures), `findings`, `report`, `index`, `files` (atomic writes), `verdicts`
+(claims and their verdicts).
 
 Columns are stable: `config.<key>` for every hyperparameter (same name as in the search space),
 `metric.<name>` for the last reported value, `best.<name>` for the best over the trial, and
@@ -33,8 +34,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
-from analysis.modules import analysis_module
 from analysis.data import ci95, run_summary, summarize
+from analysis.modules import analysis_module
 from analysis.style import config_text
 from analysis.verdicts import counts
 

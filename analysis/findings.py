@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.modules import analysis_module
 from analysis.data import asha_rungs, not_diverged, summarize
+from analysis.modules import analysis_module
 from analysis.style import config_text, fmt, is_acc
 
 DISAGREE = 0.3  # seeds whose objective differs by more than this disagree

@@ -7,14 +7,14 @@ The study's captions, reference and claims come from its analysis module (`analy
 from __future__ import annotations
 
 import html
-import shlex
 import json
+import shlex
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from analysis.modules import analysis_module
 from analysis.data import MIN_CI, interval, stat
+from analysis.modules import analysis_module
 from analysis.style import CSS, SCI_KEYS, cell, config_text, fmt_sci, img, key
 from analysis.verdicts import INCONCLUSIVE, evaluate
 

@@ -179,9 +179,9 @@ def test_an_analysis_that_fails_on_the_real_tables_keeps_them_and_says_how_to_go
     run = tmp_path / "res" / "broken" / "smoke"
     assert out.returncode == 1, out.stderr[-2000:]
     line = out.stderr.strip().splitlines()[-1]
-    assert line == (f"python -m studies broken.py: error: rendering the report failed (AttributeError: 'numpy.float64' "
-                    f"object has no attribute 'nope'); the tables are safe in {run} (trials.parquet, curves.parquet): fix the "
-                    f"analysis module, then run python -m analysis {run}"), line
+    assert line == (f"python -m studies broken.py: error: rendering the report failed (AttributeError: "
+                    f"'numpy.float64' object has no attribute 'nope'); the tables are safe in {run} (trials.parquet, "
+                    f"curves.parquet): fix the analysis module, then run python -m analysis {run}"), line
     assert "Traceback" not in out.stderr and len(pd.read_parquet(run / "trials.parquet")) == 1
     (folder / "broken_analysis.py").write_text("CLAIMS = []\ndef figures(t, c, m):\n    return {}\n")
     again = subprocess.run([sys.executable, "-m", "analysis", str(run)], env=ENV, capture_output=True, text=True,
@@ -228,7 +228,8 @@ def test_a_study_module_that_is_not_there_or_defines_no_study_says_so(tmp_path):
 
 
 def test_a_users_code_reaches_the_workers():
-    from studies.engine.cluster import PACKAGES, ROOT as PROJECT, runtime_env
+    from studies.engine.cluster import PACKAGES, runtime_env
+    from studies.engine.cluster import ROOT as PROJECT
     from studies.engine.source import Source
 
     own = Source("signals_study", "/home/u/research/signals", "/home/u/research/signals/signals_study.py")

@@ -140,9 +140,8 @@ def manifest(p, started: float, finished: float | None) -> dict:
     names (what analysis names classes by), the study's module and its analysis module (what `python
     -m analysis` imports again), the command as run and the folder it ran in, versions, the git state
     of this project and of the study's repository (where it lives elsewhere), hardware and times."""
-    from studies.engine.source import PROJECT, analysis_spec, git_state
-
     from datasets import class_names  # ours: `studies` put the project root first on sys.path
+    from studies.engine.source import PROJECT, analysis_spec, git_state
 
     ours = git_state(PROJECT)
     theirs = git_state(p.source.root) if p.source.external else ours
