@@ -42,8 +42,19 @@ from analysis.verdicts import counts
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Results", "ResultsError", "ci95", "claims", "figures", "find_runs", "load", "render", "render_all",
-           "run_summary", "summarize"]
+__all__ = [
+    "Results",
+    "ResultsError",
+    "ci95",
+    "claims",
+    "figures",
+    "find_runs",
+    "load",
+    "render",
+    "render_all",
+    "run_summary",
+    "summarize",
+]
 
 
 class Results(NamedTuple):
@@ -69,8 +80,9 @@ def load(path: str | Path) -> Results:
     except FileNotFoundError:
         raise ResultsError(f"{path} holds no manifest.json: not a complete study run") from None
     except (OSError, ValueError) as e:
-        raise ResultsError(f"{path}/manifest.json is unreadable ({type(e).__name__}): not a complete study run") \
-            from None
+        raise ResultsError(
+            f"{path}/manifest.json is unreadable ({type(e).__name__}): not a complete study run"
+        ) from None
     if not isinstance(manifest, dict) or "study" not in manifest:
         raise ResultsError(f"{path}/manifest.json names no study: not a study run")
     try:
@@ -89,8 +101,10 @@ def find_runs(path: str | Path) -> list[Path]:
         return [path]
     runs = sorted(p.parent for p in path.glob("*/*/trials.parquet"))
     if not runs:
-        raise ResultsError(f"{path} holds no trials.parquet and no <study>/<name>/trials.parquet: pass a run folder "
-                           "such as results/lr_scan/quick or a results root such as results")
+        raise ResultsError(
+            f"{path} holds no trials.parquet and no <study>/<name>/trials.parquet: pass a run folder "
+            "such as results/lr_scan/quick or a results root such as results"
+        )
     return runs
 
 
@@ -98,8 +112,9 @@ def _best_text(summary: pd.DataFrame, manifest: dict) -> str:
     obj = f"best.{manifest.get('metric', 'val_acc')}"
     if f"{obj}.mean" not in summary or summary[f"{obj}.mean"].isna().all():
         return "no finished trial"
-    b = summary.loc[summary[f"{obj}.mean"].idxmax() if manifest.get("mode", "max") == "max"
-                    else summary[f"{obj}.mean"].idxmin()]
+    b = summary.loc[
+        summary[f"{obj}.mean"].idxmax() if manifest.get("mode", "max") == "max" else summary[f"{obj}.mean"].idxmin()
+    ]
     cfg = config_text(b, [c for c in summary.columns if c.startswith("config.")])
     return f"{cfg or 'all'}: {obj.removeprefix('best.')} {b[f'{obj}.mean']:.3f} (mean of {int(b[f'{obj}.n'])})"
 
@@ -116,11 +131,14 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
     own = getattr(module, "figures", None)  # every part of an analysis module is optional
     figs = dict(own(trials, curves, manifest)) if own else {}
     hue = getattr(module, "CURVE_HUE", None) or next(
-        (k for k in manifest.get("scientific", []) if f"config.{k}" in trials), None)
+        (k for k in manifest.get("scientific", []) if f"config.{k}" in trials), None
+    )
     if callable(hue):  # a derived key: its values are computed from the trials
         trials, hue = trials.assign(**{f"config.{hue.__name__}": hue(trials)}), hue.__name__
-    for name, fig in (("hparam_axes", hparam_axes(trials, manifest)),
-                      ("curves_all_trials", curves_all_trials(trials, curves, manifest, hue))):
+    for name, fig in (
+        ("hparam_axes", hparam_axes(trials, manifest)),
+        ("curves_all_trials", curves_all_trials(trials, curves, manifest, hue)),
+    ):
         if fig is not None:
             figs[name] = fig
     return figs
@@ -170,10 +188,20 @@ def render(path: str | Path, out: str | Path | None = None, fmt: str = "png") ->
     page = files.write_text(out / "report.html", to_html(bl, f"{r.manifest['study']}: {r.manifest.get('name')}"))
     head = getattr(analysis_module(r.manifest), "HEADLINE", None)
     headline = next((f for f in figs if f[0] == head), figs[0] if figs else None)
-    return {"figures": written, "report": rep, "html": page, "summary": tables, "claims_files": claim_files,
-            "study": r.manifest["study"], "name": r.manifest.get("name", r.path.name), "trials": len(r.trials),
-            "best": _best_text(summary, r.manifest), "headline": (headline[0], headline[2]) if headline else None,
-            "findings": found, "claims": counts(table)}
+    return {
+        "figures": written,
+        "report": rep,
+        "html": page,
+        "summary": tables,
+        "claims_files": claim_files,
+        "study": r.manifest["study"],
+        "name": r.manifest.get("name", r.path.name),
+        "trials": len(r.trials),
+        "best": _best_text(summary, r.manifest),
+        "headline": (headline[0], headline[2]) if headline else None,
+        "findings": found,
+        "claims": counts(table),
+    }
 
 
 def render_index(entries: list[dict], root: str | Path) -> dict:

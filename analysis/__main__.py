@@ -20,10 +20,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(prog="python -m analysis", description=__doc__.split("\n\n", 1)[1],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", metavar="RESULTS_DIR",
-                   help="run folders (results/lr_scan/quick) or results roots (results)")
+    p = _Parser(
+        prog="python -m analysis",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "runs", nargs="+", metavar="RESULTS_DIR", help="run folders (results/lr_scan/quick) or results roots (results)"
+    )
     p.add_argument("--out", help="write everything here (as <study>/<name>/...) instead of into each run folder")
     p.add_argument("--format", choices=("png", "pdf", "svg"), default="png", help="figure files (default png)")
     try:

@@ -38,8 +38,16 @@ def axis(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> Axis | N
     return Axis(x, label(what), rungs)
 
 
-def curves_figure(curves: pd.DataFrame, trials: pd.DataFrame, hue: str, metrics: Sequence[str] = TWO, title: str = "",
-                  x: str = "iteration", rungs: Sequence[float] = (), xlabel: str | None = None) -> Figure:
+def curves_figure(
+    curves: pd.DataFrame,
+    trials: pd.DataFrame,
+    hue: str,
+    metrics: Sequence[str] = TWO,
+    title: str = "",
+    x: str = "iteration",
+    rungs: Sequence[float] = (),
+    xlabel: str | None = None,
+) -> Figure:
     """Learning curves of every trial coloured by `hue`; trials that ASHA stopped are faded, its
     rungs are dashed vertical lines, diverged trials end in a red cross."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics), 4.4), squeeze=False)
@@ -49,8 +57,14 @@ def curves_figure(curves: pd.DataFrame, trials: pd.DataFrame, hue: str, metrics:
         seen, crossed = set(), False
         for _, g in c.groupby("trial_id", sort=False):
             v, stopped = g[f"config.{hue}"].iloc[0], bool(g["stopped_early"].iloc[0])
-            ax.plot(g[x], g[m], color=pal.get(v, "gray"), alpha=FADED if stopped else 0.9, lw=1.0 if stopped else 1.5,
-                    label=hue_label(hue, v) if v not in seen else None)
+            ax.plot(
+                g[x],
+                g[m],
+                color=pal.get(v, "gray"),
+                alpha=FADED if stopped else 0.9,
+                lw=1.0 if stopped else 1.5,
+                label=hue_label(hue, v) if v not in seen else None,
+            )
             seen.add(v)
             if bool(g["diverged"].iloc[0]):
                 # a red cross where it ended: at its last finite value, else at 0 (accuracy) or on
@@ -62,8 +76,9 @@ def curves_figure(curves: pd.DataFrame, trials: pd.DataFrame, hue: str, metrics:
                 elif is_acc(m):
                     ax.scatter([g[x].iloc[-1]], [0.0], **{**DIVERGED, "label": lab})
                 else:
-                    ax.scatter([g[x].iloc[-1]], [0.97], transform=ax.get_xaxis_transform(),
-                               **{**DIVERGED, "label": lab})
+                    ax.scatter(
+                        [g[x].iloc[-1]], [0.97], transform=ax.get_xaxis_transform(), **{**DIVERGED, "label": lab}
+                    )
                 crossed = True
         draw.curve_axis(ax, c[m], m, x, xlabel, rungs)
     draw.legend(axes[0][-1], outside=True, title="faded: stopped by ASHA" if c["stopped_early"].any() else None)
@@ -72,9 +87,16 @@ def curves_figure(curves: pd.DataFrame, trials: pd.DataFrame, hue: str, metrics:
     return fig
 
 
-def mean_curves_figure(curves: pd.DataFrame, trials: pd.DataFrame, hue: str, metrics: Sequence[str] = FOUR,
-                       title: str = "", x: str = "iteration", xlabel: str | None = None,
-                       rungs: Sequence[float] = ()) -> Figure:
+def mean_curves_figure(
+    curves: pd.DataFrame,
+    trials: pd.DataFrame,
+    hue: str,
+    metrics: Sequence[str] = FOUR,
+    title: str = "",
+    x: str = "iteration",
+    xlabel: str | None = None,
+    rungs: Sequence[float] = (),
+) -> Figure:
     """The hand-run reports' view: one thick line per hue value, the mean over its seeds (drawn
     where all of them still report), over thin lines of the single seeds; 2 x 2 panels."""
     ncol = 2 if len(metrics) == 4 else len(metrics)
@@ -97,25 +119,46 @@ def mean_curves_figure(curves: pd.DataFrame, trials: pd.DataFrame, hue: str, met
     return fig
 
 
-def panel_curves_figure(curves: pd.DataFrame, trials: pd.DataFrame, panel: str, hue: str,
-                        metrics: Sequence[str] = ("metric.val_acc",), title: str = "", x: str = "iteration",
-                        xlabel: str | None = None, rungs: Sequence[float] = (),
-                        chance: float | None = None) -> Figure:
+def panel_curves_figure(
+    curves: pd.DataFrame,
+    trials: pd.DataFrame,
+    panel: str,
+    hue: str,
+    metrics: Sequence[str] = ("metric.val_acc",),
+    title: str = "",
+    x: str = "iteration",
+    xlabel: str | None = None,
+    rungs: Sequence[float] = (),
+    chance: float | None = None,
+) -> Figure:
     """Learning curves in one column per value of `panel`, coloured by `hue` (e.g. per cell,
     coloured by sequence length); every trial drawn, faded where ASHA stopped it."""
     pvals = sorted(trials[f"config.{panel}"].dropna().unique().tolist())
-    fig, axes = plt.subplots(len(metrics), len(pvals), figsize=(4.6 * len(pvals), 3.6 * len(metrics)),
-                             squeeze=False, sharey="row", sharex=True)
+    fig, axes = plt.subplots(
+        len(metrics),
+        len(pvals),
+        figsize=(4.6 * len(pvals), 3.6 * len(metrics)),
+        squeeze=False,
+        sharey="row",
+        sharex=True,
+    )
     pal = colors(trials[f"config.{hue}"])
-    c = curve_lines(curves, trials, hue).merge(trials[["trial_id", f"config.{panel}"]], on="trial_id",
-                                                suffixes=("_curve", ""))
+    c = curve_lines(curves, trials, hue).merge(
+        trials[["trial_id", f"config.{panel}"]], on="trial_id", suffixes=("_curve", "")
+    )
     for j, pv in enumerate(pvals):
         for i, m in enumerate(metrics):
             ax, seen = axes[i][j], set()
             for _, g in c[c[f"config.{panel}"] == pv].groupby("trial_id", sort=False):
                 v, stopped = g[f"config.{hue}"].iloc[0], bool(g["stopped_early"].iloc[0])
-                ax.plot(g[x], g[m], color=pal.get(v, "gray"), alpha=FADED if stopped else 0.95,
-                        lw=1.0 if stopped else 1.6, label=hue_label(hue, v) if v not in seen else "_seed")
+                ax.plot(
+                    g[x],
+                    g[m],
+                    color=pal.get(v, "gray"),
+                    alpha=FADED if stopped else 0.95,
+                    lw=1.0 if stopped else 1.6,
+                    label=hue_label(hue, v) if v not in seen else "_seed",
+                )
                 seen.add(v)
             draw.rungs_and_chance(ax, rungs, m, chance)
             draw.log_loss(ax, c[m], m)

@@ -115,8 +115,9 @@ def not_diverged(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[~trials["diverged"].astype(bool)] if "diverged" in trials else trials
 
 
-def best_per_group(trials: pd.DataFrame, scientific: list[str], nuisance: list[str], metric: str,
-                   mode: str = "max") -> pd.DataFrame:
+def best_per_group(
+    trials: pd.DataFrame, scientific: list[str], nuisance: list[str], metric: str, mode: str = "max"
+) -> pd.DataFrame:
     """The isolation view: for each scientific value, the nuisance setting whose mean over seeds
     is best, with that setting's summary."""
     if not nuisance:
@@ -133,8 +134,15 @@ def with_gap(trials: pd.DataFrame) -> pd.DataFrame:
     return trials.assign(**{"metric.gap": trials["metric.train_acc"] - trials["metric.test_acc"]})
 
 
-SUMMARY_METRICS = ("best.{objective}", "metric.val_acc", "metric.test_acc", "metric.test_ppl", "metric.train_acc",
-                   "metric.gap", "metric.test_loss")
+SUMMARY_METRICS = (
+    "best.{objective}",
+    "metric.val_acc",
+    "metric.test_acc",
+    "metric.test_ppl",
+    "metric.train_acc",
+    "metric.gap",
+    "metric.test_loss",
+)
 
 
 def run_summary(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
@@ -145,20 +153,23 @@ def run_summary(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     t = with_gap(trials)
     for col in ("stopped_early", "diverged"):
         t = t.assign(**{col: t[col].astype(bool)}) if col in t else t.assign(**{col: False})
-    keys = [f"config.{k}" for k in [*manifest.get("scientific", []), *manifest.get("nuisance", [])]
-            if f"config.{k}" in t]
+    keys = [
+        f"config.{k}" for k in [*manifest.get("scientific", []), *manifest.get("nuisance", [])] if f"config.{k}" in t
+    ]
     if not keys:  # nothing varied: one row for the whole run
         t, keys = t.assign(study=manifest.get("study", "")), ["study"]
     metrics = [m.format(objective=manifest.get("metric", "val_acc")) for m in SUMMARY_METRICS]
     metrics = list(dict.fromkeys(m for m in metrics if m in t))
     counts = t.groupby(keys, dropna=False, sort=True).agg(
-        trials=("diverged", "size"), stopped_early=("stopped_early", "sum"), diverged=("diverged", "sum"))
+        trials=("diverged", "size"), stopped_early=("stopped_early", "sum"), diverged=("diverged", "sum")
+    )
     s = summarize(t[~t["diverged"]], keys, metrics)
     out = counts.reset_index().merge(s, on=keys, how="left") if len(s) else counts.reset_index()
     return out.astype({"trials": int, "stopped_early": int, "diverged": int})
 
 
 # ---- what the figures plot -----------------------------------------------------------------------
+
 
 def metric_vs(trials: pd.DataFrame, x: str, metrics: list[str], hue: str | None = None) -> pd.DataFrame:
     """Mean, 95% CI, min, max and n of each metric per value of x (and hue), diverged trials left out."""
@@ -216,8 +227,9 @@ def curve_lines(curves: pd.DataFrame, trials: pd.DataFrame, hue: str) -> pd.Data
     return c.merge(flags, on="trial_id", how="inner")
 
 
-def mean_curves(curves: pd.DataFrame, trials: pd.DataFrame, hue: str, metrics: list[str],
-                x: str = "iteration") -> pd.DataFrame:
+def mean_curves(
+    curves: pd.DataFrame, trials: pd.DataFrame, hue: str, metrics: list[str], x: str = "iteration"
+) -> pd.DataFrame:
     """Per hue value and x: mean, min, max and n over its (non-diverged) trials, and whether all
     of them still report there (`complete`: where ASHA stopped some, the mean would mix seeds)."""
     c = curve_lines(curves, trials, hue)

@@ -37,26 +37,44 @@ def errors(s: pd.DataFrame, m: str, kind: str, clip: tuple | None = None) -> np.
     return np.clip(np.nan_to_num(np.vstack([lo, hi])), 0, None)
 
 
-def series(ax: Axes, x, s: pd.DataFrame, m: str, kind: str, band: bool = False, clip: tuple | None = None,
-           **kw) -> ErrorbarContainer:
+def series(
+    ax: Axes, x, s: pd.DataFrame, m: str, kind: str, band: bool = False, clip: tuple | None = None, **kw
+) -> ErrorbarContainer:
     """Mean of `m` against x: error bars, or a line with a min-max band (`band`, numeric x)."""
     mean = s[f"{m}.mean"].astype(float).to_numpy()
     if kind == "range" and band:
         c = ax.errorbar(x, mean, marker="o", ms=5, lw=1.8, **kw)
         lo, hi = errors(s, m, kind, clip)
-        ax.fill_between(np.asarray(x, dtype=float), mean - lo, mean + hi, color=c.lines[0].get_color(), alpha=0.18,
-                        lw=0, label=f"_band {kw.get('label', '')}")
+        ax.fill_between(
+            np.asarray(x, dtype=float),
+            mean - lo,
+            mean + hi,
+            color=c.lines[0].get_color(),
+            alpha=0.18,
+            lw=0,
+            label=f"_band {kw.get('label', '')}",
+        )
         return c
     return ax.errorbar(x, mean, yerr=errors(s, m, kind, clip), capsize=3, marker="o", ms=5, lw=1.8, **kw)
 
 
 def points(ax: Axes, trials: pd.DataFrame, xcol: str, m: str, color) -> None:
     """Each trial as a small dot (hollow when ASHA stopped it), behind the means."""
-    for stopped, g in trials.groupby(trials["stopped_early"].astype(bool) if "stopped_early" in trials
-                                     else pd.Series(False, index=trials.index)):
+    for stopped, g in trials.groupby(
+        trials["stopped_early"].astype(bool) if "stopped_early" in trials else pd.Series(False, index=trials.index)
+    ):
         x = g[xcol].astype(str) if not numeric(g[xcol]) else g[xcol]
-        ax.scatter(x, g[m], s=22, zorder=4, alpha=0.7, linewidths=1, edgecolors=[color],
-                   facecolors="none" if stopped else [color], label="_trial")
+        ax.scatter(
+            x,
+            g[m],
+            s=22,
+            zorder=4,
+            alpha=0.7,
+            linewidths=1,
+            edgecolors=[color],
+            facecolors="none" if stopped else [color],
+            label="_trial",
+        )
 
 
 def point_proxies(trials: pd.DataFrame) -> list[Line2D]:

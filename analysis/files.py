@@ -70,8 +70,10 @@ def write_text(path: Path, text: str) -> Path:
 def write_table(stem: Path, df: pd.DataFrame) -> list[Path]:
     """`stem`.parquet and `stem`.csv."""
     stem = Path(stem)
-    return [atomic(stem.with_suffix(".parquet"), lambda tmp: df.to_parquet(tmp, index=False)),
-            atomic(stem.with_suffix(".csv"), lambda tmp: df.to_csv(tmp, index=False))]
+    return [
+        atomic(stem.with_suffix(".parquet"), lambda tmp: df.to_parquet(tmp, index=False)),
+        atomic(stem.with_suffix(".csv"), lambda tmp: df.to_csv(tmp, index=False)),
+    ]
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:

@@ -31,10 +31,12 @@ def stopped_at_chance(trials: pd.DataFrame, manifest: dict) -> list[str]:
     blind = stopped[stopped[metric] <= level + NEAR_CHANCE]
     if not len(blind):
         return []
-    return [f"Warning: ASHA stopped {len(blind)} of {len(stopped)} stopped seed runs while their "
-            f"{metric.removeprefix('metric.')} was still at chance ({level:.2f} + {NEAR_CHANCE:g} or less): a rung "
-            "came before the curves left chance, so that decision rested on noise. A longer grace period (the "
-            "budget's `grace`) would judge them on learning."]
+    return [
+        f"Warning: ASHA stopped {len(blind)} of {len(stopped)} stopped seed runs while their "
+        f"{metric.removeprefix('metric.')} was still at chance ({level:.2f} + {NEAR_CHANCE:g} or less): a rung "
+        "came before the curves left chance, so that decision rested on noise. A longer grace period (the "
+        "budget's `grace`) would judge them on learning."
+    ]
 
 
 def general(trials: pd.DataFrame, manifest: dict) -> list[str]:
@@ -45,15 +47,19 @@ def general(trials: pd.DataFrame, manifest: dict) -> list[str]:
     if len(stopped):
         rungs = asha_rungs(manifest)
         at = sorted(stopped["iterations"].unique().tolist()) if "iterations" in stopped else []
-        out.append(f"ASHA stopped {len(stopped)} of {n} trials (at iteration {', '.join(map(str, at))} of "
-                   f"{manifest.get('iterations')}; rungs {', '.join(fmt(r) for r in rungs)}): their final values are "
-                   "from the iteration at which they were stopped, not from the end of the budget.")
+        out.append(
+            f"ASHA stopped {len(stopped)} of {n} trials (at iteration {', '.join(map(str, at))} of "
+            f"{manifest.get('iterations')}; rungs {', '.join(fmt(r) for r in rungs)}): their final values are "
+            "from the iteration at which they were stopped, not from the end of the budget."
+        )
     bad = trials[trials["diverged"].astype(bool)] if "diverged" in trials else trials.iloc[:0]
     if len(bad):
         keys = [k for k in manifest.get("scientific", []) if f"config.{k}" in bad]
         cfgs = sorted({", ".join(f"{k}={fmt(r[f'config.{k}'])}" for k in keys) for _, r in bad.iterrows()})
-        out.append(f"{len(bad)} of {n} trials diverged (NaN or inf loss; red crosses in the figures, left out of "
-                   f"the means): {'; '.join(cfgs)}.")
+        out.append(
+            f"{len(bad)} of {n} trials diverged (NaN or inf loss; red crosses in the figures, left out of "
+            f"the means): {'; '.join(cfgs)}."
+        )
     err = int((trials["status"] == "error").sum()) if "status" in trials else 0
     if err:
         out.append(f"{err} trials failed with an error and are left out.")
@@ -63,8 +69,11 @@ def general(trials: pd.DataFrame, manifest: dict) -> list[str]:
 def seed_disagreement(trials: pd.DataFrame, manifest: dict, threshold: float = DISAGREE) -> list[str]:
     """Configurations whose seeds end far apart: with few seeds, their mean says little. An accuracy's
     spread is in fractions; any other objective's (a perplexity) relative to its mean."""
-    keys = [f"config.{k}" for k in [*manifest.get("scientific", []), *manifest.get("nuisance", [])]
-            if f"config.{k}" in trials]
+    keys = [
+        f"config.{k}"
+        for k in [*manifest.get("scientific", []), *manifest.get("nuisance", [])]
+        if f"config.{k}" in trials
+    ]
     obj = f"best.{manifest.get('metric', 'val_acc')}"
     if not keys or obj not in trials:
         return []
@@ -75,9 +84,11 @@ def seed_disagreement(trials: pd.DataFrame, manifest: dict, threshold: float = D
         return []
     cfgs = [config_text(r, keys) + f" ({r[f'{obj}.min']:.2f}–{r[f'{obj}.max']:.2f})" for _, r in s.iterrows()]
     by = f"{threshold:g}" if is_acc(obj) else f"{threshold:.0%} of its mean"
-    return [f"Seeds disagree (their {obj.removeprefix('best.')} differs by more than {by}) for "
-            f"{len(s)} configuration{'s' if len(s) > 1 else ''}: {'; '.join(cfgs)}. More seeds (--seeds) would "
-            "settle these."]
+    return [
+        f"Seeds disagree (their {obj.removeprefix('best.')} differs by more than {by}) for "
+        f"{len(s)} configuration{'s' if len(s) > 1 else ''}: {'; '.join(cfgs)}. More seeds (--seeds) would "
+        "settle these."
+    ]
 
 
 def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list[str]:

@@ -24,8 +24,7 @@ def import_analysis(name: str, root: str | None = None) -> ModuleType:
         return importlib.import_module(name)
     except Exception as e:  # the user's module may raise anything at import
         where = f" (from {root})" if root else ""
-        raise AnalysisImportError(f"cannot import the analysis module {name}{where}: {type(e).__name__}: {e}") \
-            from e
+        raise AnalysisImportError(f"cannot import the analysis module {name}{where}: {type(e).__name__}: {e}") from e
 
 
 def analysis_module(manifest: dict) -> ModuleType | None:

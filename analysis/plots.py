@@ -14,8 +14,9 @@ from analysis.data import best_per_value, metric_vs, not_diverged, spread_kind, 
 from analysis.style import NEUTRAL, bounds, colors, fmt, fmt_sci, hue_label, is_acc, label, legend_label, numeric
 
 
-def metric_vs_figure(trials: pd.DataFrame, x: str, metrics: list[str], title: str, hue: str | None = None,
-                     chance: float | None = None) -> Figure:
+def metric_vs_figure(
+    trials: pd.DataFrame, x: str, metrics: list[str], title: str, hue: str | None = None, chance: float | None = None
+) -> Figure:
     """Metrics against a scientific hyperparameter (one line per metric, or per hue value), with
     the spread over seeds, every trial as a dot and diverged trials as red crosses at 0."""
     fig, ax = plt.subplots(figsize=(7.6, 4.6))
@@ -29,8 +30,17 @@ def metric_vs_figure(trials: pd.DataFrame, x: str, metrics: list[str], title: st
     clip = bounds(shown[0]) if len({bounds(m) for m in shown}) == 1 else None
     if hue is None:
         for i, m in enumerate(metrics):
-            draw.series(ax, s[xcol] if is_num else s[xcol].astype(str), s, m, kind, band=is_num, clip=clip,
-                        color=f"C{i}", label=legend_label(m))
+            draw.series(
+                ax,
+                s[xcol] if is_num else s[xcol].astype(str),
+                s,
+                m,
+                kind,
+                band=is_num,
+                clip=clip,
+                color=f"C{i}",
+                label=legend_label(m),
+            )
             draw.points(ax, ok, xcol, m, f"C{i}")
     else:
         pal, hcol = colors(trials[f"config.{hue}"]), f"config.{hue}"
@@ -40,8 +50,18 @@ def metric_vs_figure(trials: pd.DataFrame, x: str, metrics: list[str], title: st
             # line: a line would claim the values in between
             xs = sorted(g[xcol].unique()) if is_num else []
             gaps = any(a < x < b for a, b in zip(xs, xs[1:]) for x in every_x)
-            draw.series(ax, g[xcol] if is_num else g[xcol].astype(str), g, shown[0], kind, band=is_num and not gaps,
-                        clip=clip, color=pal[v], label=hue_label(hue, v), **({"ls": "none"} if gaps else {}))
+            draw.series(
+                ax,
+                g[xcol] if is_num else g[xcol].astype(str),
+                g,
+                shown[0],
+                kind,
+                band=is_num and not gaps,
+                clip=clip,
+                color=pal[v],
+                label=hue_label(hue, v),
+                **({"ls": "none"} if gaps else {}),
+            )
             draw.points(ax, ok[ok[hcol] == v], xcol, shown[0], pal[v])
     draw.crosses(ax, trials, xcol)
     if chance is not None:
@@ -70,8 +90,16 @@ def best_per_value_figure(trials: pd.DataFrame, sci: str, nuisance: list[str], m
     xs = [fmt(v) for v in s[scol]]
     clip = bounds(metric)
     ax.bar(xs, s[f"{metric}.mean"], color=[pal[v] for v in s[scol]], alpha=0.85, label="_bars")
-    ax.errorbar(xs, s[f"{metric}.mean"].astype(float), yerr=draw.errors(s, metric, kind, clip), fmt="none",
-                ecolor="black", capsize=5, lw=1.4, label=spread_note(s, [metric], kind).split(", ", 1)[-1])
+    ax.errorbar(
+        xs,
+        s[f"{metric}.mean"].astype(float),
+        yerr=draw.errors(s, metric, kind, clip),
+        fmt="none",
+        ecolor="black",
+        capsize=5,
+        lw=1.4,
+        label=spread_note(s, [metric], kind).split(", ", 1)[-1],
+    )
     ok = not_diverged(trials)
     for i, (_, r) in enumerate(s.iterrows()):
         sel = ok
@@ -79,9 +107,15 @@ def best_per_value_figure(trials: pd.DataFrame, sci: str, nuisance: list[str], m
             sel = sel[sel[f"config.{k}"] == r[f"config.{k}"]]
         draw.points(ax, sel.assign(_x=xs[i]), "_x", metric, "black")
         extra = "\n".join(f"{k}={fmt_sci(r[f'config.{k}'])}" for k in nuisance)
-        ax.annotate(f"{r[f'{metric}.mean']:.3f}" + (f"\n{extra}" if extra else ""), (i, 0.03), ha="center",
-                    va="bottom", fontsize=9, zorder=7,
-                    bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.85, lw=0))
+        ax.annotate(
+            f"{r[f'{metric}.mean']:.3f}" + (f"\n{extra}" if extra else ""),
+            (i, 0.03),
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            zorder=7,
+            bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.85, lw=0),
+        )
     nuis = f" (its best {', '.join(nuisance)})" if nuisance else ""
     ax.set(xlabel=label(sci), ylabel=f"{label(metric)}{nuis}")
     ax.set_title(f"{title}\n{spread_note(s, [metric], kind)}", fontsize=11)
@@ -93,8 +127,9 @@ def best_per_value_figure(trials: pd.DataFrame, sci: str, nuisance: list[str], m
     return fig
 
 
-def hparam_axes_figure(trials: pd.DataFrame, keys: list[str], metric: str, title: str,
-                       hue: str | None = None) -> Figure:
+def hparam_axes_figure(
+    trials: pd.DataFrame, keys: list[str], metric: str, title: str, hue: str | None = None
+) -> Figure:
     """The playbook's basic hyperparameter-axis plots: the objective of every trial against each
     varied key; diverged trials as red crosses at 0, ASHA-stopped ones hollow. Points are coloured
     by the panel's key when it is categorical, else by another categorical key where there is one."""
@@ -105,8 +140,7 @@ def hparam_axes_figure(trials: pd.DataFrame, keys: list[str], metric: str, title
         is_num = numeric(trials[col])
         if not is_num:
             draw.categories(ax, trials[col])
-        h = hue or (k if not is_num else next((o for o in keys if o != k and not numeric(trials[f"config.{o}"])),
-                                              None))
+        h = hue or (k if not is_num else next((o for o in keys if o != k and not numeric(trials[f"config.{o}"])), None))
         if h:  # a categorical key's values keep their colour; on their own axis they need no legend
             pal = colors(trials[f"config.{h}"])
             for v, g in ok.groupby(f"config.{h}", sort=True):
@@ -134,9 +168,13 @@ def hparam_axes(trials: pd.DataFrame, manifest: dict) -> Figure | None:
     """Every study's `hparam_axes` figure: the objective of every trial against each hyperparameter
     that the run varied (scientific and nuisance); None where it varied none."""
     metric = f"metric.{manifest.get('metric', 'val_acc')}"
-    keys = [k for k in [*manifest.get("scientific", []), *manifest.get("nuisance", [])]
-            if f"config.{k}" in trials and trials[f"config.{k}"].nunique() > 1]
+    keys = [
+        k
+        for k in [*manifest.get("scientific", []), *manifest.get("nuisance", [])]
+        if f"config.{k}" in trials and trials[f"config.{k}"].nunique() > 1
+    ]
     if not keys:
         return None
-    return hparam_axes_figure(trials, keys, metric, f"{legend_label(metric)} of every trial against each "
-                              "hyperparameter")
+    return hparam_axes_figure(
+        trials, keys, metric, f"{legend_label(metric)} of every trial against each hyperparameter"
+    )

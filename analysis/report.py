@@ -83,8 +83,20 @@ def claims_blocks(table: pd.DataFrame, study: str) -> list[Block]:
     if not len(table):
         return out + [("p", "This study declares no claims (CLAIMS in its analysis module).")]
     verdict = [f"{v}: {why}" if why and v == INCONCLUSIVE else v for v, why in zip(table["verdict"], table["why"])]
-    out.append(("table", pd.DataFrame({"claim": table["claim"], "reference": table["reference"],
-                                       "this run": table["value"], "verdict": verdict}), "text"))
+    out.append(
+        (
+            "table",
+            pd.DataFrame(
+                {
+                    "claim": table["claim"],
+                    "reference": table["reference"],
+                    "this run": table["value"],
+                    "verdict": verdict,
+                }
+            ),
+            "text",
+        )
+    )
     out += [("p", f"Rule: {rule}") for rule in dict.fromkeys(r for r in table["rule"] if r)]
     return out
 
@@ -110,17 +122,29 @@ def _best_blocks(r: Results, keys: list[str], summary: pd.DataFrame | None) -> l
     out: list[Block] = [("h2", "Best configuration")]
     if summary is not None and f"{obj}.mean" in summary and summary[f"{obj}.mean"].notna().any():
         sb = summary.loc[summary[f"{obj}.mean"].idxmax() if mode == "max" else summary[f"{obj}.mean"].idxmin()]
-        out.append(("p", f"On average over seeds: {config_text(sb, [k for k in keys if k in sb])}: best "
-                    f"{m.get('metric')} {stat(sb, obj)}"
-                    + (f", final {tm} {stat(sb, f'metric.{tm}')}" if f"metric.{tm}.mean" in sb else "")
-                    + "."))
+        out.append(
+            (
+                "p",
+                f"On average over seeds: {config_text(sb, [k for k in keys if k in sb])}: best "
+                f"{m.get('metric')} {stat(sb, obj)}"
+                + (f", final {tm} {stat(sb, f'metric.{tm}')}" if f"metric.{tm}.mean" in sb else "")
+                + ".",
+            )
+        )
     shown = top[cols].assign(**{c: top[c].map(fmt_sci) for c in cols if c.startswith("config.") and key(c) in SCI_KEYS})
-    return out + [("p", f"Best single trial: {cfg}: best {m.get('metric')} {best[obj]:.4f}{test}. The top 5:"),
-                  ("table", shown.rename(columns=lambda c: c.removeprefix("config.")))]
+    return out + [
+        ("p", f"Best single trial: {cfg}: best {m.get('metric')} {best[obj]:.4f}{test}. The top 5:"),
+        ("table", shown.rename(columns=lambda c: c.removeprefix("config."))),
+    ]
 
 
-def blocks(r: Results, figures: list[tuple[str, str, bytes | None]], summary: pd.DataFrame | None, found: list[str],
-           claims: pd.DataFrame | None = None) -> list[Block]:
+def blocks(
+    r: Results,
+    figures: list[tuple[str, str, bytes | None]],
+    summary: pd.DataFrame | None,
+    found: list[str],
+    claims: pd.DataFrame | None = None,
+) -> list[Block]:
     """The report as blocks: (h1|h2|p|ul|table|code|fig, ...). `figures` holds (name, relative
     path, PNG bytes or None); `found`, the findings; `claims`, the claims table (computed when None)."""
     t, m = r.trials, r.manifest
@@ -129,28 +153,47 @@ def blocks(r: Results, figures: list[tuple[str, str, bytes | None]], summary: pd
     out: list[Block] = [("h1", f"{m.get('study')}: {m.get('name')}")]
     out += claims_blocks(claims_table(t, r.curves, m) if claims is None else claims, m.get("study", ""))
     counts = t["status"].value_counts().to_dict() if "status" in t else {}
-    out += [("h2", "Run"),
-            ("p", f"{len(t)} trials ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}); objective: "
-                  f"{m.get('metric')} ({m.get('mode', 'max')}), ASHA over {m.get('iterations')} iterations (grace "
-                  f"{(m.get('asha') or {}).get('grace')}, reduction {(m.get('asha') or {}).get('reduction')}); "
-                  f"seeds {m.get('seeds')}.")]
+    out += [
+        ("h2", "Run"),
+        (
+            "p",
+            f"{len(t)} trials ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}); objective: "
+            f"{m.get('metric')} ({m.get('mode', 'max')}), ASHA over {m.get('iterations')} iterations (grace "
+            f"{(m.get('asha') or {}).get('grace')}, reduction {(m.get('asha') or {}).get('reduction')}); "
+            f"seeds {m.get('seeds')}.",
+        ),
+    ]
     out += [("h2", "Reproduce"), ("code", f"{command(m)}\npython -m analysis {shlex.quote(str(r.path))}")]
     if found:
         out += [("h2", "Findings"), ("ul", found)]
     if getattr(module, "REFERENCE", None):
         data = (m.get("fixed") or {}).get("dataset")
         this = f"{data}, budget {m.get('budget')}" if data else f"budget {m.get('budget')}"
-        out.append(("p", f"For comparison, the hand-run reports (single runs, full setup): {module.REFERENCE} "
-                         f"This run: {this}."))
+        out.append(
+            (
+                "p",
+                f"For comparison, the hand-run reports (single runs, full setup): {module.REFERENCE} This run: {this}.",
+            )
+        )
     out += _best_blocks(r, keys, summary)
     if summary is not None and len(summary) and keys:
-        mets = [f"best.{m.get('metric', 'val_acc')}", f"metric.{test_metric(m.get('metric', 'val_acc'))}",
-                "metric.test_acc", "metric.train_acc", "metric.gap"]
+        mets = [
+            f"best.{m.get('metric', 'val_acc')}",
+            f"metric.{test_metric(m.get('metric', 'val_acc'))}",
+            "metric.test_acc",
+            "metric.train_acc",
+            "metric.gap",
+        ]
         mets = list(dict.fromkeys(mets))
-        out += [("h2", "Over seeds, per configuration"),
-                ("p", "Mean ± 95% CI (n >= 3 seeds) or mean [min, max] (fewer seeds); diverged trials are counted "
-                      "but left out of the means. Full table: summary.csv / summary.parquet."),
-                ("table", compact(summary, [k for k in keys if k in summary], mets))]
+        out += [
+            ("h2", "Over seeds, per configuration"),
+            (
+                "p",
+                "Mean ± 95% CI (n >= 3 seeds) or mean [min, max] (fewer seeds); diverged trials are counted "
+                "but left out of the means. Full table: summary.csv / summary.parquet.",
+            ),
+            ("table", compact(summary, [k for k in keys if k in summary], mets)),
+        ]
     if figures:
         captions = {**CAPTIONS, **getattr(module, "CAPTIONS", {})}
         out.append(("h2", "Figures"))
@@ -162,8 +205,10 @@ def blocks(r: Results, figures: list[tuple[str, str, bytes | None]], summary: pd
 def _md_table(df: pd.DataFrame) -> str:
     """A DataFrame as a Markdown table (pandas' to_markdown needs tabulate; this does not)."""
     head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return head + "".join("| " + " | ".join(cell(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |\n"
-                          for row in df.itertuples(index=False))
+    return head + "".join(
+        "| " + " | ".join(cell(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |\n"
+        for row in df.itertuples(index=False)
+    )
 
 
 def to_markdown(bl: list[Block]) -> str:
@@ -189,14 +234,18 @@ def to_markdown(bl: list[Block]) -> str:
 
 def _html_table(df: pd.DataFrame, cls: str | None = None) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>" for v in row) + "</tr>"
-                   for row in df.itertuples(index=False))
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>" for v in row) + "</tr>"
+        for row in df.itertuples(index=False)
+    )
     return f"<table{f' class={cls!r}' if cls else ''}><tr>{head}</tr>{rows}</table>"
 
 
 def to_html(bl: list[Block], title: str) -> str:
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-           f"<style>{CSS}</style></head><body>"]
+    out = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>"
+    ]
     for b in bl:
         kind = b[0]
         if kind in ("h1", "h2", "p"):

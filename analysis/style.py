@@ -16,24 +16,56 @@ from numpy.typing import ArrayLike
 
 # What a quantity is called in legends, and on axes (with its unit).
 NAMES = {
-    "lr": "learning rate", "optimizer": "optimizer", "dropout": "dropout p", "l2": "L2 penalty λ",
-    "weight_decay": "weight decay", "seq_len": "sequence length T", "cell": "cell", "setting": "regulariser",
-    "val_acc": "validation accuracy", "test_acc": "test accuracy", "train_acc": "train accuracy",
-    "gap": "train − test gap", "train_loss": "train loss", "val_loss": "validation loss",
-    "test_loss": "test loss", "iteration": "iteration", "epoch": "epoch", "step": "optimizer step",
-    "train_ppl": "train perplexity", "val_ppl": "validation perplexity", "test_ppl": "test perplexity",
-    "layers": "layers", "heads": "attention heads", "clip": "gradient clipping",
-    "samples": "training samples", "batch_size": "batch size", "train_set": "training set",
+    "lr": "learning rate",
+    "optimizer": "optimizer",
+    "dropout": "dropout p",
+    "l2": "L2 penalty λ",
+    "weight_decay": "weight decay",
+    "seq_len": "sequence length T",
+    "cell": "cell",
+    "setting": "regulariser",
+    "val_acc": "validation accuracy",
+    "test_acc": "test accuracy",
+    "train_acc": "train accuracy",
+    "gap": "train − test gap",
+    "train_loss": "train loss",
+    "val_loss": "validation loss",
+    "test_loss": "test loss",
+    "iteration": "iteration",
+    "epoch": "epoch",
+    "step": "optimizer step",
+    "train_ppl": "train perplexity",
+    "val_ppl": "validation perplexity",
+    "test_ppl": "test perplexity",
+    "layers": "layers",
+    "heads": "attention heads",
+    "clip": "gradient clipping",
+    "samples": "training samples",
+    "batch_size": "batch size",
+    "train_set": "training set",
 }
 UNITS = {
-    "dropout": "probability of zeroing a unit", "l2": "× Σ‖θ‖₂ added to the loss",
-    "weight_decay": "Adam's L2 coefficient", "seq_len": "digits", "val_acc": "fraction correct",
-    "test_acc": "fraction correct", "train_acc": "fraction correct", "gap": "fraction",
-    "train_loss": "cross-entropy, nats", "val_loss": "cross-entropy, nats", "test_loss": "cross-entropy, nats",
-    "iteration": "report", "epoch": "passes over the training set", "step": "batches",
-    "train_ppl": "e^cross-entropy", "val_ppl": "e^cross-entropy", "test_ppl": "e^cross-entropy",
-    "layers": "stacked", "clip": "max gradient norm",
-    "samples": "expressions seen", "batch_size": "examples per step",
+    "dropout": "probability of zeroing a unit",
+    "l2": "× Σ‖θ‖₂ added to the loss",
+    "weight_decay": "Adam's L2 coefficient",
+    "seq_len": "digits",
+    "val_acc": "fraction correct",
+    "test_acc": "fraction correct",
+    "train_acc": "fraction correct",
+    "gap": "fraction",
+    "train_loss": "cross-entropy, nats",
+    "val_loss": "cross-entropy, nats",
+    "test_loss": "cross-entropy, nats",
+    "iteration": "report",
+    "epoch": "passes over the training set",
+    "step": "batches",
+    "train_ppl": "e^cross-entropy",
+    "val_ppl": "e^cross-entropy",
+    "test_ppl": "e^cross-entropy",
+    "layers": "stacked",
+    "clip": "max gradient norm",
+    "samples": "expressions seen",
+    "batch_size": "examples per step",
 }
 SCI_KEYS = ("lr",)  # hyperparameters written in scientific notation ('1e-4')
 DERIVED = ("setting",)  # keys whose values are labels already ('dropout p=0.5'): legends show them as they are
@@ -139,9 +171,9 @@ def chain(items: list[tuple[float, str]], digits: int = 3) -> str:
 def range_phrase(values: list, all_values: list, what: str) -> str:
     """'lr >= 3e-3' when `values` are the top of `all_values`, 'lr <= ...' when the bottom, else a list."""
     vs, alls = sorted(values), sorted(all_values)
-    if vs and vs == alls[-len(vs):] and len(vs) < len(alls):
+    if vs and vs == alls[-len(vs) :] and len(vs) < len(alls):
         return f"{what} >= {fmt_sci(vs[0])}"
-    if vs and vs == alls[:len(vs)] and len(vs) < len(alls):
+    if vs and vs == alls[: len(vs)] and len(vs) < len(alls):
         return f"{what} <= {fmt_sci(vs[-1])}"
     return f"{what} in {{{', '.join(fmt_sci(v) for v in vs)}}}"
 

@@ -38,8 +38,10 @@ from analysis.data import spread
 REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
 VERDICTS = (REPRODUCED, CONTRADICTED, INCONCLUSIVE)
 ALPHA = 0.05
-RULE_GREATER = ("exact one-sided Mann-Whitney test, p <= 0.05 (>= 3 seeds each); with 2 seeds, every seed of "
-                "one side above every seed of the other")
+RULE_GREATER = (
+    "exact one-sided Mann-Whitney test, p <= 0.05 (>= 3 seeds each); with 2 seeds, every seed of "
+    "one side above every seed of the other"
+)
 EXACT_SPLITS = 200_000  # above this many splits of the pooled seeds, random ones stand in
 PERMUTATIONS = 20_000
 RULE_BOUND = "the whole spread over seeds (95% CI with >= 3 seeds, else min-max) on one side of the bound"
@@ -97,8 +99,9 @@ def sample(trials: pd.DataFrame, label: str, metric: str, **where) -> Sample:
     return Sample(label, v[np.isfinite(v)], len(t) - len(e))
 
 
-def tuned(trials: pd.DataFrame, manifest: dict, label: str, metric: str, select: str = "metric.val_acc",
-          **where) -> Sample:
+def tuned(
+    trials: pd.DataFrame, manifest: dict, label: str, metric: str, select: str = "metric.val_acc", **where
+) -> Sample:
     """`sample` at the tuned nuisance values: among the trials that match `where`, the nuisance setting
     (`manifest["nuisance"]`) whose mean of `select` over the seeds that ran to the end is best (by the
     study's mode), then `metric` over that setting's seeds. Select on validation, report on test:
@@ -122,9 +125,14 @@ def _too_few(*samples: Sample) -> str | None:
     short = [s for s in samples if len(s.values) < 2]
     if not short:
         return None
-    return "; ".join(f"{s.label}: {len(s.values)} seed{'s' if len(s.values) != 1 else ''} ran to the end"
-                     + (f" ({s.left_out} stopped early)" if s.left_out else "") for s in short) \
+    return (
+        "; ".join(
+            f"{s.label}: {len(s.values)} seed{'s' if len(s.values) != 1 else ''} ran to the end"
+            + (f" ({s.left_out} stopped early)" if s.left_out else "")
+            for s in short
+        )
         + ": one seed never decides"
+    )
 
 
 def u_p_value(a: np.ndarray, b: np.ndarray) -> float:
@@ -132,6 +140,7 @@ def u_p_value(a: np.ndarray, b: np.ndarray) -> float:
     ways to split the pooled values into groups of len(a) and len(b) whose U is at least the
     observed one. Ties count half. Exact for any ties and the few seeds of a study; random splits from
     a fixed seed stand in where there are more than EXACT_SPLITS."""
+
     def u(x, y):
         return float((x[:, None] > y[None, :]).sum() + 0.5 * (x[:, None] == y[None, :]).sum())
 
@@ -169,8 +178,14 @@ def _pair(a: Sample, b: Sample, rule: str, holds, fails, undecided: str) -> Verd
 
 def greater(a: Sample, b: Sample, margin: float = 0.0) -> Verdict:
     """Claim: A > B + margin."""
-    return _pair(a, b, RULE_GREATER, lambda: _apart(a.values, b.values, margin),
-                 lambda: _apart(b.values, a.values, -margin), "the seeds do not separate the two")
+    return _pair(
+        a,
+        b,
+        RULE_GREATER,
+        lambda: _apart(a.values, b.values, margin),
+        lambda: _apart(b.values, a.values, -margin),
+        "the seeds do not separate the two",
+    )
 
 
 RULE_NOT_BELOW = "not below: the mean at least the other's, and the other not above it by the rule of 'greater'"
@@ -178,9 +193,14 @@ RULE_NOT_BELOW = "not below: the mean at least the other's, and the other not ab
 
 def not_below(a: Sample, b: Sample, tolerance: float = 0.0) -> Verdict:
     """Claim: A >= B (A is not worse than B)."""
-    return _pair(a, b, RULE_NOT_BELOW, lambda: a.values.mean() >= b.values.mean() - tolerance,
-                 lambda: _apart(b.values, a.values, tolerance),
-                 "the mean is below the other's, but the seeds do not separate them")
+    return _pair(
+        a,
+        b,
+        RULE_NOT_BELOW,
+        lambda: a.values.mean() >= b.values.mean() - tolerance,
+        lambda: _apart(b.values, a.values, tolerance),
+        "the mean is below the other's, but the seeds do not separate them",
+    )
 
 
 def at_least(a: Sample, bound: float, at_most: bool = False) -> Verdict:
@@ -202,8 +222,9 @@ def at_least(a: Sample, bound: float, at_most: bool = False) -> Verdict:
 def every(verdicts: Sequence[Verdict]) -> Verdict:
     """A claim made of several parts: reproduced when every part is, contradicted when any part is."""
     value = "; ".join(v.value for v in verdicts)
-    rule = verdicts[0].rule if len({v.rule for v in verdicts}) == 1 else "; ".join(dict.fromkeys(v.rule for v in
-                                                                                                   verdicts))
+    rule = (
+        verdicts[0].rule if len({v.rule for v in verdicts}) == 1 else "; ".join(dict.fromkeys(v.rule for v in verdicts))
+    )
     kinds = {v.verdict for v in verdicts}
     if CONTRADICTED in kinds:
         return Verdict(CONTRADICTED, value, rule)
@@ -230,10 +251,23 @@ def evaluate(claims: Sequence[Claim], trials: pd.DataFrame, curves: pd.DataFrame
                 v = Verdict(INCONCLUSIVE, "–", "", f"this run lacks what the claim reads ({type(e).__name__}: {e})")
             budget = manifest.get("budget")
             if c.budgets and budget not in c.budgets and v.verdict != REPRODUCED:
-                v = Verdict(INCONCLUSIVE, v.value, v.rule, f"needs --budget {' or '.join(c.budgets)}; at {budget}: "
-                            f"{v.verdict}" + (f" ({v.why})" if v.why else ""))
-        rows.append({"claim": c.text, "reference": c.reference, "value": v.value, "verdict": v.verdict,
-                     "rule": v.rule, "why": v.why})
+                v = Verdict(
+                    INCONCLUSIVE,
+                    v.value,
+                    v.rule,
+                    f"needs --budget {' or '.join(c.budgets)}; at {budget}: "
+                    f"{v.verdict}" + (f" ({v.why})" if v.why else ""),
+                )
+        rows.append(
+            {
+                "claim": c.text,
+                "reference": c.reference,
+                "value": v.value,
+                "verdict": v.verdict,
+                "rule": v.rule,
+                "why": v.why,
+            }
+        )
     return pd.DataFrame(rows, columns=["claim", "reference", "value", "verdict", "rule", "why"])
 
 

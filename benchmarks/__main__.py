@@ -20,13 +20,20 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import validity
 
         return validity.main(argv[1:])
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=benchmarks.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=benchmarks.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run: {', '.join(NAMES)} (default: all)")
     p.add_argument("--quick", action="store_true", help="fewer steps and rounds; smoke budgets for the study runs")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads for the throughput and packed benchmarks, the same on both sides "
-                        "(default 1: what a trial gets at --cpus-per-trial 1)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for the throughput and packed benchmarks, the same on both sides "
+        "(default 1: what a trial gets at --cpus-per-trial 1)",
+    )
     p.add_argument("--compile", action="store_true", help="gpu: add a torch.compile variant (minutes to compile)")
     p.add_argument("--out", default=str(RECORD), help="where to append the figures (default BENCHMARKS.md)")
     p.add_argument("--no-record", action="store_true", help="print only")

@@ -96,8 +96,10 @@ def compare(grid: StudyRun, asha: StudyRun) -> pd.DataFrame:
     varied = _varied(grid)
     groups = _present(grid.trials, grid.study.asha_groups)
     shown = [c for c in varied if c not in groups]
-    grid_means = {_key(row, varied): row["best.val_acc"] for _, row in
-                  grid.trials.groupby(varied, as_index=False, dropna=False)["best.val_acc"].mean().iterrows()}
+    grid_means = {
+        _key(row, varied): row["best.val_acc"]
+        for _, row in grid.trials.groupby(varied, as_index=False, dropna=False)["best.val_acc"].mean().iterrows()
+    }
     a_best = {_key(a, groups): a for _, a in best_per_group(asha).iterrows()}
     rows = []
     for _, g in best_per_group(grid).iterrows():
@@ -112,9 +114,18 @@ def compare(grid: StudyRun, asha: StudyRun) -> pd.DataFrame:
             match = "tie" if g["best.val_acc"] - in_grid <= TIE else "no"
         else:  # Optuna sampled it in the ASHA run only: judged by its own run's figures
             match = "as good" if g["best.val_acc"] - a["best.val_acc"] <= TIE else "no"
-        rows.append({"study": grid.name, "group": _label(g, groups) or "all", "grid best": _label(g, shown),
-                     "grid val_acc": g["best.val_acc"], "asha best": _label(a, shown),
-                     "asha val_acc": a["best.val_acc"], "asha pick's grid val_acc": in_grid, "match": match})
+        rows.append(
+            {
+                "study": grid.name,
+                "group": _label(g, groups) or "all",
+                "grid best": _label(g, shown),
+                "grid val_acc": g["best.val_acc"],
+                "asha best": _label(a, shown),
+                "asha val_acc": a["best.val_acc"],
+                "asha pick's grid val_acc": in_grid,
+                "match": match,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -131,21 +142,29 @@ def _curves(grid: StudyRun) -> list[SimpleNamespace]:
     points = s.budgets[grid.budget].grid or s.grid
     starts = {}
     if "started_s" in grid.trials:
-        starts = {_key(row, cols): row["started_s"] for _, row in
-                  grid.trials.groupby(cols, as_index=False, dropna=False)["started_s"].min().iterrows()}
+        starts = {
+            _key(row, cols): row["started_s"]
+            for _, row in grid.trials.groupby(cols, as_index=False, dropna=False)["started_s"].min().iterrows()
+        }
     out, ranks = [], Counter()
     for key, g in grid.curves.groupby(cols, dropna=False, sort=False):
         values = dict(zip(cols, key if isinstance(key, tuple) else (key,)))
         values = {c: None if isinstance(v, float) and math.isnan(v) else v for c, v in values.items()}
         wide = g.pivot(index="iteration", columns="config.seed", values=f"metric.{m}").sort_index()
-        point = next((i for i, p in enumerate(points)
-                      if all(values.get(f"config.{k}", v) == v for k, v in p.items())), len(points))
-        out.append(SimpleNamespace(
-            config={c.removeprefix("config."): v for c, v in values.items()}, values=values,
-            metric=[mean_over_seeds([{m: float(v)} for v in row])[m] for row in wide.to_numpy()],
-            time=g.groupby("iteration")["time_s"].max().reindex(wide.index).tolist(),
-            seeds={seed: c.sort_values("iteration") for seed, c in g.groupby("config.seed")},
-            order=(starts.get(tuple(values.values()), math.nan), ranks[point], point)))
+        point = next(
+            (i for i, p in enumerate(points) if all(values.get(f"config.{k}", v) == v for k, v in p.items())),
+            len(points),
+        )
+        out.append(
+            SimpleNamespace(
+                config={c.removeprefix("config."): v for c, v in values.items()},
+                values=values,
+                metric=[mean_over_seeds([{m: float(v)} for v in row])[m] for row in wide.to_numpy()],
+                time=g.groupby("iteration")["time_s"].max().reindex(wide.index).tolist(),
+                seeds={seed: c.sort_values("iteration") for seed, c in g.groupby("config.seed")},
+                order=(starts.get(tuple(values.values()), math.nan), ranks[point], point),
+            )
+        )
         ranks[point] += 1
     known = all(not math.isnan(c.order[0]) for c in out)
     return sorted(out, key=lambda c: c.order[:1] if known else c.order[1:])
@@ -161,8 +180,15 @@ def replay(grid: StudyRun, grace: int, reduction: float, concurrency: int = 2) -
 
     s = grid.study
     b = s.budgets[grid.budget]
-    asha = GroupedASHA(s.asha_groups, time_attr="training_iteration", metric=s.metric, mode=s.mode,
-                       max_t=b.iterations, grace_period=grace, reduction_factor=reduction)
+    asha = GroupedASHA(
+        s.asha_groups,
+        time_attr="training_iteration",
+        metric=s.metric,
+        mode=s.mode,
+        max_t=b.iterations,
+        grace_period=grace,
+        reduction_factor=reduction,
+    )
     waiting, started, events = list(reversed(_curves(grid))), [], []  # events: (time, trial index, iteration)
 
     def start(now: float):
@@ -179,8 +205,9 @@ def replay(grid: StudyRun, grace: int, reduction: float, concurrency: int = 2) -
         now, i, it = heapq.heappop(events)
         c = started[i]
         c.done = it
-        if asha.on_trial_result(None, c, {"training_iteration": it, s.metric: c.metric[it - 1]}) == "STOP" \
-                or it >= len(c.metric):
+        if asha.on_trial_result(None, c, {"training_iteration": it, s.metric: c.metric[it - 1]}) == "STOP" or it >= len(
+            c.metric
+        ):
             start(now)
         else:
             heapq.heappush(events, (now + c.time[it] - c.time[it - 1], i, it + 1))
@@ -188,13 +215,20 @@ def replay(grid: StudyRun, grace: int, reduction: float, concurrency: int = 2) -
     for c in started:
         for seed, curve in c.seeds.items():
             ran = curve[curve["iteration"] <= c.done]
-            rows.append({**c.values, "config.seed": seed, "iterations": int(ran["iteration"].max()),
-                         "best.val_acc": float(ran["metric.val_acc"].max())})
+            rows.append(
+                {
+                    **c.values,
+                    "config.seed": seed,
+                    "iterations": int(ran["iteration"].max()),
+                    "best.val_acc": float(ran["metric.val_acc"].max()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def frontier(grid: StudyRun, own: tuple[int, float], graces=(1, 2, 3, 4, 5, 6),
-             reductions=(2, 3, 4, 6)) -> pd.DataFrame:
+def frontier(
+    grid: StudyRun, own: tuple[int, float], graces=(1, 2, 3, 4, 5, 6), reductions=(2, 3, 4, 6)
+) -> pd.DataFrame:
     """Every grace x reduction replayed on the grid's curves: compute / grid, and whether the
     pick is the grid's best (or a tie) in every ASHA group. `own`: the budget's (grace, reduction)."""
     rows = []
@@ -202,10 +236,16 @@ def frontier(grid: StudyRun, own: tuple[int, float], graces=(1, 2, 3, 4, 5, 6),
         for rf in reductions:
             t = replay(grid, grace, rf)
             picks = compare(grid, replace(grid, arm="replay", trials=t))
-            rows.append({"study": grid.name, "grace": grace, "reduction": rf,
-                         "the budget's": "yes" if (grace, rf) == tuple(own) else "",
-                         "iterations / grid": t["iterations"].sum() / grid.iterations,
-                         "same best": bool((picks["match"] != "no").all())})
+            rows.append(
+                {
+                    "study": grid.name,
+                    "grace": grace,
+                    "reduction": rf,
+                    "the budget's": "yes" if (grace, rf) == tuple(own) else "",
+                    "iterations / grid": t["iterations"].sum() / grid.iterations,
+                    "same best": bool((picks["match"] != "no").all()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -221,11 +261,21 @@ def run(quick: bool = False, seeds: int | None = None) -> tuple[list, list[str]]
         own = asha.study.budgets[budget]
         replays.append(frontier(grid, (own.grace, own.reduction)))
         for r in (grid, asha):
-            compute.append({"study": name, "run": r.arm, "trials": r.n_trials, "stopped early": r.stopped_early,
-                            "seed-iterations": r.iterations, "trial compute s": r.compute_s, "wall s": r.wall_s,
-                            "iterations / grid": r.iterations / grid.iterations,
-                            "compute / grid": r.compute_s / grid.compute_s,
-                            "wall / grid": r.wall_s / grid.wall_s, "load at end": r.load})
+            compute.append(
+                {
+                    "study": name,
+                    "run": r.arm,
+                    "trials": r.n_trials,
+                    "stopped early": r.stopped_early,
+                    "seed-iterations": r.iterations,
+                    "trial compute s": r.compute_s,
+                    "wall s": r.wall_s,
+                    "iterations / grid": r.iterations / grid.iterations,
+                    "compute / grid": r.compute_s / grid.compute_s,
+                    "wall / grid": r.wall_s / grid.wall_s,
+                    "load at end": r.load,
+                }
+            )
         best.append(compare(grid, asha))
     compute, best = pd.DataFrame(compute), pd.concat(best, ignore_index=True) if best else pd.DataFrame()
     replays = pd.concat(replays) if replays else pd.DataFrame()
@@ -236,41 +286,56 @@ def run(quick: bool = False, seeds: int | None = None) -> tuple[list, list[str]]
         a = compute[compute["run"] == "asha"]
         ok_compute = bool((a["iterations / grid"] <= TARGET).all())
         ok_best = bool((best["match"] != "no").all())
-        notes += [f"target: ASHA iterations <= 1/3 of the grid's ({'met' if ok_compute else 'NOT met'}: "
-                  + ", ".join(f"{s} {v:.2f}" for s, v in zip(a["study"], a["iterations / grid"]))
-                  + f"), with the same best config per group ({'met' if ok_best else 'NOT met'}).",
-                  f"grid = the study's budget with ASHA's grace = iterations (no early stopping); same seeds "
-                  f"({'budget default' if seeds is None else seeds}); a trial = one configuration with all its seeds; "
-                  f"best = highest mean best.val_acc over seeds; 'tie' = a different pick within {TIE} of the grid's "
-                  f"best in the grid's own figures; 'as good' = a pick the grid never sampled (Optuna's later "
-                  f"suggestions follow the results, and ASHA's pruned trials change them) within {TIE} of the "
-                  "grid's best in the ASHA run's figures."]
+        notes += [
+            f"target: ASHA iterations <= 1/3 of the grid's ({'met' if ok_compute else 'NOT met'}: "
+            + ", ".join(f"{s} {v:.2f}" for s, v in zip(a["study"], a["iterations / grid"]))
+            + f"), with the same best config per group ({'met' if ok_best else 'NOT met'}).",
+            f"grid = the study's budget with ASHA's grace = iterations (no early stopping); same seeds "
+            f"({'budget default' if seeds is None else seeds}); a trial = one configuration with all its seeds; "
+            f"best = highest mean best.val_acc over seeds; 'tie' = a different pick within {TIE} of the grid's "
+            f"best in the grid's own figures; 'as good' = a pick the grid never sampled (Optuna's later "
+            f"suggestions follow the results, and ASHA's pruned trials change them) within {TIE} of the "
+            "grid's best in the ASHA run's figures.",
+        ]
         for name in names:
             s = _study(name)
             b = s.budgets[budget]
             n = configs_per_group(s, budget)
-            notes.append(f"{name} {budget}: {b.iterations} iterations, ASHA grace {b.grace}, reduction "
-                         f"{b.reduction}; groups by {', '.join(s.asha_groups) or 'nothing'}, {n} configurations "
-                         f"per group.")
-        notes += ["replay: the study's GroupedASHA fed the grid's own learning curves (per configuration the mean "
-                  "over its seeds, as its trial reports it), trials started in the grid run's order, 2 at a time, "
-                  "every grace x reduction; the cheapest that keeps the grid's best in every group: "
-                  + ", ".join(f"{r.study} grace {r.grace} reduction {r.reduction}: {r['iterations / grid']:.2f}"
-                              for _, r in good.iterrows())
-                  + (f" (<= 1/3: {'yes' if (good['iterations / grid'] <= TARGET).all() else 'no'})." if len(good)
-                     else "."),
-                  "why ASHA cannot do better here: it promotes a trial that reaches a rung first, or that is in the "
-                  "top 1/reduction of those recorded there so far (a tie with the cut-off goes on too); of n trials "
-                  "in random order about 1 + 1/2 + ... + 1/n beat every one before them ("
-                  + ", ".join(f"{sum(1 / k for k in range(1, n + 1)):.2f} of the {n} configurations of a {name} group"
-                              for name in names for n in [configs_per_group(_study(name), budget)])
-                  + "). And a grace short enough to save compute decides on curves that have not separated yet: "
-                  "the replay rows that lose the best."]
+            notes.append(
+                f"{name} {budget}: {b.iterations} iterations, ASHA grace {b.grace}, reduction "
+                f"{b.reduction}; groups by {', '.join(s.asha_groups) or 'nothing'}, {n} configurations "
+                f"per group."
+            )
+        notes += [
+            "replay: the study's GroupedASHA fed the grid's own learning curves (per configuration the mean "
+            "over its seeds, as its trial reports it), trials started in the grid run's order, 2 at a time, "
+            "every grace x reduction; the cheapest that keeps the grid's best in every group: "
+            + ", ".join(
+                f"{r.study} grace {r.grace} reduction {r.reduction}: {r['iterations / grid']:.2f}"
+                for _, r in good.iterrows()
+            )
+            + (f" (<= 1/3: {'yes' if (good['iterations / grid'] <= TARGET).all() else 'no'})." if len(good) else "."),
+            "why ASHA cannot do better here: it promotes a trial that reaches a rung first, or that is in the "
+            "top 1/reduction of those recorded there so far (a tie with the cut-off goes on too); of n trials "
+            "in random order about 1 + 1/2 + ... + 1/n beat every one before them ("
+            + ", ".join(
+                f"{sum(1 / k for k in range(1, n + 1)):.2f} of the {n} configurations of a {name} group"
+                for name in names
+                for n in [configs_per_group(_study(name), budget)]
+            )
+            + "). And a grace short enough to save compute decides on curves that have not separated yet: "
+            "the replay rows that lose the best.",
+        ]
     others = [n for n in STUDIES if n not in names]
     if others:
-        notes.append(f"not run: {', '.join(others)}: one configuration per ASHA group at the {budget} budget (they "
-                     "group by all their scientific keys and have no nuisance search), so a trial is alone at its "
-                     "rungs and always goes on: ASHA has nothing to stop, and their quick budgets set grace = "
-                     "iterations (no rung at all).")
-    return [("Compute: grid vs ASHA", compute), ("Best configuration: grid vs ASHA", best),
-            ("Replay of grace x reduction on the grid's curves", replays)], notes
+        notes.append(
+            f"not run: {', '.join(others)}: one configuration per ASHA group at the {budget} budget (they "
+            "group by all their scientific keys and have no nuisance search), so a trial is alone at its "
+            "rungs and always goes on: ASHA has nothing to stop, and their quick budgets set grace = "
+            "iterations (no rung at all)."
+        )
+    return [
+        ("Compute: grid vs ASHA", compute),
+        ("Best configuration: grid vs ASHA", best),
+        ("Replay of grace x reduction on the grid's curves", replays),
+    ], notes

@@ -49,9 +49,13 @@ def machine() -> dict:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     out = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpu": cpu_model(), "cores": os.cpu_count(), "cpu_flags": flags,
-        "torch_threads": torch.get_num_threads(), "load_1min": round(load, 2),
-        **_versions(), "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "cpu_flags": flags,
+        "torch_threads": torch.get_num_threads(),
+        "load_1min": round(load, 2),
+        **_versions(),
+        "platform": platform.platform(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return out
@@ -83,16 +87,20 @@ def _markdown(df: pd.DataFrame) -> str:
         return f"```text\n{_formatted(df).to_string(index=False)}\n```"
 
 
-def record(name: str, tables: list[tuple[str, pd.DataFrame]], notes: list[str] = (),
-           path: Path = RECORD) -> Path:
+def record(name: str, tables: list[tuple[str, pd.DataFrame]], notes: list[str] = (), path: Path = RECORD) -> Path:
     """Append one benchmark's tables and notes, with the machine, to `path` (atomic rename)."""
     m = machine()
     by_hand = Path(sys.argv[0]).parent.name == "benchmarks"  # python -m benchmarks, not a test
     command = " ".join(["python -m benchmarks", *sys.argv[1:]]) if by_hand else None
-    lines = [f"## {name}: {m['date']}", "", *([f"`{command}`", ""] if command else []),
-             f"Machine: {m['cpu']}, {m['cores']} cores ({m['cpu_flags']}), load {m['load_1min']}; "
-             f"GPU: {m['cuda'] or 'none'}; python {m['python']}, torch {m['torch']}, torchvision "
-             f"{m['torchvision']}, ray {m['ray']}, optuna {m['optuna']}; {m['platform']}.", ""]
+    lines = [
+        f"## {name}: {m['date']}",
+        "",
+        *([f"`{command}`", ""] if command else []),
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['cpu_flags']}), load {m['load_1min']}; "
+        f"GPU: {m['cuda'] or 'none'}; python {m['python']}, torch {m['torch']}, torchvision "
+        f"{m['torchvision']}, ray {m['ray']}, optuna {m['optuna']}; {m['platform']}.",
+        "",
+    ]
     for title, df in tables:
         lines += [f"**{title}**", "", _markdown(df), ""]
     lines += [f"- {n}" for n in notes]

@@ -52,8 +52,12 @@ class BusySampler:
     def _run(self):
         while not self._stop.wait(self.every):
             try:
-                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                      "--id=0"], capture_output=True, text=True, timeout=5).stdout
+                out = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "--id=0"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout
                 self.samples.append(float(out.strip().splitlines()[0]))
             except (OSError, ValueError, IndexError, subprocess.SubprocessError):
                 return
@@ -77,11 +81,23 @@ def packing(budget: str = "quick") -> pd.DataFrame:
     for k in TRIALS_PER_GPU:
         cpus = min(1.0, (os.cpu_count() or 1) / k)  # k trials share the GPU and the machine's cores
         with BusySampler() as busy:
-            r = study_run("palindrome", budget, arm=f"{k}-per-gpu",
-                          flags=("--gpus-per-trial", f"{1 / k:g}", "--cpus-per-trial", f"{cpus:g}"))
-        rows.append({"trials per GPU": k, "trials": r.n_trials, "iterations": r.iterations, "wall s": r.wall_s,
-                     "trials per hour": 3600 * r.n_trials / r.wall_s,
-                     "iterations per hour": 3600 * r.iterations / r.wall_s, "GPU busy %": busy.mean})
+            r = study_run(
+                "palindrome",
+                budget,
+                arm=f"{k}-per-gpu",
+                flags=("--gpus-per-trial", f"{1 / k:g}", "--cpus-per-trial", f"{cpus:g}"),
+            )
+        rows.append(
+            {
+                "trials per GPU": k,
+                "trials": r.n_trials,
+                "iterations": r.iterations,
+                "wall s": r.wall_s,
+                "trials per hour": 3600 * r.n_trials / r.wall_s,
+                "iterations per hour": 3600 * r.iterations / r.wall_s,
+                "GPU busy %": busy.mean,
+            }
+        )
     df = pd.DataFrame(rows)
     df["vs 1 per GPU"] = df["iterations per hour"] / df["iterations per hour"].iloc[0]
     return df
@@ -94,8 +110,14 @@ def variants(compile: bool = False) -> list[tuple[str, dict]]:
     return v
 
 
-def epochs(device: str = "cuda", n_train: int = N_TRAIN, steps: int | None = None, warmup: int = 10,
-           compile: bool = False, workers: int = NAIVE_WORKERS) -> pd.DataFrame:
+def epochs(
+    device: str = "cuda",
+    n_train: int = N_TRAIN,
+    steps: int | None = None,
+    warmup: int = 10,
+    compile: bool = False,
+    workers: int = NAIVE_WORKERS,
+) -> pd.DataFrame:
     """One row per variant: samples/s, epoch seconds (n_train / samples/s) and speed-up over naive.
     `steps` defaults to a whole epoch; runs on any device (the tests use the CPU)."""
     steps = steps or n_train // BATCH
@@ -104,8 +126,9 @@ def epochs(device: str = "cuda", n_train: int = N_TRAIN, steps: int | None = Non
     if cuda:
         torch.backends.cudnn.benchmark = False  # the hand-run scripts left it off
     s = cnn_naive(steps, warmup, device=device, n_images=n_train, workers=workers)
-    rows.append({"variant": f"naive DataLoader ({workers} workers), fp32", "samples/s": s.samples_per_s,
-                 "loss": s.loss})
+    rows.append(
+        {"variant": f"naive DataLoader ({workers} workers), fp32", "samples/s": s.samples_per_s, "loss": s.loss}
+    )
     if cuda:
         torch.backends.cudnn.benchmark = True
     for label, kw in variants(compile):
@@ -127,13 +150,15 @@ def run(quick: bool = False, compile: bool = False):
     df = epochs("cuda", steps=steps, compile=compile)
     packed = packing("smoke" if quick else "quick")
     speedup = df["speed-up"].iloc[-1]
-    notes = [f"target: studies.engine.loop's path >= 20x the naive DataLoader path: x{speedup:.1f} "
-             f"({'met' if speedup >= 20 else 'NOT met'}).",
-             f"{torch.cuda.get_device_name(0)}; {N_TRAIN} CIFAR-shaped images, batch {BATCH}; "
-             + ("50 timed steps per variant, epoch time extrapolated" if quick else "one whole epoch per variant")
-             + " after 10 warm-up steps.",
-             "naive loss is CrossEntropyLoss of softmax probabilities (floor ~1.46): not comparable in value.",
-             f"packing: python -m studies.palindrome --budget {'smoke' if quick else 'quick'} --gpus-per-trial 1/k; "
-             "the same trials and ASHA each time, so iterations per hour compares the packings; GPU busy % = mean "
-             "of nvidia-smi's utilization (the share of time a kernel ran), sampled every 0.5 s."]
+    notes = [
+        f"target: studies.engine.loop's path >= 20x the naive DataLoader path: x{speedup:.1f} "
+        f"({'met' if speedup >= 20 else 'NOT met'}).",
+        f"{torch.cuda.get_device_name(0)}; {N_TRAIN} CIFAR-shaped images, batch {BATCH}; "
+        + ("50 timed steps per variant, epoch time extrapolated" if quick else "one whole epoch per variant")
+        + " after 10 warm-up steps.",
+        "naive loss is CrossEntropyLoss of softmax probabilities (floor ~1.46): not comparable in value.",
+        f"packing: python -m studies.palindrome --budget {'smoke' if quick else 'quick'} --gpus-per-trial 1/k; "
+        "the same trials and ASHA each time, so iterations per hour compares the packings; GPU busy % = mean "
+        "of nvidia-smi's utilization (the share of time a kernel ran), sampled every 0.5 s.",
+    ]
     return [("VGG epoch on CUDA", df), ("Palindrome trials packed on one GPU", packed)], notes

@@ -89,16 +89,24 @@ def report_cost(c: dict, warmup: dict) -> dict:
             last[r.seed] = measure(r, c, task, loss_r, acc_r, amp)
     eval_s = time.perf_counter() - t
     ckpt_s, mb = _checkpoint_seconds(units, iteration=2, step=2 * blocks[0][2], restarts=0, last=last)
-    return {"seeds": len(replicas), "train s": train_s, "eval s": eval_s, "checkpoint s": ckpt_s,
-            "checkpoint MB": mb, "checkpoint_every": c["checkpoint_every"]}
+    return {
+        "seeds": len(replicas),
+        "train s": train_s,
+        "eval s": eval_s,
+        "checkpoint s": ckpt_s,
+        "checkpoint MB": mb,
+        "checkpoint_every": c["checkpoint_every"],
+    }
 
 
 def _palindrome_points(grid: list[dict]) -> list[dict]:
     """The costliest and the cheapest palindrome trial of a grid: the LSTM at the longest T and the
     plain RNN at the shortest, both in the corrected setup (no double softmax)."""
     ok = [p for p in grid if not p.get("double_softmax")]
-    return [max((p for p in ok if p["cell"] == "lstm"), key=lambda p: p["seq_len"]),
-            min((p for p in ok if p["cell"] == "rnn"), key=lambda p: p["seq_len"])]
+    return [
+        max((p for p in ok if p["cell"] == "lstm"), key=lambda p: p["seq_len"]),
+        min((p for p in ok if p["cell"] == "rnn"), key=lambda p: p["seq_len"]),
+    ]
 
 
 def report_costs(threads: int = 1, budget: str = "quick") -> pd.DataFrame:
@@ -109,12 +117,24 @@ def report_costs(threads: int = 1, budget: str = "quick") -> pd.DataFrame:
     # palindrome: a report is steps_per_report steps per seed, then validation and test on n_eval sequences each
     for point in _palindrome_points(PALINDROME.budgets[budget].grid or PALINDROME.grid):
         c = trial_config(PALINDROME, budget, point)
-        rows.append({"study": "palindrome", "trial": f"{c['cell']} T={c['seq_len']}",
-                     "report": f"{c['steps_per_report']} steps", **report_cost(c, {"steps_per_report": 5})})
+        rows.append(
+            {
+                "study": "palindrome",
+                "trial": f"{c['cell']} T={c['seq_len']}",
+                "report": f"{c['steps_per_report']} steps",
+                **report_cost(c, {"steps_per_report": 5}),
+            }
+        )
     # lr_scan: a report is an epoch per seed, then train (eval mode), validation and test accuracy
     c = trial_config(LR_SCAN, budget)
-    rows.append({"study": "lr_scan", "trial": f"VGG x{c['width']:g} on {c['dataset']}", "report": "1 epoch",
-                 **report_cost(c, {})})
+    rows.append(
+        {
+            "study": "lr_scan",
+            "trial": f"VGG x{c['width']:g} on {c['dataset']}",
+            "report": "1 epoch",
+            **report_cost(c, {}),
+        }
+    )
     df = pd.DataFrame(rows)
     per_report = df["train s"] + df["eval s"] + df["checkpoint s"] / df["checkpoint_every"]
     df["eval %"] = 100 * df["eval s"] / per_report
@@ -125,13 +145,24 @@ def report_costs(threads: int = 1, budget: str = "quick") -> pd.DataFrame:
 def overhead_table(runs) -> pd.DataFrame:
     rows = []
     for r in runs:
-        rows.append({"study": r.name, "run": "default" if r.arm == "asha" else r.arm, "budget": r.budget,
-                     "trials": r.n_trials, "stopped early": r.stopped_early, "seed-iterations": r.iterations,
-                     "wall s": r.wall_s, "span s": r.span_s, "fixed s": r.wall_s - r.span_s,
-                     "trial compute s": r.compute_s, "concurrency": r.concurrency,
-                     "overhead %": 100 * (1 - r.compute_s / (r.wall_s * r.concurrency)),
-                     "overhead in span %": 100 * (1 - r.compute_s / (r.span_s * r.concurrency)),
-                     "load at end": r.load})
+        rows.append(
+            {
+                "study": r.name,
+                "run": "default" if r.arm == "asha" else r.arm,
+                "budget": r.budget,
+                "trials": r.n_trials,
+                "stopped early": r.stopped_early,
+                "seed-iterations": r.iterations,
+                "wall s": r.wall_s,
+                "span s": r.span_s,
+                "fixed s": r.wall_s - r.span_s,
+                "trial compute s": r.compute_s,
+                "concurrency": r.concurrency,
+                "overhead %": 100 * (1 - r.compute_s / (r.wall_s * r.concurrency)),
+                "overhead in span %": 100 * (1 - r.compute_s / (r.span_s * r.concurrency)),
+                "load at end": r.load,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -139,25 +170,31 @@ def run(quick: bool = False) -> tuple[list, list[str]]:
     budget = "smoke" if quick else "quick"
     costs = report_costs()
     print(costs.to_string(index=False), flush=True)
-    runs = [study_run("palindrome", budget), study_run("lr_scan", budget),
-            study_run("palindrome", budget, arm="no-reuse", plan_fields={"reuse_actors": False}),
-            study_run("lr_scan", budget, arm="ckpt-at-end",
-                      fixed={"checkpoint_every": LR_SCAN.budgets[budget].iterations})]
+    runs = [
+        study_run("palindrome", budget),
+        study_run("lr_scan", budget),
+        study_run("palindrome", budget, arm="no-reuse", plan_fields={"reuse_actors": False}),
+        study_run("lr_scan", budget, arm="ckpt-at-end", fixed={"checkpoint_every": LR_SCAN.budgets[budget].iterations}),
+    ]
     table = overhead_table(runs)
     verdict = lambda x: "met" if x <= 100 * TARGET else "NOT met"
     worst = table.loc[table["run"] == "default", "overhead %"].max()
     fresh = table.loc[table["run"] == "no-reuse", "overhead %"].max()
-    notes = [f"target: overhead <= {100 * TARGET:.0f}% of wall x concurrency: default runs at most {worst:.1f}% "
-             f"({verdict(worst)}); palindrome with a new worker process per trial {fresh:.1f}% ({verdict(fresh)}).",
-             "trials = Tune trials, each training every seed of one configuration; seed-iterations = iterations "
-             "summed over seeds; overhead % = 1 - trial compute / (wall x concurrency); fixed s = wall - span "
-             "(Ray start/stop, tables, figures, report); trial compute includes each trial's own evaluation and "
-             "checkpoints (see the per-report costs).",
-             "default: the study as the runner runs it on a local Ray (reuse_actors=True: one worker process per "
-             "slot); no-reuse: the same palindrome run with the plan's reuse_actors=False forced, a new "
-             "worker process (torch and Tune imports) per trial, as on a cluster; ckpt-at-end: the same "
-             "lr_scan run with checkpoint_every = iterations (one checkpoint, at the end; its time is inside trial "
-             "compute, so it shows in wall s and trial compute s, not in overhead %).",
-             "compare runs only at similar load: other work on the machine slows trials and Ray alike."]
-    return [("Per-report costs inside a trial, all its seeds (1 thread)", costs),
-            ("Study wall time vs trial compute", table)], notes
+    notes = [
+        f"target: overhead <= {100 * TARGET:.0f}% of wall x concurrency: default runs at most {worst:.1f}% "
+        f"({verdict(worst)}); palindrome with a new worker process per trial {fresh:.1f}% ({verdict(fresh)}).",
+        "trials = Tune trials, each training every seed of one configuration; seed-iterations = iterations "
+        "summed over seeds; overhead % = 1 - trial compute / (wall x concurrency); fixed s = wall - span "
+        "(Ray start/stop, tables, figures, report); trial compute includes each trial's own evaluation and "
+        "checkpoints (see the per-report costs).",
+        "default: the study as the runner runs it on a local Ray (reuse_actors=True: one worker process per "
+        "slot); no-reuse: the same palindrome run with the plan's reuse_actors=False forced, a new "
+        "worker process (torch and Tune imports) per trial, as on a cluster; ckpt-at-end: the same "
+        "lr_scan run with checkpoint_every = iterations (one checkpoint, at the end; its time is inside trial "
+        "compute, so it shows in wall s and trial compute s, not in overhead %).",
+        "compare runs only at similar load: other work on the machine slows trials and Ray alike.",
+    ]
+    return [
+        ("Per-report costs inside a trial, all its seeds (1 thread)", costs),
+        ("Study wall time vs trial compute", table),
+    ], notes

@@ -69,6 +69,7 @@ def speeds(c: dict, loaded, K: int, steps: int, dev: torch.device, task: Task | 
             loss = [train_block(u, c, task, amp)[0] for u in units]  # one host sync per block
             dt = time.perf_counter() - t
             return Speed(K * steps * BATCH / dt, float(torch.tensor(loss).nanmean()), dt, K * steps * BATCH)
+
         fn()  # warm-up
         return fn
 
@@ -83,8 +84,9 @@ def throughput(quick: bool, threads: int, dev: torch.device = CPU) -> tuple[pd.D
     for T in (5, 20):
         for cell in ("rnn", "lstm", "gru"):
             c = palindrome_config(cell, T)
-            cases.append((cell.upper(), T, c, resolve_task(c["task"]).load(c, dev),
-                          flops_per_sample("palindrome", cell, T)))
+            cases.append(
+                (cell.upper(), T, c, resolve_task(c["task"]).load(c, dev), flops_per_sample("palindrome", cell, T))
+            )
     data = fashion_shaped(steps, dev)
     for name, hidden in MLPS.items():
         c = mlp_config(hidden)
@@ -98,13 +100,26 @@ def throughput(quick: bool, threads: int, dev: torch.device = CPU) -> tuple[pd.D
             t = interleave(fns, rounds)
             peaks += t["peak"]
             med = {k: statistics.median(s.samples_per_s for s in t[k]) for k in ("packed", "one by one")}
-            pct = {k: statistics.median(100 * s.samples_per_s * flops / 1e9 / p for s, p in zip(t[k], t["peak"]))
-                   for k in med}
-            rows.append({"model": model, "T": T or "-", "K": K, "one by one samples/s": med["one by one"],
-                         "packed samples/s": med["packed"], "packed / one by one": med["packed"] / med["one by one"],
-                         "one by one % peak": pct["one by one"], "packed % peak": pct["packed"]})
-            print(f"  {model} T={T} K={K}: x{rows[-1]['packed / one by one']:.2f}, "
-                  f"{pct['packed']:.0f}% of peak packed", flush=True)
+            pct = {
+                k: statistics.median(100 * s.samples_per_s * flops / 1e9 / p for s, p in zip(t[k], t["peak"]))
+                for k in med
+            }
+            rows.append(
+                {
+                    "model": model,
+                    "T": T or "-",
+                    "K": K,
+                    "one by one samples/s": med["one by one"],
+                    "packed samples/s": med["packed"],
+                    "packed / one by one": med["packed"] / med["one by one"],
+                    "one by one % peak": pct["one by one"],
+                    "packed % peak": pct["packed"],
+                }
+            )
+            print(
+                f"  {model} T={T} K={K}: x{rows[-1]['packed / one by one']:.2f}, {pct['packed']:.0f}% of peak packed",
+                flush=True,
+            )
     return pd.DataFrame(rows), peaks
 
 
@@ -115,11 +130,18 @@ def wall_times(quick: bool, names=("palindrome", "regularization"), flags: tuple
     for name in names:
         runs = {p: study_run(name, budget, arm=f"pack-{p}", flags=("--pack", p, *flags)) for p in ("off", "on")}
         verdicts = {p: " ".join(r.claims["verdict"].str[0]) for p, r in runs.items()}  # r, c, i per claim
-        rows.append({"study": f"{name} ({budget})", "wall s, --pack off": runs["off"].wall_s,
-                     "wall s, --pack on": runs["on"].wall_s, "on / off": runs["on"].wall_s / runs["off"].wall_s,
-                     "trials per hour, --pack off": 3600 * runs["off"].trials["trial"].nunique() / runs["off"].wall_s,
-                     "trials per hour, --pack on": 3600 * runs["on"].trials["trial"].nunique() / runs["on"].wall_s,
-                     "claims, --pack off": verdicts["off"], "claims, --pack on": verdicts["on"]})
+        rows.append(
+            {
+                "study": f"{name} ({budget})",
+                "wall s, --pack off": runs["off"].wall_s,
+                "wall s, --pack on": runs["on"].wall_s,
+                "on / off": runs["on"].wall_s / runs["off"].wall_s,
+                "trials per hour, --pack off": 3600 * runs["off"].trials["trial"].nunique() / runs["off"].wall_s,
+                "trials per hour, --pack on": 3600 * runs["on"].trials["trial"].nunique() / runs["on"].wall_s,
+                "claims, --pack off": verdicts["off"],
+                "claims, --pack on": verdicts["on"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -132,11 +154,17 @@ def run(quick: bool = False, threads: int = 1, studies: bool = True):
     tables = [(f"Packed against one seed at a time ({where}): samples/s of all K seeds", tput)]
     if studies:
         on_gpu = ("--gpus-per-trial", "0.125", "--iterations", "3") if dev.type == "cuda" else ()
-        tables.append((f"Study wall time ({where}), --pack on against --pack off (claims: r reproduced, "
-                       "c contradicted, i inconclusive, in the study's claim order)",
-                       wall_times(quick, ("palindrome",) if on_gpu else ("palindrome", "regularization"), on_gpu)))
-    notes = [f"torch threads {threads}; fp32 matmul peak {min(peaks):.0f} .. {max(peaks):.0f} GFLOP/s, measured in "
-             "every round beside the others; medians over rounds. 'one by one' is what a trial with --pack off "
-             "does (each seed's replica in turn, torch's fused RNN/LSTM/GRU kernels); 'packed' is one packed Unit "
-             "(models.packed: grouped matmuls over the seed axis) on the same batches."]
+        tables.append(
+            (
+                f"Study wall time ({where}), --pack on against --pack off (claims: r reproduced, "
+                "c contradicted, i inconclusive, in the study's claim order)",
+                wall_times(quick, ("palindrome",) if on_gpu else ("palindrome", "regularization"), on_gpu),
+            )
+        )
+    notes = [
+        f"torch threads {threads}; fp32 matmul peak {min(peaks):.0f} .. {max(peaks):.0f} GFLOP/s, measured in "
+        "every round beside the others; medians over rounds. 'one by one' is what a trial with --pack off "
+        "does (each seed's replica in turn, torch's fused RNN/LSTM/GRU kernels); 'packed' is one packed Unit "
+        "(models.packed: grouped matmuls over the seed axis) on the same batches."
+    ]
     return tables, notes

@@ -81,8 +81,10 @@ def _trial_times(tune_dir: Path) -> dict[str, tuple[float, float]]:
     for f in tune_dir.glob("*/result.json"):
         lines = [json.loads(s) for s in f.read_text().splitlines() if s.strip()]
         if lines:
-            out[lines[0].get("trial_id", f.parent.name)] = (lines[0]["timestamp"] - lines[0].get("time_this_iter_s", 0),
-                                                            lines[-1]["timestamp"])
+            out[lines[0].get("trial_id", f.parent.name)] = (
+                lines[0]["timestamp"] - lines[0].get("time_this_iter_s", 0),
+                lines[-1]["timestamp"],
+            )
     return out
 
 
@@ -101,8 +103,15 @@ def _with_starts(trials: pd.DataFrame, tune_dir: Path) -> pd.DataFrame:
     return trials.assign(started_s=trials["trial"].map(lambda t: starts.get(t, math.nan) - first))
 
 
-def study_run(name: str, budget: str = "quick", arm: str = "asha", seeds: int | None = None,
-              fixed: dict | None = None, plan_fields: dict | None = None, flags: tuple[str, ...] = ()) -> StudyRun:
+def study_run(
+    name: str,
+    budget: str = "quick",
+    arm: str = "asha",
+    seeds: int | None = None,
+    fixed: dict | None = None,
+    plan_fields: dict | None = None,
+    flags: tuple[str, ...] = (),
+) -> StudyRun:
     """Run study `name` once (cached per process) and return its trials and timings. `fixed`
     overrides config keys of the budget; `plan_fields` set fields of the runner's Plan (e.g.
     {"reuse_actors": False}, which the runner passes to tune.TuneConfig), for this run only; `flags`
@@ -120,8 +129,16 @@ def study_run(name: str, budget: str = "quick", arm: str = "asha", seeds: int | 
     modified = b != study.budgets[budget]  # else: the study's own main()
     study = replace(study, budgets={**study.budgets, budget: b})
     storage = tempfile.mkdtemp(prefix="benchmarks-")
-    argv = ["--budget", budget, "--storage", storage, "--name", arm, *(["--seeds", str(seeds)] if seeds else []),
-            *flags]
+    argv = [
+        "--budget",
+        budget,
+        "--storage",
+        storage,
+        "--name",
+        arm,
+        *(["--seeds", str(seeds)] if seeds else []),
+        *flags,
+    ]
     fields = "".join(f", {k}={v!r}" for k, v in (plan_fields or {}).items())
     call = "runner.run(modified STUDY, " if modified else "runner.run(STUDY, " if fields else "main("
     print(f"\n-- {name} {budget} {arm}: {call}{argv}{fields})", flush=True)
@@ -138,7 +155,18 @@ def study_run(name: str, budget: str = "quick", arm: str = "asha", seeds: int | 
         claims = analysis.claims(results)
     finally:
         shutil.rmtree(storage, ignore_errors=True)  # the CNN's checkpoints are ~110 MB each
-    run = StudyRun(name, arm, budget, study, trials, wall, span, os.cpu_count() or 1,
-                   round(os.getloadavg()[0], 1), results.curves, claims)
+    run = StudyRun(
+        name,
+        arm,
+        budget,
+        study,
+        trials,
+        wall,
+        span,
+        os.cpu_count() or 1,
+        round(os.getloadavg()[0], 1),
+        results.curves,
+        claims,
+    )
     _RUNS[key] = run
     return run

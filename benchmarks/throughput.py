@@ -84,6 +84,7 @@ def _timed_blocks(block, warmup: int, steps: int) -> Speed:
 
 # ---- ours: studies.engine.loop's own loop -------------------------------------------------------
 
+
 def first_images(d: Data, n: int) -> Data:
     """The data with its first `n` training images only (a view: no copy), so that an epoch of
     `studies.engine.loop.train_block` is n // batch_size steps."""
@@ -117,8 +118,9 @@ def palindrome_config(cell: str, seq_len: int, seed: int = 0) -> dict:
     return full_config({**PALINDROME.fixed, **point, "seq_len": seq_len, "batch_size": BATCH, "seeds": [seed]})
 
 
-def palindrome_fast(cell: str, seq_len: int, steps: int, warmup: int = 5, seed: int = 0, bf16: bool = False,
-                    fused_adam: bool = True) -> Speed:
+def palindrome_fast(
+    cell: str, seq_len: int, steps: int, warmup: int = 5, seed: int = 0, bf16: bool = False, fused_adam: bool = True
+) -> Speed:
     """Our step; `fused_adam=False`: with torch.optim.Adam's default (per-parameter) update instead."""
     c = palindrome_config(cell, seq_len, seed)
     task = resolve_task(c["task"])
@@ -131,6 +133,7 @@ def palindrome_fast(cell: str, seq_len: int, steps: int, warmup: int = 5, seed: 
 
 
 # ---- naive: the hand-run reports' loop ----------------------------------------------------------
+
 
 class NumpyPalindromes(torch.utils.data.Dataset):
     """One palindrome per __getitem__, made with numpy."""
@@ -166,8 +169,9 @@ class PILImages(torch.utils.data.Dataset):
 def naive_transform():
     import torchvision.transforms as T
 
-    return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                      T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+    return T.Compose(
+        [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)]
+    )
 
 
 def naive_steps(model: nn.Module, opt, batches, clip: float | None = None, device="cpu") -> float:
@@ -202,6 +206,7 @@ def palindrome_naive(cell: str, seq_len: int, steps: int, warmup: int = 5, seed:
 
 # ---- images --------------------------------------------------------------------------------------
 
+
 def cifar_like(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """n random CIFAR-10-shaped images: uint8 (n, 32, 32, 3) and labels in 0..9."""
     rng = np.random.default_rng(seed)
@@ -227,8 +232,16 @@ def image_config(seed: int = 0) -> dict:
     return full_config({**LR_SCAN.fixed, "augment": True, "batch_size": BATCH, "seeds": [seed]})
 
 
-def cnn_fast(steps: int, warmup: int = 1, seed: int = 0, channels_last: bool = False, bf16: bool = False,
-             device: str = "cpu", n_images: int | None = None, compile: bool = False) -> Speed:
+def cnn_fast(
+    steps: int,
+    warmup: int = 1,
+    seed: int = 0,
+    channels_last: bool = False,
+    bf16: bool = False,
+    device: str = "cpu",
+    n_images: int | None = None,
+    compile: bool = False,
+) -> Speed:
     """Our image path: a studies.engine.loop replica on resident CIFAR-shaped images (randperm slices,
     datasets.augment, VGG), `n_images` in memory (default: just enough for the longest block).
     On CUDA the trainable runs the CNN channels_last; `channels_last` asks for it on the CPU too."""
@@ -244,8 +257,9 @@ def cnn_fast(steps: int, warmup: int = 1, seed: int = 0, channels_last: bool = F
     return _timed_blocks(our_block(make_unit(c, [r], False), c, IMAGE, amp), warmup, steps)
 
 
-def cnn_naive(steps: int, warmup: int = 1, seed: int = 0, device: str = "cpu", n_images: int | None = None,
-              workers: int = 0) -> Speed:
+def cnn_naive(
+    steps: int, warmup: int = 1, seed: int = 0, device: str = "cpu", n_images: int | None = None, workers: int = 0
+) -> Speed:
     """The hand-run image path: PIL + torchvision transforms in a DataLoader, batches copied to `device`."""
     c = image_config(seed)
     torch.manual_seed(seed)
@@ -267,8 +281,9 @@ def pipeline_speed(path: str, batches: int, seed: int = 0) -> float:
     'ours' resident tensor + randperm slices + datasets.augment."""
     images, labels = cifar_like(batches * BATCH, seed)
     if path == "naive":
-        loader = torch.utils.data.DataLoader(PILImages(images, labels, naive_transform()), batch_size=BATCH,
-                                             shuffle=True, drop_last=True)
+        loader = torch.utils.data.DataLoader(
+            PILImages(images, labels, naive_transform()), batch_size=BATCH, shuffle=True, drop_last=True
+        )
         it = iter(loader)
     else:  # one epoch of the image task's batches over `batches` batches' worth of images
         it = IMAGE.batches(image_config(seed), image_data(images, labels), torch.Generator().manual_seed(seed))
@@ -278,6 +293,7 @@ def pipeline_speed(path: str, batches: int, seed: int = 0) -> float:
 
 
 # ---- the real trainable, outside Ray --------------------------------------------------------------
+
 
 def trainable_palindrome(cell: str, seq_len: int, steps: int, n_eval: int | None = None, seed: int = 0) -> Speed:
     """`studies.engine.loop.train` for two report blocks of `steps` steps; the second is timed. The loop
@@ -301,6 +317,7 @@ def trainable_palindrome(cell: str, seq_len: int, steps: int, n_eval: int | None
 
 
 # ---- how close to the hardware ----------------------------------------------------------------------
+
 
 def train_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """FLOPs of one training step's forward and backward (torch's FLOP counter: matmuls, convolutions)."""
@@ -343,27 +360,43 @@ def matmul_peak(n: int = 1024, seconds: float = 1.0, dtype=torch.float32, device
 
 # ---- the benchmark --------------------------------------------------------------------------------
 
+
 def interleave(fns: dict, rounds: int) -> dict[str, list]:
     """Call every fn once per round, alternating the order between rounds, so that load on the
     machine falls on every side alike; {name: [result per round]}."""
     out = {k: [] for k in fns}
     for r in range(rounds):
-        for k in (list(fns) if r % 2 == 0 else list(reversed(fns))):
+        for k in list(fns) if r % 2 == 0 else list(reversed(fns)):
             out[k].append(fns[k]())
     return out
 
 
-def _row(benchmark: str, config: str, ours: list[Speed], naive: list[Speed], bf16: list[Speed] | None,
-         flops: float, peak: list[float]) -> dict:
+def _row(
+    benchmark: str,
+    config: str,
+    ours: list[Speed],
+    naive: list[Speed],
+    bf16: list[Speed] | None,
+    flops: float,
+    peak: list[float],
+) -> dict:
     """Medians over rounds; `peak` is the matmul GFLOP/s measured in each round, beside the others."""
     med = lambda xs: float(np.median(xs))
     sps = lambda xs: med([x.samples_per_s for x in xs])
     ratio = lambda a, b: med([x.samples_per_s / y.samples_per_s for x, y in zip(a, b)])
     pct = lambda xs: med([100 * x.samples_per_s * flops / 1e9 / p for x, p in zip(xs, peak)])
-    return {"benchmark": benchmark, "config": config, "ours samples/s": sps(ours), "naive samples/s": sps(naive),
-            "ours/naive": ratio(ours, naive), "ours % peak": pct(ours), "naive % peak": pct(naive),
-            "ours+bf16/naive": ratio(bf16, naive) if bf16 else float("nan"),
-            "ours loss": med([x.loss for x in ours]), "naive loss": med([x.loss for x in naive])}
+    return {
+        "benchmark": benchmark,
+        "config": config,
+        "ours samples/s": sps(ours),
+        "naive samples/s": sps(naive),
+        "ours/naive": ratio(ours, naive),
+        "ours % peak": pct(ours),
+        "naive % peak": pct(naive),
+        "ours+bf16/naive": ratio(bf16, naive) if bf16 else float("nan"),
+        "ours loss": med([x.loss for x in ours]),
+        "naive loss": med([x.loss for x in naive]),
+    }
 
 
 def run(quick: bool = False, threads: int | None = None) -> tuple[list, list[str]]:
@@ -377,72 +410,104 @@ def run(quick: bool = False, threads: int | None = None) -> tuple[list, list[str
     rows, peaks = [], []
     for cell in CELLS:
         for T in SEQ_LENS:
-            t = interleave({"ours": lambda cell=cell, T=T: palindrome_fast(cell, T, pal_steps, pal_warm),
-                            "naive": lambda cell=cell, T=T: palindrome_naive(cell, T, pal_steps, pal_warm),
-                            "bf16": lambda cell=cell, T=T: palindrome_fast(cell, T, pal_steps, pal_warm, bf16=True),
-                            "unfused": lambda cell=cell, T=T: palindrome_fast(cell, T, pal_steps, pal_warm,
-                                                                              fused_adam=False),
-                            "peak": peak}, rounds)
-            row = _row("palindrome", f"{cell} T={T}", t["ours"], t["naive"], t["bf16"],
-                       flops_per_sample("palindrome", cell, T), t["peak"])
-            row["ours/unfused Adam"] = float(np.median([a.samples_per_s / b.samples_per_s
-                                                        for a, b in zip(t["ours"], t["unfused"])]))
+            t = interleave(
+                {
+                    "ours": lambda cell=cell, T=T: palindrome_fast(cell, T, pal_steps, pal_warm),
+                    "naive": lambda cell=cell, T=T: palindrome_naive(cell, T, pal_steps, pal_warm),
+                    "bf16": lambda cell=cell, T=T: palindrome_fast(cell, T, pal_steps, pal_warm, bf16=True),
+                    "unfused": lambda cell=cell, T=T: palindrome_fast(cell, T, pal_steps, pal_warm, fused_adam=False),
+                    "peak": peak,
+                },
+                rounds,
+            )
+            row = _row(
+                "palindrome",
+                f"{cell} T={T}",
+                t["ours"],
+                t["naive"],
+                t["bf16"],
+                flops_per_sample("palindrome", cell, T),
+                t["peak"],
+            )
+            row["ours/unfused Adam"] = float(
+                np.median([a.samples_per_s / b.samples_per_s for a, b in zip(t["ours"], t["unfused"])])
+            )
             peaks += t["peak"]
             try:
-                row["trainable samples/s"] = trainable_palindrome(cell, T, pal_steps if quick else 100,
-                                                                  n_eval=TRAINABLE_N_EVAL[not quick]).samples_per_s
+                row["trainable samples/s"] = trainable_palindrome(
+                    cell, T, pal_steps if quick else 100, n_eval=TRAINABLE_N_EVAL[not quick]
+                ).samples_per_s
             except Exception as e:  # the trainable changed under us: say so, keep the rest
                 print(f"trainable {cell} T={T}: {type(e).__name__}: {e}")
                 row["trainable samples/s"] = float("nan")
             rows.append(row)
-            print(f"  palindrome {cell} T={T}: {row['ours samples/s']:,.0f} vs {row['naive samples/s']:,.0f} "
-                  f"samples/s, x{row['ours/naive']:.2f}", flush=True)
+            print(
+                f"  palindrome {cell} T={T}: {row['ours samples/s']:,.0f} vs {row['naive samples/s']:,.0f} "
+                f"samples/s, x{row['ours/naive']:.2f}",
+                flush=True,
+            )
     # VGG: the same model on both sides; the naive side is timed once per round for all variants
-    t = interleave({"naive": lambda: cnn_naive(cnn_steps, cnn_warm),
-                    "ours": lambda: cnn_fast(cnn_steps, cnn_warm),
-                    "channels_last": lambda: cnn_fast(cnn_steps, cnn_warm, channels_last=True),
-                    "bf16": lambda: cnn_fast(cnn_steps, cnn_warm, bf16=True), "peak": peak}, cnn_rounds)
+    t = interleave(
+        {
+            "naive": lambda: cnn_naive(cnn_steps, cnn_warm),
+            "ours": lambda: cnn_fast(cnn_steps, cnn_warm),
+            "channels_last": lambda: cnn_fast(cnn_steps, cnn_warm, channels_last=True),
+            "bf16": lambda: cnn_fast(cnn_steps, cnn_warm, bf16=True),
+            "peak": peak,
+        },
+        cnn_rounds,
+    )
     flops = flops_per_sample("vgg")
     rows.append(_row("cifar-shaped", "VGG", t["ours"], t["naive"], t["bf16"], flops, t["peak"]))
-    rows.append(_row("cifar-shaped", "VGG, ours with channels_last", t["channels_last"], t["naive"], None, flops,
-                     t["peak"]))
+    rows.append(
+        _row("cifar-shaped", "VGG, ours with channels_last", t["channels_last"], t["naive"], None, flops, t["peak"])
+    )
     peaks += t["peak"]
     print(f"  VGG: {rows[-2]['ours samples/s']:,.0f} vs {rows[-2]['naive samples/s']:,.0f} samples/s", flush=True)
     nb = 5 if quick else 20
     pipe = [(pipeline_speed("ours", nb), pipeline_speed("naive", nb)) for _ in range(rounds)]
-    rows.append({"benchmark": "cifar-shaped", "config": "input pipeline only (images/s)",
-                 "ours samples/s": float(np.median([a for a, _ in pipe])),
-                 "naive samples/s": float(np.median([b for _, b in pipe])),
-                 "ours/naive": float(np.median([a / b for a, b in pipe]))})
+    rows.append(
+        {
+            "benchmark": "cifar-shaped",
+            "config": "input pipeline only (images/s)",
+            "ours samples/s": float(np.median([a for a, _ in pipe])),
+            "naive samples/s": float(np.median([b for _, b in pipe])),
+            "ours/naive": float(np.median([a / b for a, b in pipe])),
+        }
+    )
     df = pd.DataFrame(rows)
     pal = df[df["benchmark"] == "palindrome"]
     verdict = lambda x: "met" if x >= TARGET else "NOT met"
 
     def target(col: str) -> str:
         r, vgg = pal[col], df[col].iloc[len(pal)]
-        return (f"palindrome {verdict(r.min())} (x{r.min():.2f} .. x{r.max():.2f}, met by {int((r >= TARGET).sum())} "
-                f"of {len(r)}), VGG {verdict(vgg)} (x{vgg:.2f})")
+        return (
+            f"palindrome {verdict(r.min())} (x{r.min():.2f} .. x{r.max():.2f}, met by {int((r >= TARGET).sum())} "
+            f"of {len(r)}), VGG {verdict(vgg)} (x{vgg:.2f})"
+        )
 
-    notes = [f"target ours/naive >= {TARGET:g}x: at fp32 (the default on the CPU) {target('ours/naive')}; with "
-             f"--precision bf16 {target('ours+bf16/naive')}.",
-             f"torch threads: {threads} (both sides); batch {BATCH}; palindrome {pal_steps} timed steps after "
-             f"{pal_warm} warm-up, {rounds} interleaved rounds; VGG {cnn_steps} timed steps after {cnn_warm}, "
-             f"{cnn_rounds} rounds; ratios = median over rounds of the per-round ratio.",
-             f"% peak = training FLOPs per sample (torch's FLOP counter) x samples/s / the fp32 matmul peak "
-             f"measured in every round beside the others at {threads} thread(s) ({min(peaks):.0f} .. {max(peaks):.0f} "
-             "GFLOP/s: other load on the machine shows here too); above 100% = faster than that matmul (oneDNN "
-             "convolutions, or a round where the matmul was slowed more).",
-             "ours = studies.engine.loop's own loop (make_replicas, make_unit, then train_block: fused cells, "
-             "on-device data, "
-             "cross_entropy on logits, one sync per block); naive = numpy/PIL Dataset + DataLoader (no workers), "
-             "scratch cells, softmax + CrossEntropyLoss, loss.item() and accuracy .item() every step.",
-             "ours/unfused Adam = ours against ours with torch.optim.Adam's default update (for-loop over the "
-             "parameters on the CPU) instead of the fused kernel the loop asks for.",
-             "ours+bf16 = ours under torch.autocast('cpu', bfloat16): the loop with --precision bf16 (the "
-             "default, auto, autocasts on CUDA only); naive stays fp32.",
-             "trainable = the real studies.engine.loop.train outside Ray, one report block of "
-             f"{pal_steps if quick else 100} steps incl. its held-out evaluation (2 x "
-             f"{TRAINABLE_N_EVAL[not quick]} sequences) and checkpoint.",
-             "naive loss is CrossEntropyLoss of softmax probabilities (the double softmax): it cannot leave "
-             "[1.46, 2.47] for 10 classes, so the two loss columns are not comparable in value."]
+    notes = [
+        f"target ours/naive >= {TARGET:g}x: at fp32 (the default on the CPU) {target('ours/naive')}; with "
+        f"--precision bf16 {target('ours+bf16/naive')}.",
+        f"torch threads: {threads} (both sides); batch {BATCH}; palindrome {pal_steps} timed steps after "
+        f"{pal_warm} warm-up, {rounds} interleaved rounds; VGG {cnn_steps} timed steps after {cnn_warm}, "
+        f"{cnn_rounds} rounds; ratios = median over rounds of the per-round ratio.",
+        f"% peak = training FLOPs per sample (torch's FLOP counter) x samples/s / the fp32 matmul peak "
+        f"measured in every round beside the others at {threads} thread(s) ({min(peaks):.0f} .. {max(peaks):.0f} "
+        "GFLOP/s: other load on the machine shows here too); above 100% = faster than that matmul (oneDNN "
+        "convolutions, or a round where the matmul was slowed more).",
+        "ours = studies.engine.loop's own loop (make_replicas, make_unit, then train_block: fused cells, "
+        "on-device data, "
+        "cross_entropy on logits, one sync per block); naive = numpy/PIL Dataset + DataLoader (no workers), "
+        "scratch cells, softmax + CrossEntropyLoss, loss.item() and accuracy .item() every step.",
+        "ours/unfused Adam = ours against ours with torch.optim.Adam's default update (for-loop over the "
+        "parameters on the CPU) instead of the fused kernel the loop asks for.",
+        "ours+bf16 = ours under torch.autocast('cpu', bfloat16): the loop with --precision bf16 (the "
+        "default, auto, autocasts on CUDA only); naive stays fp32.",
+        "trainable = the real studies.engine.loop.train outside Ray, one report block of "
+        f"{pal_steps if quick else 100} steps incl. its held-out evaluation (2 x "
+        f"{TRAINABLE_N_EVAL[not quick]} sequences) and checkpoint.",
+        "naive loss is CrossEntropyLoss of softmax probabilities (the double softmax): it cannot leave "
+        "[1.46, 2.47] for 10 classes, so the two loss columns are not comparable in value.",
+    ]
     return [("Trainable throughput", df)], notes

@@ -35,8 +35,21 @@ and each claim's verdict is read from the run's claims table (the rule that deci
 
 
 def _command(study: str, budget: str, name: str, first_seed: int, storage: str, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", f"studies.{study}", "--budget", budget, "--name", name, "--storage", storage,
-            "--first-seed", str(first_seed), "--overwrite", *extra]
+    return [
+        sys.executable,
+        "-m",
+        f"studies.{study}",
+        "--budget",
+        budget,
+        "--name",
+        name,
+        "--storage",
+        storage,
+        "--first-seed",
+        str(first_seed),
+        "--overwrite",
+        *extra,
+    ]
 
 
 def _finished(run: Path, seeds: list[int]) -> float | None:
@@ -51,8 +64,9 @@ def _finished(run: Path, seeds: list[int]) -> float | None:
     return time.mktime(time.strptime(m["finished"], stamp)) - time.mktime(time.strptime(m["started"], stamp))
 
 
-def run_study(study: str, repeats: int, budget: str, storage: str, extra: list[str],
-              reuse: bool = False) -> tuple[pd.DataFrame, list]:
+def run_study(
+    study: str, repeats: int, budget: str, storage: str, extra: list[str], reuse: bool = False
+) -> tuple[pd.DataFrame, list]:
     """Run `study` `repeats` times; return its claims over the repeats, and the commands with their
     wall times. With `reuse`, a repeat whose run already finished is not run again: its claims are
     read anew from its tables (after a change to the analysis, not to the training)."""
@@ -125,22 +139,33 @@ def reference_tables(study: str, storage: str, budget: str, repeats: int) -> lis
         run = Path(storage) / study / f"validity-{budget}-{r + 1}"
         if getattr(module, "reference_table", None) and (run / "trials.parquet").is_file():
             res = analysis.load(run)
-            out.append((f"Repeat {r + 1}, seeds {res.manifest.get('seeds')}", module.reference_table(res.trials,
-                                                                                                       res.manifest)))
+            out.append(
+                (f"Repeat {r + 1}, seeds {res.manifest.get('seeds')}", module.reference_table(res.trials, res.manifest))
+            )
     return out
 
 
 def _md(df: pd.DataFrame) -> list[str]:
-    return ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns),
-            *["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]]
+    return [
+        "| " + " | ".join(map(str, df.columns)) + " |",
+        "|" + "---|" * len(df.columns),
+        *["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)],
+    ]
 
 
-def section(study: str, budget: str, table: pd.DataFrame, runs: list, rule: str,
-            extra: list[tuple[str, pd.DataFrame]] = ()) -> str:
+def section(
+    study: str, budget: str, table: pd.DataFrame, runs: list, rule: str, extra: list[tuple[str, pd.DataFrame]] = ()
+) -> str:
     m = machine()
-    lines = [f"## {study} ({budget})", "",
-             f"{m['date']}; {m['cpu']}, {m['cores']} cores, GPU: {m['cuda'] or 'none'}; torch {m['torch']}, "
-             f"ray {m['ray']}, optuna {m['optuna']}.", "", "Commands (STORAGE: a scratch results root):", ""]
+    lines = [
+        f"## {study} ({budget})",
+        "",
+        f"{m['date']}; {m['cpu']}, {m['cores']} cores, GPU: {m['cuda'] or 'none'}; torch {m['torch']}, "
+        f"ray {m['ray']}, optuna {m['optuna']}.",
+        "",
+        "Commands (STORAGE: a scratch results root):",
+        "",
+    ]
     lines += [f"- `{cmd}`: {wall:.0f} s; {what}" for cmd, wall, what in runs] + [""]
     if len(table):
         lines += [*_md(table), "", f"Rules: {rule}" if rule else "", ""]
@@ -160,8 +185,11 @@ def write_section(path: Path, study: str, budget: str, text: str) -> Path:
     order = {n: i for i, n in enumerate(("lr_scan", "optimizer_comparison", "regularization", "palindrome"))}
     sections.sort(key=lambda s: (order.get(s[3:].split(" ")[0], 99), s.split("\n")[0]))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(head.rstrip() + "\n\n" + "\n".join(s.rstrip() + "\n" for s in sections).replace(
-        "\n## ", "\n\n## ").replace("\n\n\n## ", "\n\n## "))
+    tmp.write_text(
+        head.rstrip()
+        + "\n\n"
+        + "\n".join(s.rstrip() + "\n" for s in sections).replace("\n## ", "\n\n## ").replace("\n\n\n## ", "\n\n## ")
+    )
     os.replace(tmp, path)
     return path
 
@@ -169,21 +197,29 @@ def write_section(path: Path, study: str, budget: str, text: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     from studies import STUDIES
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks validity", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks validity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("studies", nargs="*", metavar="STUDY", help=f"default: all ({', '.join(STUDIES)})")
     p.add_argument("--repeats", type=int, default=3, help="runs per study, each with new seeds (default 3)")
     p.add_argument("--budget", default="quick", choices=("smoke", "quick", "full"))
     p.add_argument("--storage", default=str(ROOT / "results" / "validity"), help="where the runs are written")
     p.add_argument("--out", default=str(RECORD), help="the record (default VALIDITY.md)")
-    p.add_argument("--reuse", action="store_true", help="read the claims of repeats that already finished "
-                   "instead of running them again (after a change to the analysis)")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read the claims of repeats that already finished "
+        "instead of running them again (after a change to the analysis)",
+    )
     p.add_argument("--study-args", default="", help="more flags for every study command, e.g. '--seeds 2'")
     args = p.parse_args(argv)
     unknown = [s for s in args.studies if s not in STUDIES]
     if unknown or args.repeats < 1:
-        p.error(f"unknown study {', '.join(unknown)}; choose from {', '.join(STUDIES)}" if unknown
-                else "--repeats must be 1 or more")
+        p.error(
+            f"unknown study {', '.join(unknown)}; choose from {', '.join(STUDIES)}"
+            if unknown
+            else "--repeats must be 1 or more"
+        )
     for study in args.studies or STUDIES:
         print(f"\n== validity: {study} ({args.budget}, {args.repeats} repeats) ==", flush=True)
         claims, runs = run_study(study, args.repeats, args.budget, args.storage, args.study_args.split(), args.reuse)

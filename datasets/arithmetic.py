@@ -40,8 +40,9 @@ def expressions(n: int, low: int, high: int, generator: torch.Generator) -> tupl
     sign = torch.where(plus, PLUS, MINUS)
     # eight slots: tens, units of each operand with the operators between; a tens digit only from 10
     tens, units = ops // 10 + 1, ops % 10 + 1
-    slots = torch.stack([tens[:, 0], units[:, 0], sign[:, 0], tens[:, 1], units[:, 1], sign[:, 1], tens[:, 2],
-                         units[:, 2]], 1)
+    slots = torch.stack(
+        [tens[:, 0], units[:, 0], sign[:, 0], tens[:, 1], units[:, 1], sign[:, 1], tens[:, 2], units[:, 2]], 1
+    )
     used = torch.ones_like(slots, dtype=torch.bool)
     used[:, [0, 3, 6]] = ops >= 10
     order = torch.sort(used.to(torch.uint8), dim=1, stable=True).indices  # unused slots first: left padding

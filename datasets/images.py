@@ -32,10 +32,24 @@ IMAGE_DATASETS = ("digits", "cifar10", "fashion_mnist")
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot")
-FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+FASHION_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 FASHION_SYSTEM_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)  # Debian's dataset-fashion-mnist
 FASHION_PACKAGE = "dataset-fashion-mnist"
 IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801  # IDX magic: uint8 data, 3 dims / 1 dim
@@ -63,8 +77,11 @@ class ImageData:
     def to(self, device) -> ImageData:
         """Copy to `device`; to a GPU through pinned memory, without blocking."""
         pin = torch.device(device).type == "cuda"
-        moved = {k: (getattr(self, k).pin_memory() if pin else getattr(self, k)).to(device, non_blocking=True)
-                 for k in self.__dataclass_fields__ if k != "classes"}
+        moved = {
+            k: (getattr(self, k).pin_memory() if pin else getattr(self, k)).to(device, non_blocking=True)
+            for k in self.__dataclass_fields__
+            if k != "classes"
+        }
         return ImageData(**moved, classes=self.classes)
 
 
@@ -134,11 +151,13 @@ def _fashion_paths(data_dir: str | Path) -> list[Path] | None:
 def _fashion_missing(data_dir: Path) -> str:
     raw = data_dir / "FashionMNIST" / "raw"
     *others, last = (str(d) for d in _fashion_dirs(data_dir)[1:])
-    return (f"Fashion-MNIST is not in {', '.join([str(raw), *others])} or {last} and could not be downloaded: "
-            f"install it offline with "
-            f"`apt-get install {FASHION_PACKAGE}` (Debian/Ubuntu), or put the four IDX files "
-            f"({', '.join(FASHION_FILES)}, plain or .gz) in {raw}, or use --dataset digits, "
-            "which ships with scikit-learn and needs no network")
+    return (
+        f"Fashion-MNIST is not in {', '.join([str(raw), *others])} or {last} and could not be downloaded: "
+        f"install it offline with "
+        f"`apt-get install {FASHION_PACKAGE}` (Debian/Ubuntu), or put the four IDX files "
+        f"({', '.join(FASHION_FILES)}, plain or .gz) in {raw}, or use --dataset digits, "
+        "which ships with scikit-learn and needs no network"
+    )
 
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:
@@ -169,8 +188,7 @@ def _one_line(e: Exception) -> str:
 def _fashion_fix(path: Path) -> str:
     if any(path.parent == Path(d) for d in FASHION_SYSTEM_DIRS):
         return f"reinstall it with `apt-get install --reinstall {FASHION_PACKAGE}`"
-    return (f"delete {path.parent} and run again to download it, or copy intact IDX files there, "
-            "or use --dataset digits")
+    return f"delete {path.parent} and run again to download it, or copy intact IDX files there, or use --dataset digits"
 
 
 def _fashion_arrays(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -180,7 +198,7 @@ def _fashion_arrays(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.nd
         raise DatasetError(_fashion_missing(Path(data_dir).expanduser().resolve()))
     arrays = [_read_idx(p, IDX_IMAGES if i % 2 == 0 else IDX_LABELS) for i, p in enumerate(paths)]
     for i in (0, 2):
-        (images, labels), (ipath, lpath) = arrays[i:i + 2], paths[i:i + 2]
+        (images, labels), (ipath, lpath) = arrays[i : i + 2], paths[i : i + 2]
         if images.shape[1:] != (28, 28):
             problem = f"holds {images.shape[1]}x{images.shape[2]} images, not 28x28"
             raise DatasetError(f"Fashion-MNIST file {ipath} {problem}: {_fashion_fix(ipath)}")
@@ -231,9 +249,11 @@ def _fashion_mnist(data_dir: str | Path) -> ImageData:
 
 
 def _cifar_missing(data_dir: Path) -> str:
-    return (f"CIFAR-10 is not in {data_dir / CIFAR_DIR} and could not be downloaded: put the python "
-            f"version there (extract cifar-10-python.tar.gz into {data_dir}), or use --dataset digits, "
-            "which ships with scikit-learn and needs no network")
+    return (
+        f"CIFAR-10 is not in {data_dir / CIFAR_DIR} and could not be downloaded: put the python "
+        f"version there (extract cifar-10-python.tar.gz into {data_dir}), or use --dataset digits, "
+        "which ships with scikit-learn and needs no network"
+    )
 
 
 def prepare(name: str, data_dir: str | Path, download: bool = True) -> None:
@@ -271,8 +291,10 @@ def prepare(name: str, data_dir: str | Path, download: bool = True) -> None:
                 batch = pickle.load(fh, encoding="latin1")
             assert {"data", "labels"} <= set(batch)
         except Exception:
-            raise DatasetError(f"CIFAR-10 file {folder / f} is corrupted: delete {folder} and run again "
-                               "to download it, or copy an intact python-version CIFAR-10 there") from None
+            raise DatasetError(
+                f"CIFAR-10 file {folder / f} is corrupted: delete {folder} and run again "
+                "to download it, or copy an intact python-version CIFAR-10 there"
+            ) from None
 
 
 def _cifar10(data_dir: str | Path) -> ImageData:

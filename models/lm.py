@@ -23,14 +23,22 @@ class RecurrentLM(nn.Module):
     """Embedding -> `layers` stacked LSTM/GRU layers -> Linear over the vocabulary; dropout on the
     embeddings, between layers and before the output (Zaremba et al. 2014)."""
 
-    def __init__(self, cell: str, vocab: int, hidden_size: int = 200, layers: int = 2, dropout: float = 0.0,
-                 forget_bias: float | None = None):
+    def __init__(
+        self,
+        cell: str,
+        vocab: int,
+        hidden_size: int = 200,
+        layers: int = 2,
+        dropout: float = 0.0,
+        forget_bias: float | None = None,
+    ):
         super().__init__()
         if cell not in RECURRENT:
             raise ValueError(f"unknown cell {cell!r} for a language model; choose one of {', '.join(RECURRENT)}")
         self.emb = nn.Embedding(vocab, hidden_size)
-        self.rnn = RECURRENT[cell](hidden_size, hidden_size, layers, dropout=dropout if layers > 1 else 0.0,
-                                   batch_first=True)
+        self.rnn = RECURRENT[cell](
+            hidden_size, hidden_size, layers, dropout=dropout if layers > 1 else 0.0, batch_first=True
+        )
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_size, vocab)
         if forget_bias is not None:  # every layer's LSTM forget gate or GRU update gate
@@ -58,15 +66,23 @@ class TransformerLM(nn.Module):
     """Token and learned position embeddings -> `layers` pre-norm Transformer blocks with `heads`
     heads of causal self-attention -> LayerNorm -> Linear over the vocabulary."""
 
-    def __init__(self, vocab: int, hidden_size: int = 200, layers: int = 2, heads: int = 2, dropout: float = 0.0,
-                 max_len: int = 35):
+    def __init__(
+        self,
+        vocab: int,
+        hidden_size: int = 200,
+        layers: int = 2,
+        heads: int = 2,
+        dropout: float = 0.0,
+        max_len: int = 35,
+    ):
         super().__init__()
         if hidden_size % heads:
             raise ValueError(f"hidden_size={hidden_size} is not divisible by heads={heads}")
         self.emb = nn.Embedding(vocab, hidden_size)
         self.pos = nn.Embedding(max_len, hidden_size)
-        block = nn.TransformerEncoderLayer(hidden_size, heads, 4 * hidden_size, dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        block = nn.TransformerEncoderLayer(
+            hidden_size, heads, 4 * hidden_size, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
         self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden_size)
         self.drop = nn.Dropout(dropout)

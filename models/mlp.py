@@ -12,8 +12,9 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    def __init__(self, in_features: int, hidden: Sequence[int] = (128, 64), num_classes: int = 10,
-                 dropout: float = 0.0):
+    def __init__(
+        self, in_features: int, hidden: Sequence[int] = (128, 64), num_classes: int = 10, dropout: float = 0.0
+    ):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         d = in_features

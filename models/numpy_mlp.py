@@ -46,8 +46,9 @@ def forward(x: np.ndarray, params: Sequence[np.ndarray]) -> tuple[np.ndarray, li
     return h, zs
 
 
-def backward(dlogits: np.ndarray, x: np.ndarray, params: Sequence[np.ndarray],
-             zs: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+def backward(
+    dlogits: np.ndarray, x: np.ndarray, params: Sequence[np.ndarray], zs: Sequence[np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Gradients of a loss with respect to x and to each parameter, given its gradient with respect
     to the logits, dlogits (B, C) (or (K, B, C), with the parameters stacked as in `forward`)."""
     grads: list[np.ndarray] = [None] * len(params)  # type: ignore[list-item]

@@ -113,8 +113,15 @@ class PackedNumpyMLP(Packed):
 class PackedRecurrent(Packed):
     def __init__(self, models: list[RecurrentClassifier]):
         m = models[0]
-        self.cell = "rnn" if isinstance(m.rnn, nn.RNN) else "lstm" if isinstance(m.rnn, nn.LSTM) else \
-            "gru" if isinstance(m.rnn, nn.GRU) else m.rnn.cell
+        self.cell = (
+            "rnn"
+            if isinstance(m.rnn, nn.RNN)
+            else "lstm"
+            if isinstance(m.rnn, nn.LSTM)
+            else "gru"
+            if isinstance(m.rnn, nn.GRU)
+            else m.rnn.cell
+        )
         gates = _lstm_order if self.cell == "lstm" else _same
         layout = {
             "w_ih": ("rnn.weight_ih_l0", lambda w: gates(w).T.contiguous(), lambda w: gates(w.T).contiguous()),

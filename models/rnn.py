@@ -77,9 +77,17 @@ def set_keep_bias(rnn: nn.Module, hidden_size: int, value: float, layers: int = 
 class RecurrentClassifier(nn.Module):
     """Reads a sequence (B, T) or (B, T, I) and classifies it from the last hidden state."""
 
-    def __init__(self, cell: str = "lstm", impl: str = "fused", input_size: int = 1,
-                 hidden_size: int = 128, num_classes: int = 10, forget_bias: float | None = None,
-                 vocab: int | None = None, embed: int = 32):
+    def __init__(
+        self,
+        cell: str = "lstm",
+        impl: str = "fused",
+        input_size: int = 1,
+        hidden_size: int = 128,
+        num_classes: int = 10,
+        forget_bias: float | None = None,
+        vocab: int | None = None,
+        embed: int = 32,
+    ):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(CELLS)}")

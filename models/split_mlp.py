@@ -31,8 +31,14 @@ def _stack(d: int, sizes: Sequence[int], dropout: float) -> tuple[list[nn.Module
 
 
 class SplitMLP(nn.Module):
-    def __init__(self, shape: Sequence[int], axis_hidden: Sequence[int] = (128,), hidden: Sequence[int] = (128, 64),
-                 num_classes: int = 10, dropout: float = 0.0):
+    def __init__(
+        self,
+        shape: Sequence[int],
+        axis_hidden: Sequence[int] = (128,),
+        hidden: Sequence[int] = (128, 64),
+        num_classes: int = 10,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         c, h, w = shape  # (C, H, W) of one image
         self.rows, self.cols = c * h, w

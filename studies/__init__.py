@@ -50,11 +50,13 @@ def analysis_module(name: str) -> ModuleType | None:
 _API = {  # public name -> the module that defines it
     **dict.fromkeys(("Study", "Budget", "cross", "BUDGETS"), "studies.engine.study"),
     "run": "studies.engine.runner",
-    **dict.fromkeys(("Task", "Data", "epochs", "classify", "evaluate", "loss_fn", "resolve_task"),
-                    "studies.engine.task"),
+    **dict.fromkeys(
+        ("Task", "Data", "epochs", "classify", "evaluate", "loss_fn", "resolve_task"), "studies.engine.task"
+    ),
     **dict.fromkeys(("report_seeds", "seed_metrics", "mean_over_seeds"), "studies.engine.seeds"),
-    **dict.fromkeys(("Claim", "Verdict", "sample", "tuned", "greater", "not_below", "at_least", "every"),
-                    "analysis.verdicts"),
+    **dict.fromkeys(
+        ("Claim", "Verdict", "sample", "tuned", "greater", "not_below", "at_least", "every"), "analysis.verdicts"
+    ),
 }
 __all__ = ["STUDIES", "analysis_module", *_API]
 

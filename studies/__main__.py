@@ -17,12 +17,17 @@ from studies import STUDIES
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["-h"], ["--help"]):
-        print(f"usage: python -m studies STUDY [flags]   (STUDY: {', '.join(STUDIES)}, a path/to/my_study.py or "
-              "a dotted module name; STUDY --help for flags)")
+        print(
+            f"usage: python -m studies STUDY [flags]   (STUDY: {', '.join(STUDIES)}, a path/to/my_study.py or "
+            "a dotted module name; STUDY --help for flags)"
+        )
         return 0
     if not argv:
-        print(f"python -m studies: error: no study given: choose one of {', '.join(STUDIES)}, or give a "
-              "path/to/my_study.py", file=sys.stderr)
+        print(
+            f"python -m studies: error: no study given: choose one of {', '.join(STUDIES)}, or give a "
+            "path/to/my_study.py",
+            file=sys.stderr,
+        )
         return 2
     if argv[0] in STUDIES:
         return importlib.import_module(f"studies.{argv[0]}").main(argv[1:])

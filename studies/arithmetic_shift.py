@@ -26,18 +26,36 @@ STUDY = Study(
     grid=cross(train_set=["A", "B"], cell=["rnn", "gru", "lstm"]),
     search={"lr": tune.loguniform(1e-4, 3e-2)},  # nuisance: tuned per training set and cell
     search_first={"lr": 1e-2},  # a good lr for every cell at the quick budget: each point has one sure try
-    fixed=dict(task="arithmetic", model="rnn", impl="fused", embed=32, hidden_size=128, optimizer="adam",
-               batch_size=128),
+    fixed=dict(
+        task="arithmetic", model="rnn", impl="fused", embed=32, hidden_size=128, optimizer="adam", batch_size=128
+    ),
     datasets=("arithmetic",),
     budgets={  # an iteration is samples_per_report expressions (A's epoch): the same steps for A and B
-        "smoke": Budget(iterations=3, samples=2, grace=1, reduction=2,
-                        grid=cross(train_set=["A", "B"], cell=["lstm"]),
-                        fixed=dict(train_scale=0.01, samples_per_report=1000, hidden_size=32, n_eval=256)),
-        "quick": Budget(iterations=36, samples=3, seeds=3, grace=8, reduction=3,
-                        fixed=dict(train_scale=0.1, samples_per_report=10_000, hidden_size=64, n_eval=1024)),
+        "smoke": Budget(
+            iterations=3,
+            samples=2,
+            grace=1,
+            reduction=2,
+            grid=cross(train_set=["A", "B"], cell=["lstm"]),
+            fixed=dict(train_scale=0.01, samples_per_report=1000, hidden_size=32, n_eval=256),
+        ),
+        "quick": Budget(
+            iterations=36,
+            samples=3,
+            seeds=3,
+            grace=8,
+            reduction=3,
+            fixed=dict(train_scale=0.1, samples_per_report=10_000, hidden_size=64, n_eval=1024),
+        ),
         # 8M expressions, 62k steps: 8 epochs of B, 80 of A
-        "full": Budget(iterations=80, samples=6, seeds=3, grace=10, reduction=3,
-                       fixed=dict(train_scale=1.0, samples_per_report=100_000)),
+        "full": Budget(
+            iterations=80,
+            samples=6,
+            seeds=3,
+            grace=10,
+            reduction=3,
+            fixed=dict(train_scale=1.0, samples_per_report=100_000),
+        ),
     },
 )
 

@@ -16,18 +16,26 @@ from analysis.verdicts import Claim, at_least, ended, every, greater, not_below,
 
 HEADLINE = "accuracy_heatmap"
 # What the hand-run reports measured (STUDIES.md section 8; single runs, LSTM, the full training sets).
-REFERENCE = ("LSTM test accuracy trained on A: single-digit 0.988, two-digit 0.169, mixed 0.122; trained on B: "
-             "single-digit 0.003, two-digit 0.846, mixed 0.615; GRU similar to LSTM, vanilla RNN poor.")
+REFERENCE = (
+    "LSTM test accuracy trained on A: single-digit 0.988, two-digit 0.169, mixed 0.122; trained on B: "
+    "single-digit 0.003, two-digit 0.846, mixed 0.615; GRU similar to LSTM, vanilla RNN poor."
+)
 CAPTIONS = {
     "accuracy_heatmap": "Final test accuracy of each training set (rows) on each test set (columns), one panel per "
-                        "cell, each at its tuned lr: mean over seeds, with the hand-run LSTM's in brackets.",
+    "cell, each at its tuned lr: mean over seeds, with the hand-run LSTM's in brackets.",
 }
 CURVE_HUE = "cell"  # the learning curves of all trials are coloured by cell
 
 TESTS = {"single": "single-digit", "two": "two-digit", "mixed": "mixed 0-99"}  # test_acc_<key>: what it holds
 CELLS = ("rnn", "gru", "lstm")
-HAND_RUN = {("A", "single"): 0.988, ("A", "two"): 0.169, ("A", "mixed"): 0.122,
-            ("B", "single"): 0.003, ("B", "two"): 0.846, ("B", "mixed"): 0.615}  # LSTM, full sets
+HAND_RUN = {
+    ("A", "single"): 0.988,
+    ("A", "two"): 0.169,
+    ("A", "mixed"): 0.122,
+    ("B", "single"): 0.003,
+    ("B", "two"): 0.846,
+    ("B", "mixed"): 0.615,
+}  # LSTM, full sets
 ALL_TWO = 0.9**3  # the share of mixed expressions whose three operands all have two digits
 
 
@@ -49,8 +57,18 @@ def heatmap_data(trials: pd.DataFrame) -> pd.DataFrame:
     for (train, cell), g in tuned(trials).groupby(["config.train_set", "config.cell"]):
         for test in [*TESTS, "own"]:
             s = spread(g["metric.test_acc" if test == "own" else f"metric.test_acc_{test}"])
-            rows.append({"cell": cell, "train_set": train, "test_set": test, "mean": s.mean, "lo": s.lo, "hi": s.hi,
-                         "n": s.n, "lr": float(g["config.lr"].iloc[0])})
+            rows.append(
+                {
+                    "cell": cell,
+                    "train_set": train,
+                    "test_set": test,
+                    "mean": s.mean,
+                    "lo": s.lo,
+                    "hi": s.hi,
+                    "n": s.n,
+                    "lr": float(g["config.lr"].iloc[0]),
+                }
+            )
     return pd.DataFrame(rows, columns=["cell", "train_set", "test_set", "mean", "lo", "hi", "n", "lr"])
 
 
@@ -61,8 +79,13 @@ def heatmap_figure(trials: pd.DataFrame) -> Figure:
     d = d[d["test_set"] != "own"]
     cells = [c for c in CELLS if c in set(d["cell"])]
     trains = sorted(d["train_set"].unique())
-    fig, axes = plt.subplots(1, max(len(cells), 1), figsize=(4.2 * max(len(cells), 1) + 1.2, 2.2 + 1.1 * len(trains)),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1,
+        max(len(cells), 1),
+        figsize=(4.2 * max(len(cells), 1) + 1.2, 2.2 + 1.1 * len(trains)),
+        squeeze=False,
+        layout="constrained",
+    )
     image = None
     for ax, cell in zip(axes[0], cells):
         g = d[d["cell"] == cell].set_index(["train_set", "test_set"])
@@ -76,19 +99,22 @@ def heatmap_figure(trials: pd.DataFrame) -> Figure:
                 text = f"{r['mean']:.3f}\n±{(r['hi'] - r['lo']) / 2:.3f}" if r["n"] > 1 else f"{r['mean']:.3f}"
                 if cell == "lstm" and (tr, te) in HAND_RUN:
                     text += f"\n({HAND_RUN[(tr, te)]:.3f})"
-                ax.text(j, i, text, ha="center", va="center", fontsize=9,
-                        color="black" if r["mean"] > 0.6 else "white")
+                ax.text(j, i, text, ha="center", va="center", fontsize=9, color="black" if r["mean"] > 0.6 else "white")
         lrs = ", ".join(f"{tr} {fmt_sci(g.loc[(tr, 'single'), 'lr'])}" for tr in trains if (tr, "single") in g.index)
         ax.set_xticks(range(len(TESTS)), list(TESTS.values()))
         ax.set_yticks(range(len(trains)), trains if ax is axes[0][0] else [])
-        ax.set(xlabel="test set", ylabel="training set" if ax is axes[0][0] else "",
-               title=f"{cell.upper()} (lr: {lrs})")
+        ax.set(
+            xlabel="test set", ylabel="training set" if ax is axes[0][0] else "", title=f"{cell.upper()} (lr: {lrs})"
+        )
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), label="test accuracy (fraction correct)")
     n = sorted(set(d["n"])) if len(d) else [0]
     what = "mean ± 95% CI over seeds" if n[0] >= 3 else "mean ± half the min-max over seeds"
-    fig.suptitle(f"Arithmetic: test accuracy by training set and test set, each at its tuned lr\n{what} "
-                 f"(n={n[0]}{'–' + str(n[-1]) if len(n) > 1 else ''}); in brackets the hand-run LSTM", fontsize=11)
+    fig.suptitle(
+        f"Arithmetic: test accuracy by training set and test set, each at its tuned lr\n{what} "
+        f"(n={n[0]}{'–' + str(n[-1]) if len(n) > 1 else ''}); in brackets the hand-run LSTM",
+        fontsize=11,
+    )
     return fig
 
 
@@ -103,15 +129,20 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
         parts = []
         for train, g in d[d["cell"] == cell].groupby("train_set"):
             acc = g.set_index("test_set")["mean"]
-            parts.append(f"trained on {train} (lr {fmt_sci(g['lr'].iloc[0])}): " + ", ".join(
-                f"{TESTS[k]} {acc[k]:.3f}" for k in TESTS if k in acc) + f" (its own distribution {acc['own']:.3f})")
+            parts.append(
+                f"trained on {train} (lr {fmt_sci(g['lr'].iloc[0])}): "
+                + ", ".join(f"{TESTS[k]} {acc[k]:.3f}" for k in TESTS if k in acc)
+                + f" (its own distribution {acc['own']:.3f})"
+            )
         out.append(f"{cell.upper()}: " + "; ".join(parts) + ".")
     b = d[(d["train_set"] == "B") & (d["cell"] == "lstm")].set_index("test_set")["mean"]
     if {"two", "mixed"} <= set(b.index):
-        out.append(f"Mixed expressions have three two-digit operands with probability 0.9³ = {ALL_TWO:.3f}: a model "
-                   f"that knows only two-digit expressions gets about {ALL_TWO:.3f} x its two-digit accuracy on them. "
-                   f"LSTM trained on B: mixed {b['mixed']:.3f} against {ALL_TWO:.3f} x {b['two']:.3f} = "
-                   f"{ALL_TWO * b['two']:.3f} (hand-run: 0.615 against {ALL_TWO * 0.846:.3f}).")
+        out.append(
+            f"Mixed expressions have three two-digit operands with probability 0.9³ = {ALL_TWO:.3f}: a model "
+            f"that knows only two-digit expressions gets about {ALL_TWO:.3f} x its two-digit accuracy on them. "
+            f"LSTM trained on B: mixed {b['mixed']:.3f} against {ALL_TWO:.3f} x {b['two']:.3f} = "
+            f"{ALL_TWO * b['two']:.3f} (hand-run: 0.615 against {ALL_TWO * 0.846:.3f})."
+        )
     return out
 
 
@@ -122,20 +153,27 @@ def reference_table(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     t = tuned(trials)
     for (train, test), hand in HAND_RUN.items():
         g = t[(t["config.train_set"] == train) & (t["config.cell"] == "lstm")]
-        rows.append({"training set": train, "test set": TESTS[test],
-                     "this run": spread(g[f"metric.test_acc_{test}"]).text(3) if len(g) else "–",
-                     "hand-run": f"{hand:.3f}"})
+        rows.append(
+            {
+                "training set": train,
+                "test set": TESTS[test],
+                "this run": spread(g[f"metric.test_acc_{test}"]).text(3) if len(g) else "–",
+                "hand-run": f"{hand:.3f}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # ---- claims (STUDIES.md section 8) --------------------------------------------------------------
 
+
 def _acc(trials, train, test, cell="lstm"):
     """The seeds of (train, cell) at its tuned lr: their final accuracy on `test` ('own': test_acc)."""
     t = tuned(trials)
     metric = "metric.test_acc" if test == "own" else f"metric.test_acc_{test}"
-    return sample(t, f"{cell.upper()} {train}->{TESTS.get(test, 'own distribution')}", metric, train_set=train,
-                  cell=cell)
+    return sample(
+        t, f"{cell.upper()} {train}->{TESTS.get(test, 'own distribution')}", metric, train_set=train, cell=cell
+    )
 
 
 FULL = ("full",)  # the hand-run levels need the hand-run training sets and steps
@@ -144,40 +182,78 @@ FULL = ("full",)  # the hand-run levels need the hand-run training sets and step
 TRAINED = ("full",)
 
 CLAIMS = [
-    Claim("Trained on A, the LSTM learns single-digit expressions (test accuracy at least 0.5 above its two-digit "
-          "accuracy) but not two-digit or mixed ones (each at most 0.3)",
-          "A: single-digit 0.988, two-digit 0.169, mixed 0.122 (hand-run LSTM; STUDIES.md section 8)",
-          lambda t, c, m: every([greater(_acc(t, "A", "single"), _acc(t, "A", "two"), margin=0.5),
-                                 at_least(_acc(t, "A", "two"), 0.3, at_most=True),
-                                 at_least(_acc(t, "A", "mixed"), 0.3, at_most=True)])),
-    Claim("Trained on B (two-digit only), the LSTM fails on single-digit expressions (at most 0.05) and does better "
-          "on two-digit ones than on them",
-          "B: single-digit 0.003, two-digit 0.846 (hand-run LSTM)",
-          lambda t, c, m: every([at_least(_acc(t, "B", "single"), 0.05, at_most=True),
-                                 greater(_acc(t, "B", "two"), _acc(t, "B", "single"))])),
-    Claim("No generalisation across the shift: each training set's model is best on its own operands, A on "
-          "single-digit and B on two-digit expressions",
-          "single-digit: A 0.988 vs B 0.003; two-digit: B 0.846 vs A 0.169 (hand-run LSTM)",
-          lambda t, c, m: every([greater(_acc(t, "A", "single"), _acc(t, "B", "single")),
-                                 greater(_acc(t, "B", "two"), _acc(t, "A", "two"))])),
-    Claim("Mixed expressions are harder than each model's own: the mixed accuracy is below A's single-digit and "
-          "below B's two-digit accuracy",
-          "mixed: A 0.122 (single-digit 0.988), B 0.615 (two-digit 0.846) (hand-run LSTM)",
-          lambda t, c, m: every([greater(_acc(t, "A", "single"), _acc(t, "A", "mixed")),
-                                 greater(_acc(t, "B", "two"), _acc(t, "B", "mixed"))])),
-    Claim("GRU ≈ LSTM: on each training set's own distribution the GRU's test accuracy is within 0.05 of the LSTM's",
-          "GRU similar to LSTM on this task (hand-run)",
-          lambda t, c, m: every([v for train in ("A", "B") for v in (
-              not_below(_acc(t, train, "own", "gru"), _acc(t, train, "own", "lstm"), tolerance=0.05),
-              not_below(_acc(t, train, "own", "lstm"), _acc(t, train, "own", "gru"), tolerance=0.05))]),
-          budgets=TRAINED),
-    Claim("The vanilla RNN is poor: on B's two-digit expressions its test accuracy is below the LSTM's and the GRU's",
-          "RNN poor against GRU and LSTM on this task (hand-run)",
-          lambda t, c, m: every([greater(_acc(t, "B", "two", cell), _acc(t, "B", "two", "rnn"))
-                                 for cell in ("lstm", "gru")])),
-    Claim("At the hand-run sizes the LSTM reaches the hand-run levels: A single-digit >= 0.95, B two-digit >= 0.75 "
-          "and B mixed >= 0.5",
-          "A single-digit 0.988; B two-digit 0.846, mixed 0.615 (hand-run LSTM, 50k + 50k and 1M expressions)",
-          lambda t, c, m: every([at_least(_acc(t, "A", "single"), 0.95), at_least(_acc(t, "B", "two"), 0.75),
-                                 at_least(_acc(t, "B", "mixed"), 0.5)]), budgets=FULL),
+    Claim(
+        "Trained on A, the LSTM learns single-digit expressions (test accuracy at least 0.5 above its two-digit "
+        "accuracy) but not two-digit or mixed ones (each at most 0.3)",
+        "A: single-digit 0.988, two-digit 0.169, mixed 0.122 (hand-run LSTM; STUDIES.md section 8)",
+        lambda t, c, m: every(
+            [
+                greater(_acc(t, "A", "single"), _acc(t, "A", "two"), margin=0.5),
+                at_least(_acc(t, "A", "two"), 0.3, at_most=True),
+                at_least(_acc(t, "A", "mixed"), 0.3, at_most=True),
+            ]
+        ),
+    ),
+    Claim(
+        "Trained on B (two-digit only), the LSTM fails on single-digit expressions (at most 0.05) and does better "
+        "on two-digit ones than on them",
+        "B: single-digit 0.003, two-digit 0.846 (hand-run LSTM)",
+        lambda t, c, m: every(
+            [at_least(_acc(t, "B", "single"), 0.05, at_most=True), greater(_acc(t, "B", "two"), _acc(t, "B", "single"))]
+        ),
+    ),
+    Claim(
+        "No generalisation across the shift: each training set's model is best on its own operands, A on "
+        "single-digit and B on two-digit expressions",
+        "single-digit: A 0.988 vs B 0.003; two-digit: B 0.846 vs A 0.169 (hand-run LSTM)",
+        lambda t, c, m: every(
+            [greater(_acc(t, "A", "single"), _acc(t, "B", "single")), greater(_acc(t, "B", "two"), _acc(t, "A", "two"))]
+        ),
+    ),
+    Claim(
+        "Mixed expressions are harder than each model's own: the mixed accuracy is below A's single-digit and "
+        "below B's two-digit accuracy",
+        "mixed: A 0.122 (single-digit 0.988), B 0.615 (two-digit 0.846) (hand-run LSTM)",
+        lambda t, c, m: every(
+            [
+                greater(_acc(t, "A", "single"), _acc(t, "A", "mixed")),
+                greater(_acc(t, "B", "two"), _acc(t, "B", "mixed")),
+            ]
+        ),
+    ),
+    Claim(
+        "GRU ≈ LSTM: on each training set's own distribution the GRU's test accuracy is within 0.05 of the LSTM's",
+        "GRU similar to LSTM on this task (hand-run)",
+        lambda t, c, m: every(
+            [
+                v
+                for train in ("A", "B")
+                for v in (
+                    not_below(_acc(t, train, "own", "gru"), _acc(t, train, "own", "lstm"), tolerance=0.05),
+                    not_below(_acc(t, train, "own", "lstm"), _acc(t, train, "own", "gru"), tolerance=0.05),
+                )
+            ]
+        ),
+        budgets=TRAINED,
+    ),
+    Claim(
+        "The vanilla RNN is poor: on B's two-digit expressions its test accuracy is below the LSTM's and the GRU's",
+        "RNN poor against GRU and LSTM on this task (hand-run)",
+        lambda t, c, m: every(
+            [greater(_acc(t, "B", "two", cell), _acc(t, "B", "two", "rnn")) for cell in ("lstm", "gru")]
+        ),
+    ),
+    Claim(
+        "At the hand-run sizes the LSTM reaches the hand-run levels: A single-digit >= 0.95, B two-digit >= 0.75 "
+        "and B mixed >= 0.5",
+        "A single-digit 0.988; B two-digit 0.846, mixed 0.615 (hand-run LSTM, 50k + 50k and 1M expressions)",
+        lambda t, c, m: every(
+            [
+                at_least(_acc(t, "A", "single"), 0.95),
+                at_least(_acc(t, "B", "two"), 0.75),
+                at_least(_acc(t, "B", "mixed"), 0.5),
+            ]
+        ),
+        budgets=FULL,
+    ),
 ]

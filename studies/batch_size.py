@@ -20,19 +20,38 @@ STUDY = Study(
     name="batch_size",
     doc=__doc__,
     grid=cross(batch_size=[8, 32, 128], lr=LRS),
-    fixed=dict(task="arithmetic", model="rnn", cell="lstm", impl="fused", embed=32, hidden_size=128,
-               optimizer="adam", train_set="A"),
+    fixed=dict(
+        task="arithmetic",
+        model="rnn",
+        cell="lstm",
+        impl="fused",
+        embed=32,
+        hidden_size=128,
+        optimizer="adam",
+        train_set="A",
+    ),
     datasets=("arithmetic",),
     # ASHA groups trials by both scientific values: one trial per group, nothing to stop, so the grace is the whole
     # run; an iteration is samples_per_report expressions (half an epoch), the same for every batch size
     budgets={
-        "smoke": Budget(iterations=3, grace=3, reduction=2, grid=cross(batch_size=[8, 64], lr=[1e-4, 1e-2]),
-                        fixed=dict(train_scale=0.01, samples_per_report=500, hidden_size=32, n_eval=256)),
+        "smoke": Budget(
+            iterations=3,
+            grace=3,
+            reduction=2,
+            grid=cross(batch_size=[8, 64], lr=[1e-4, 1e-2]),
+            fixed=dict(train_scale=0.01, samples_per_report=500, hidden_size=32, n_eval=256),
+        ),
         # 8 epochs of 10k expressions: 10k steps at batch 8, 625 at batch 128
-        "quick": Budget(iterations=16, seeds=3, grace=16, reduction=2,
-                        fixed=dict(train_scale=0.1, samples_per_report=5_000, hidden_size=64, n_eval=512)),
-        "full": Budget(iterations=40, seeds=3, grace=40, reduction=2,
-                       fixed=dict(train_scale=1.0, samples_per_report=50_000)),
+        "quick": Budget(
+            iterations=16,
+            seeds=3,
+            grace=16,
+            reduction=2,
+            fixed=dict(train_scale=0.1, samples_per_report=5_000, hidden_size=64, n_eval=512),
+        ),
+        "full": Budget(
+            iterations=40, seeds=3, grace=40, reduction=2, fixed=dict(train_scale=1.0, samples_per_report=50_000)
+        ),
     },
 )
 

@@ -24,17 +24,18 @@ from analysis.verdicts import INCONCLUSIVE, Claim, Sample, Verdict, at_least, en
 
 HEADLINE = "accuracy_heatmap"
 # What the hand-run reports measured (STUDIES.md section 7; single runs of the arithmetic LSTM at lr 1e-4).
-REFERENCE = ("LSTM arithmetic model, lr 1e-4, batch 8 / 32 / 128: small batches oscillate, large batches need more "
-             "epochs.")
+REFERENCE = (
+    "LSTM arithmetic model, lr 1e-4, batch 8 / 32 / 128: small batches oscillate, large batches need more epochs."
+)
 CAPTIONS = {
     "accuracy_heatmap": "Final validation accuracy over batch size x lr after the same number of epochs; the best lr "
-                        "of each batch size framed.",
+    "of each batch size framed.",
     "best_lr": "The best lr of each batch size (per seed, and their mean in log), with the linear and square-root "
-               "rules drawn through the smallest batch's.",
+    "rules drawn through the smallest batch's.",
     "loss_variance": "Step-to-step variance of the training loss per batch size, at the hand-run lr, at lr 1e-3 and at "
-                     "each batch size's best lr, beside the 1/batch of sampling noise alone.",
+    "each batch size's best lr, beside the 1/batch of sampling noise alone.",
     "curves_views": "Validation accuracy against epochs (equal samples) and against optimizer steps, at the hand-run "
-                    "lr, at lr 1e-3 and at each batch size's best lr.",
+    "lr, at lr 1e-3 and at each batch size's best lr.",
 }
 CURVE_HUE = "batch_size"
 
@@ -70,8 +71,16 @@ def best_lr_data(trials: pd.DataFrame) -> pd.DataFrame:
             c2, c1, _ = np.polyfit(lrs[j - 1 : j + 2], a[j - 1 : j + 2], 2)
             if c2 < 0:  # the vertex, kept within those three lrs
                 best = float(np.clip(-c1 / (2 * c2), lrs[j - 1], lrs[j + 1]))
-        rows.append({"batch_size": int(bs), "seed": int(seed), "grid_lr": 10 ** lrs[i], "best_lr": 10**best,
-                     "edge": edge, "acc": a[i]})
+        rows.append(
+            {
+                "batch_size": int(bs),
+                "seed": int(seed),
+                "grid_lr": 10 ** lrs[i],
+                "best_lr": 10**best,
+                "edge": edge,
+                "acc": a[i],
+            }
+        )
     return pd.DataFrame(rows, columns=["batch_size", "seed", "grid_lr", "best_lr", "edge", "acc"])
 
 
@@ -97,8 +106,15 @@ def heatmap_figure(trials: pd.DataFrame) -> Figure:
     for _, r in s.iterrows():
         i, j = bss.index(r["config.batch_size"]), lrs.index(r["config.lr"])
         ci = r[f"{METRIC}.ci95"] if r[f"{METRIC}.n"] >= 3 else (r[f"{METRIC}.max"] - r[f"{METRIC}.min"]) / 2
-        ax.text(j, i, f"{r[f'{METRIC}.mean']:.3f}\n±{ci:.3f}" if np.isfinite(ci) else f"{r[f'{METRIC}.mean']:.3f}",
-                ha="center", va="center", fontsize=8, color="white" if grid[i, j] < 0.6 * np.nanmax(grid) else "black")
+        ax.text(
+            j,
+            i,
+            f"{r[f'{METRIC}.mean']:.3f}\n±{ci:.3f}" if np.isfinite(ci) else f"{r[f'{METRIC}.mean']:.3f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if grid[i, j] < 0.6 * np.nanmax(grid) else "black",
+        )
     for i in range(len(bss)):  # the best lr of each batch size, framed
         if np.isfinite(grid[i]).any():
             j = int(np.nanargmax(grid[i]))
@@ -108,9 +124,12 @@ def heatmap_figure(trials: pd.DataFrame) -> Figure:
     ax.set(xlabel="learning rate", ylabel="batch size")
     fig.colorbar(image, ax=ax, label="final validation accuracy (fraction correct)")
     n = int(s[f"{METRIC}.n"].min()) if len(s) else 0
-    ax.set_title("Batch size x lr: final validation accuracy after equal epochs\nmean ± "
-                 f"{'95% CI' if n >= 3 else 'half the min-max'} over seeds (n={n}); red: the best lr of each batch "
-                 "size", fontsize=10)
+    ax.set_title(
+        "Batch size x lr: final validation accuracy after equal epochs\nmean ± "
+        f"{'95% CI' if n >= 3 else 'half the min-max'} over seeds (n={n}); red: the best lr of each batch "
+        "size",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -136,8 +155,10 @@ def best_lr_figure(trials: pd.DataFrame) -> Figure:
         for v in lrs:
             ax.axhline(v, color="0.85", lw=0.8, zorder=0)
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="best learning rate (final validation accuracy)")
-    ax.set_xticks(sorted(d["batch_size"].unique()) if len(d) else [], [str(b) for b in sorted(d["batch_size"].unique())]
-                  if len(d) else [])
+    ax.set_xticks(
+        sorted(d["batch_size"].unique()) if len(d) else [],
+        [str(b) for b in sorted(d["batch_size"].unique())] if len(d) else [],
+    )
     ax.minorticks_off()
     ax.set_title("Best lr against batch size: dots one seed each (grey lines: the lr grid)", fontsize=10)
     draw.legend(ax, outside=True)
@@ -156,8 +177,9 @@ def loss_variance_data(trials: pd.DataFrame) -> pd.DataFrame:
         for view, lr in (("hand-run lr 1e-4", HAND_LR), ("lr 1e-3", FIXED_LR), ("best lr", best.loc[bs, "config.lr"])):
             v = g.loc[np.isclose(g["config.lr"], lr), VAR]
             s = spread(v)
-            rows.append({"batch_size": int(bs), "view": view, "lr": lr, "mean": s.mean, "lo": s.lo, "hi": s.hi,
-                         "n": s.n})
+            rows.append(
+                {"batch_size": int(bs), "view": view, "lr": lr, "mean": s.mean, "lo": s.lo, "hi": s.hi, "n": s.n}
+            )
     return pd.DataFrame(rows, columns=["batch_size", "view", "lr", "mean", "lo", "hi", "n"])
 
 
@@ -171,19 +193,37 @@ def loss_variance_figure(trials: pd.DataFrame) -> Figure:
         g = d[d["view"] == view].set_index("batch_size").reindex(bss)
         x = np.arange(len(bss)) + (k - (len(views) - 1) / 2) * width
         err = np.vstack([g["mean"] - g["lo"], g["hi"] - g["mean"]]).clip(0)
-        ax.bar(x, g["mean"], width, color=f"C{k}", alpha=0.85, yerr=np.nan_to_num(err), capsize=4,
-               label=view + ("" if view != "best lr" else ": " + ", ".join(fmt_sci(v) for v in g["lr"])))
+        ax.bar(
+            x,
+            g["mean"],
+            width,
+            color=f"C{k}",
+            alpha=0.85,
+            yerr=np.nan_to_num(err),
+            capsize=4,
+            label=view + ("" if view != "best lr" else ": " + ", ".join(fmt_sci(v) for v in g["lr"])),
+        )
     first = d[d["view"] == views[0]].set_index("batch_size")["mean"].reindex(bss) if views else pd.Series(dtype=float)
     if len(first) and np.isfinite(first.iloc[0]):  # a batch mean's variance ~ 1/batch: sampling noise alone
-        ax.plot(np.arange(len(bss)) - (len(views) - 1) / 2 * width, first.iloc[0] * bss[0] / np.asarray(bss), "k--",
-                marker="_", ms=14, lw=1, label=f"{views[0]} at batch {bss[0]} x {bss[0]}/batch (sampling noise)")
+        ax.plot(
+            np.arange(len(bss)) - (len(views) - 1) / 2 * width,
+            first.iloc[0] * bss[0] / np.asarray(bss),
+            "k--",
+            marker="_",
+            ms=14,
+            lw=1,
+            label=f"{views[0]} at batch {bss[0]} x {bss[0]}/batch (sampling noise)",
+        )
     ax.set_xticks(range(len(bss)), [str(b) for b in bss])
     ax.set(xlabel="batch size", ylabel="step-to-step variance of the training loss (nats²)")
     if (d["mean"] > 0).any():
         ax.set_yscale("log")
     n = int(d["n"].min()) if len(d) else 0
-    ax.set_title("Loss oscillation per batch size: ½ mean squared change of the loss from step to step\n"
-                 f"last iteration; mean ± {'95% CI' if n >= 3 else 'min-max'} over seeds (n={n})", fontsize=10)
+    ax.set_title(
+        "Loss oscillation per batch size: ½ mean squared change of the loss from step to step\n"
+        f"last iteration; mean ± {'95% CI' if n >= 3 else 'min-max'} over seeds (n={n})",
+        fontsize=10,
+    )
     ax.grid(axis="y", alpha=0.3)
     draw.legend(ax, outside=True)
     fig.tight_layout()
@@ -210,19 +250,32 @@ def curves_figure(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) ->
     best = loss_variance_data(trials).query("view == 'best lr'").set_index("batch_size")["lr"]
     fig, axes = plt.subplots(3, 2, figsize=(11.5, 10.4), sharey=True)
     pal = colors(t["config.batch_size"])
-    for i, (title, lr_of) in enumerate((("the hand-run lr 1e-4", lambda bs: HAND_LR), ("lr 1e-3", lambda bs: FIXED_LR),
-                                        ("each batch size's best lr", lambda bs: best.get(bs, np.nan)))):
+    for i, (title, lr_of) in enumerate(
+        (
+            ("the hand-run lr 1e-4", lambda bs: HAND_LR),
+            ("lr 1e-3", lambda bs: FIXED_LR),
+            ("each batch size's best lr", lambda bs: best.get(bs, np.nan)),
+        )
+    ):
         for bs, g in c.groupby("config.batch_size"):
             g = g[np.isclose(g["config.lr"], lr_of(bs))]
             if not len(g):
                 continue
             m = g.groupby("iteration")[[METRIC, "epoch", "step"]].mean()
             for ax, x in zip(axes[i], ("epoch", "step")):
-                ax.plot(m[x], m[METRIC], color=pal[bs], lw=2, label=f"batch {bs}" + (f", lr {fmt_sci(lr_of(bs))}"
-                                                                                   if i == 2 else ""))
+                ax.plot(
+                    m[x],
+                    m[METRIC],
+                    color=pal[bs],
+                    lw=2,
+                    label=f"batch {bs}" + (f", lr {fmt_sci(lr_of(bs))}" if i == 2 else ""),
+                )
         for ax, x in zip(axes[i], ("epoch", "step")):
-            ax.set(xlabel="epochs (= samples / training set)" if x == "epoch" else "optimizer steps",
-                   ylabel="validation accuracy" if x == "epoch" else "", title=f"{title}: against {x}s")
+            ax.set(
+                xlabel="epochs (= samples / training set)" if x == "epoch" else "optimizer steps",
+                ylabel="validation accuracy" if x == "epoch" else "",
+                title=f"{title}: against {x}s",
+            )
             if x == "step" and ax.lines:
                 ax.set_xscale("log")
             if not ax.lines:
@@ -236,8 +289,11 @@ def curves_figure(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) ->
 
 
 def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
-    figs = {"accuracy_heatmap": heatmap_figure(trials), "best_lr": best_lr_figure(trials),
-            "loss_variance": loss_variance_figure(trials)}
+    figs = {
+        "accuracy_heatmap": heatmap_figure(trials),
+        "best_lr": best_lr_figure(trials),
+        "loss_variance": loss_variance_figure(trials),
+    }
     views = curves_figure(trials, curves, manifest)
     if views is not None:
         figs["curves_views"] = views
@@ -261,32 +317,46 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
     out = []
     d = best_lr_data(trials)
     if len(d):
-        m = d.groupby("batch_size").agg(lr=("best_lr", lambda v: 10 ** np.log10(v).mean()), acc=("acc", "mean"),
-                                        edge=("edge", "any"))
+        m = d.groupby("batch_size").agg(
+            lr=("best_lr", lambda v: 10 ** np.log10(v).mean()), acc=("acc", "mean"), edge=("edge", "any")
+        )
         edge = {True: ", at the edge of the grid", False: ""}
         each = [f"{bs}: {fmt_sci(r['lr'])} (accuracy {r['acc']:.3f}{edge[bool(r['edge'])]})" for bs, r in m.iterrows()]
-        out.append("Best lr by batch size (geometric mean over seeds of the parabola-refined grid optimum): "
-                   + ", ".join(each) + ".")
+        out.append(
+            "Best lr by batch size (geometric mean over seeds of the parabola-refined grid optimum): "
+            + ", ".join(each)
+            + "."
+        )
     e = exponents(d)
     if len(e) >= 2:
         s = spread(e["exponent"])
-        rule = ("the square-root rule (1/2)" if s.lo <= 0.5 <= s.hi and not s.lo <= 1 <= s.hi else
-                "the linear rule (1)" if s.lo <= 1 <= s.hi and not s.lo <= 0.5 <= s.hi else
-                "both rules" if s.lo <= 0.5 and s.hi >= 1 else "neither rule")
+        rule = (
+            "the square-root rule (1/2)"
+            if s.lo <= 0.5 <= s.hi and not s.lo <= 1 <= s.hi
+            else "the linear rule (1)"
+            if s.lo <= 1 <= s.hi and not s.lo <= 0.5 <= s.hi
+            else "both rules"
+            if s.lo <= 0.5 and s.hi >= 1
+            else "neither rule"
+        )
         out.append(f"Best lr ~ batch size^a with a = {s.text(2)} over seeds: the data support {rule}.")
     v = summarize(ended(trials), ["config.batch_size", "config.lr"], [VAR]).pivot(
-        index="config.lr", columns="config.batch_size", values=f"{VAR}.mean")
+        index="config.lr", columns="config.batch_size", values=f"{VAR}.mean"
+    )
     if v.shape[1] >= 2:
         lo, hi = v.columns.min(), v.columns.max()
         ratio = ", ".join(f"{fmt_sci(lr)}: {r[lo] / r[hi]:.1f}" for lr, r in v.iterrows())
-        out.append(f"Step-to-step loss variance, batch {lo} over batch {hi}, by lr: {ratio}; sampling noise alone (a "
-                   f"batch mean's variance ~ 1/batch) gives {hi / lo:.0f}. From the smallest to the largest lr it goes "
-                   f"{v[lo].iloc[0]:.3g} -> {v[lo].iloc[-1]:.3g} at batch {lo} and {v[hi].iloc[0]:.3g} -> "
-                   f"{v[hi].iloc[-1]:.3g} at batch {hi}: what a larger lr adds to the oscillation.")
+        out.append(
+            f"Step-to-step loss variance, batch {lo} over batch {hi}, by lr: {ratio}; sampling noise alone (a "
+            f"batch mean's variance ~ 1/batch) gives {hi / lo:.0f}. From the smallest to the largest lr it goes "
+            f"{v[lo].iloc[0]:.3g} -> {v[lo].iloc[-1]:.3g} at batch {lo} and {v[hi].iloc[0]:.3g} -> "
+            f"{v[hi].iloc[-1]:.3g} at batch {hi}: what a larger lr adds to the oscillation."
+        )
     return out
 
 
 # ---- claims (STUDIES.md section 7) --------------------------------------------------------------
+
 
 def _at(trials, bs, lr=FIXED_LR, metric=METRIC):
     return sample(trials, f"batch {bs}, lr {fmt_sci(lr)}", metric, batch_size=bs, lr=lr)
@@ -312,32 +382,45 @@ def _best_lr_sample(trials, bs):
 
 
 def _exponent(trials):
-    return Sample("exponent a (best lr ~ batch^a)", exponents(best_lr_data(trials))["exponent"].to_numpy(),
-                  digits=2)
+    return Sample("exponent a (best lr ~ batch^a)", exponents(best_lr_data(trials))["exponent"].to_numpy(), digits=2)
 
 
 CLAIMS = [
-    Claim("Small batches oscillate: at the hand-run lr 1e-4 and at 1e-3 the step-to-step variance of the training "
-          "loss falls with the batch size (8 > 32 > 128)",
-          "small batch sizes oscillate (hand-run, lr 1e-4, batch 8 / 32 / 128; STUDIES.md section 7)",
-          lambda t, c, m: every([greater(_at(t, a, lr, VAR), _at(t, b, lr, VAR)) for lr in (HAND_LR, FIXED_LR)
-                                 for a, b in zip(_batches(t)[:-1], _batches(t)[1:])])),
-    Claim("Large batches need more epochs at a fixed lr: after the same epochs at lr 1e-3, the largest batch's "
-          "validation accuracy is below the smallest's",
-          "large batch sizes need more epochs (hand-run, lr 1e-4; here 1e-3, where every batch size learns within the "
-          "quick budget)",
-          lambda t, c, m: greater(_at(t, _batches(t)[0]), _at(t, _batches(t)[-1]))),
-    Claim("Per optimizer step it is the other way round: at lr 1e-3 and the same number of steps, the largest batch's "
-          "validation accuracy is above the smallest's",
-          "textbook: a step on a larger batch follows a less noisy gradient (the equal-steps view of the hand-run "
-          "runs)",
-          lambda t, c, m: _equal_steps(t, c)),
-    Claim("The best lr grows with the batch size: the largest batch's best lr is above the smallest's",
-          "textbook: lr scaled with the batch size (Goyal et al. 2017: linearly, for SGD; Malladi et al. 2022: by the "
-          "square root, for Adam)",
-          lambda t, c, m: greater(_best_lr_sample(t, _batches(t)[-1]), _best_lr_sample(t, _batches(t)[0]))),
-    Claim("For Adam the best lr grows more slowly than the batch size: the exponent a of best lr ~ batch^a is below 1 "
-          "(the linear rule overshoots)",
-          "square-root rule for Adam (Malladi et al. 2022) against the linear rule for SGD (Goyal et al. 2017)",
-          lambda t, c, m: at_least(_exponent(t), 1.0, at_most=True)),
+    Claim(
+        "Small batches oscillate: at the hand-run lr 1e-4 and at 1e-3 the step-to-step variance of the training "
+        "loss falls with the batch size (8 > 32 > 128)",
+        "small batch sizes oscillate (hand-run, lr 1e-4, batch 8 / 32 / 128; STUDIES.md section 7)",
+        lambda t, c, m: every(
+            [
+                greater(_at(t, a, lr, VAR), _at(t, b, lr, VAR))
+                for lr in (HAND_LR, FIXED_LR)
+                for a, b in zip(_batches(t)[:-1], _batches(t)[1:])
+            ]
+        ),
+    ),
+    Claim(
+        "Large batches need more epochs at a fixed lr: after the same epochs at lr 1e-3, the largest batch's "
+        "validation accuracy is below the smallest's",
+        "large batch sizes need more epochs (hand-run, lr 1e-4; here 1e-3, where every batch size learns within the "
+        "quick budget)",
+        lambda t, c, m: greater(_at(t, _batches(t)[0]), _at(t, _batches(t)[-1])),
+    ),
+    Claim(
+        "Per optimizer step it is the other way round: at lr 1e-3 and the same number of steps, the largest batch's "
+        "validation accuracy is above the smallest's",
+        "textbook: a step on a larger batch follows a less noisy gradient (the equal-steps view of the hand-run runs)",
+        lambda t, c, m: _equal_steps(t, c),
+    ),
+    Claim(
+        "The best lr grows with the batch size: the largest batch's best lr is above the smallest's",
+        "textbook: lr scaled with the batch size (Goyal et al. 2017: linearly, for SGD; Malladi et al. 2022: by the "
+        "square root, for Adam)",
+        lambda t, c, m: greater(_best_lr_sample(t, _batches(t)[-1]), _best_lr_sample(t, _batches(t)[0])),
+    ),
+    Claim(
+        "For Adam the best lr grows more slowly than the batch size: the exponent a of best lr ~ batch^a is below 1 "
+        "(the linear rule overshoots)",
+        "square-root rule for Adam (Malladi et al. 2022) against the linear rule for SGD (Goyal et al. 2017)",
+        lambda t, c, m: at_least(_exponent(t), 1.0, at_most=True),
+    ),
 ]

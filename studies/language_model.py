@@ -31,23 +31,32 @@ STUDY = Study(
     mode="min",
     datasets=("ptb",),
     budgets={  # iterations are epochs over the n_train words; samples are Optuna lrs per scientific value
-        "smoke": Budget(iterations=2, grid=cross(cell=["lstm"], layers=[1, 2], clip=[None])
-                        + cross(cell=["transformer"], layers=[1], heads=[2], clip=[CLIP]),
-                        fixed=dict(hidden_size=16, n_train=2000, n_eval=600, batch_size=4, seq_len=8)),
+        "smoke": Budget(
+            iterations=2,
+            grid=cross(cell=["lstm"], layers=[1, 2], clip=[None])
+            + cross(cell=["transformer"], layers=[1], heads=[2], clip=[CLIP]),
+            fixed=dict(hidden_size=16, n_train=2000, n_eval=600, batch_size=4, seq_len=8),
+        ),
         # a model of 128 units on the first 100k words with the 2,000 most frequent (the rest <unk>): the output
         # layer over 10k words is what costs on a CPU. Clipping at 1 and 8 layers, the forget-gate bias at 8, where
         # they could help; the slowest trials first, so that the two CPUs finish together
-        "quick": Budget(iterations=4, seeds=3, grace=4, reduction=2,
-                        grid=cross(cell=["lstm"], layers=[8], clip=[None, CLIP])
-                        + cross(cell=["lstm"], layers=[8], clip=[None], forget_bias=[1.0])
-                        + cross(cell=["transformer"], layers=[2, 1], heads=[2, 4], clip=[None])
-                        + cross(cell=["lstm"], layers=[4, 2], clip=[None])
-                        + cross(cell=["lstm"], layers=[1], clip=[None, CLIP])
-                        + cross(cell=["gru"], layers=[1], clip=[None]),
-                        fixed=dict(hidden_size=128, vocab=2000, n_train=100_000, n_eval=20_000)),
+        "quick": Budget(
+            iterations=4,
+            seeds=3,
+            grace=4,
+            reduction=2,
+            grid=cross(cell=["lstm"], layers=[8], clip=[None, CLIP])
+            + cross(cell=["lstm"], layers=[8], clip=[None], forget_bias=[1.0])
+            + cross(cell=["transformer"], layers=[2, 1], heads=[2, 4], clip=[None])
+            + cross(cell=["lstm"], layers=[4, 2], clip=[None])
+            + cross(cell=["lstm"], layers=[1], clip=[None, CLIP])
+            + cross(cell=["gru"], layers=[1], clip=[None]),
+            fixed=dict(hidden_size=128, vocab=2000, n_train=100_000, n_eval=20_000),
+        ),
         # the hand-run setup: 200 units, dropout 0.2, the whole corpus and vocabulary, 40 epochs
-        "full": Budget(iterations=40, samples=3, seeds=3, grace=8, reduction=2,
-                       fixed=dict(hidden_size=200, dropout=0.2)),
+        "full": Budget(
+            iterations=40, samples=3, seeds=3, grace=8, reduction=2, fixed=dict(hidden_size=200, dropout=0.2)
+        ),
     },
 )
 

@@ -37,15 +37,17 @@ from analysis.verdicts import (
 )
 
 HEADLINE = "ppl_vs_layers"
-REFERENCE = ("test perplexity: LSTM 1 / 2 / 4 / 8 layers 120.9 / 116.4 / 130.3 / 965 (8 layers fails); GRU 1 layer "
-             "119.7; a Transformer of 1-4 layers and 2-4 heads, with and without gradient clipping.")
+REFERENCE = (
+    "test perplexity: LSTM 1 / 2 / 4 / 8 layers 120.9 / 116.4 / 130.3 / 965 (8 layers fails); GRU 1 layer "
+    "119.7; a Transformer of 1-4 layers and 2-4 heads, with and without gradient clipping."
+)
 CAPTIONS = {
     "ppl_vs_layers": "Test perplexity (at each seed's best validation epoch) against depth, one line per recurrent "
-                     "cell and setup; lower is better.",
+    "cell and setup; lower is better.",
     "transformer_layers_heads": "The causal Transformer: test perplexity (at each seed's best validation epoch) "
-                                "against layers, one line per number of heads.",
+    "against layers, one line per number of heads.",
     "ppl_curves": "Learning curves in perplexity (validation and training), per model, with clipping on and off "
-                  "(and the 8-layer LSTM's forget-gate bias at 1).",
+    "(and the 8-layer LSTM's forget-gate bias at 1).",
 }
 SEL = "selected.test_ppl"
 HAND_RUN = {("lstm", 1): 120.9, ("lstm", 2): 116.4, ("lstm", 4): 130.3, ("lstm", 8): 965.0, ("gru", 1): 119.7}
@@ -72,6 +74,7 @@ def variant(trials: pd.DataFrame) -> pd.Series:
 
 def model_name(trials: pd.DataFrame) -> pd.Series:
     """'lstm, 2 layers', 'transformer, 1 layer, 4 heads'."""
+
     def one(r):
         n = int(r["config.layers"])
         heads = f", {int(r['config.heads'])} heads" if r["config.cell"] == "transformer" else ""
@@ -118,15 +121,29 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
     figs = {}
     rec = recurrent(t)
     if len(rec):
-        figs["ppl_vs_layers"] = metric_vs_figure(rec, "layers", [SEL], "Word-level PTB: test perplexity (best "
-                                                 "validation epoch) against depth, per cell and setup", hue="setting")
+        figs["ppl_vs_layers"] = metric_vs_figure(
+            rec,
+            "layers",
+            [SEL],
+            "Word-level PTB: test perplexity (best validation epoch) against depth, per cell and setup",
+            hue="setting",
+        )
     tf = t[t["config.cell"] == "transformer"]
     if len(tf):
-        tf = tf.assign(**{"config.setting": tf["config.heads"].astype(int).astype(str) + " heads"
-                          + tf["config.variant"].map(lambda v: "" if v == "no help" else f", {v}")})
-        figs["transformer_layers_heads"] = metric_vs_figure(tf, "layers", [SEL], "Causal Transformer: test "
-                                                            "perplexity (best validation epoch) against layers, per "
-                                                            "heads", hue="setting")
+        tf = tf.assign(
+            **{
+                "config.setting": tf["config.heads"].astype(int).astype(str)
+                + " heads"
+                + tf["config.variant"].map(lambda v: "" if v == "no help" else f", {v}")
+            }
+        )
+        figs["transformer_layers_heads"] = metric_vs_figure(
+            tf,
+            "layers",
+            [SEL],
+            "Causal Transformer: test perplexity (best validation epoch) against layers, per heads",
+            hue="setting",
+        )
     ax = axis(t, curves, manifest)
     if ax and "metric.val_ppl" in curves:
         several = t.groupby("config.model")["config.variant"].nunique()
@@ -134,22 +151,39 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
         if len(models) > 4:  # the LSTM's first
             models = sorted(models, key=lambda m: (not m.startswith("lstm"), m))[:4]
         sel = t[t["config.model"].isin(models)].assign(**{"config.setting": lambda d: d["config.variant"]})
-        fig = panel_curves_figure(curves[curves["trial_id"].isin(sel["trial_id"])], sel, "model", "setting",
-                                  [m for m in ("metric.val_ppl", "metric.train_ppl") if m in curves],
-                                  "Learning curves in perplexity, per model: clipping on and off", ax.x, ax.label,
-                                  ax.rungs)
+        fig = panel_curves_figure(
+            curves[curves["trial_id"].isin(sel["trial_id"])],
+            sel,
+            "model",
+            "setting",
+            [m for m in ("metric.val_ppl", "metric.train_ppl") if m in curves],
+            "Learning curves in perplexity, per model: clipping on and off",
+            ax.x,
+            ax.label,
+            ax.rungs,
+        )
         last = fig.axes[len(models) - 1]  # the legend's panel: every variant in it, whichever panel has it
         shown = last.get_legend_handles_labels()[1]
-        draw.legend(last, [Line2D([], [], color=c, label=v) for v, c in colors(sel["config.setting"]).items()
-                           if v not in shown], outside=True)
+        draw.legend(
+            last,
+            [Line2D([], [], color=c, label=v) for v, c in colors(sel["config.setting"]).items() if v not in shown],
+            outside=True,
+        )
         figs["ppl_curves"] = _log_y(fig)
     return figs
 
 
 # ---- numbers -------------------------------------------------------------------------------------
 
-def _select(trials: pd.DataFrame, cell: str, layers: int, clip: bool = False, forget_bias: bool = False,
-            heads: int | None = None) -> pd.DataFrame:
+
+def _select(
+    trials: pd.DataFrame,
+    cell: str,
+    layers: int,
+    clip: bool = False,
+    forget_bias: bool = False,
+    heads: int | None = None,
+) -> pd.DataFrame:
     t = trials[(trials["config.cell"] == cell) & (trials["config.layers"] == layers)]
     t = t[(_flag(t, "clip") == clip) & (_flag(t, "forget_bias") == forget_bias)]
     return t if heads is None else t[t["config.heads"] == heads]
@@ -201,19 +235,29 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
         g = g.sort_values("config.layers")
         if len(g) > 1:
             cell, _, rest = setup.partition(", ")
-            out.append(f"{cell.upper()}{f' with {rest}' if rest else ''}: mean test perplexity (best validation "
-                       "epoch) by depth " + ", ".join(
-                f"{int(n)} layer{'s' if n > 1 else ''}: {v:.1f}" for n, v in zip(g["config.layers"],
-                                                                                 g[f"{SEL}.mean"])) + ".")
+            out.append(
+                f"{cell.upper()}{f' with {rest}' if rest else ''}: mean test perplexity (best validation "
+                "epoch) by depth "
+                + ", ".join(
+                    f"{int(n)} layer{'s' if n > 1 else ''}: {v:.1f}"
+                    for n, v in zip(g["config.layers"], g[f"{SEL}.mean"])
+                )
+                + "."
+            )
     out += rescue(t)
     out += clipping(t)
     tf = summarize(t[t["config.cell"] == "transformer"], ["config.model", "config.variant"], [SEL])
     if len(tf):
         b = tf.sort_values(f"{SEL}.mean").iloc[0]
-        others = (f"; over its {len(tf)} settings {tf[f'{SEL}.mean'].min():.1f}-"
-                  f"{tf[f'{SEL}.mean'].max():.1f}") if len(tf) > 1 else ""
-        out.append(f"Best Transformer: {b['config.model']} ({b['config.variant']}), test perplexity "
-                   f"{b[f'{SEL}.mean']:.1f}{others}.")
+        others = (
+            (f"; over its {len(tf)} settings {tf[f'{SEL}.mean'].min():.1f}-{tf[f'{SEL}.mean'].max():.1f}")
+            if len(tf) > 1
+            else ""
+        )
+        out.append(
+            f"Best Transformer: {b['config.model']} ({b['config.variant']}), test perplexity "
+            f"{b[f'{SEL}.mean']:.1f}{others}."
+        )
     return out
 
 
@@ -224,19 +268,29 @@ def rescue(t: pd.DataFrame) -> list[str]:
     plain = _select(t, "lstm", 8)[SEL]
     if not len(base) or not len(plain):
         return []
-    helps = [(name, _select(t, "lstm", 8, **kw)[SEL]) for name, kw in
-             (("clipping", dict(clip=True)), ("forget-gate bias 1", dict(forget_bias=True)),
-              ("both", dict(clip=True, forget_bias=True)))]
+    helps = [
+        (name, _select(t, "lstm", 8, **kw)[SEL])
+        for name, kw in (
+            ("clipping", dict(clip=True)),
+            ("forget-gate bias 1", dict(forget_bias=True)),
+            ("both", dict(clip=True, forget_bias=True)),
+        )
+    ]
     helps = [(n, v) for n, v in helps if len(v)]
     if not helps:
         return []
     twice = 2 * base.mean()
     parts = [f"with {n} {spread(v).text(1)}" for n, v in helps]
     rescued = [n for n, v in helps if v.mean() < twice]
-    verdict = (f"{' and '.join(rescued)} bring{'s' if len(rescued) == 1 else ''} it below twice the 1-layer's"
-               if rescued else "neither brings it below twice the 1-layer's")
-    return [f"The 8-layer LSTM: test perplexity {spread(plain).text(1)} without help (1 layer: "
-            f"{spread(base).text(1)}); {'; '.join(parts)}: {verdict}."]
+    verdict = (
+        f"{' and '.join(rescued)} bring{'s' if len(rescued) == 1 else ''} it below twice the 1-layer's"
+        if rescued
+        else "neither brings it below twice the 1-layer's"
+    )
+    return [
+        f"The 8-layer LSTM: test perplexity {spread(plain).text(1)} without help (1 layer: "
+        f"{spread(base).text(1)}); {'; '.join(parts)}: {verdict}."
+    ]
 
 
 def clipping(t: pd.DataFrame) -> list[str]:
@@ -246,8 +300,9 @@ def clipping(t: pd.DataFrame) -> list[str]:
         on, off = g.loc[_flag(g, "clip"), SEL], g.loc[~_flag(g, "clip"), SEL]
         if len(on) and len(off):
             rows.append(f"{model} {off.mean():.1f} -> {on.mean():.1f}")
-    return [f"Gradient clipping (max-norm 0.25), mean test perplexity without -> with: {'; '.join(rows)}."] \
-        if rows else []
+    return (
+        [f"Gradient clipping (max-norm 0.25), mean test perplexity without -> with: {'; '.join(rows)}."] if rows else []
+    )
 
 
 def reference_table(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
@@ -257,8 +312,7 @@ def reference_table(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     rows = []
     for (cell, n), hand in HAND_RUN.items():
         s = ppl(trials.drop(columns=[SEL], errors="ignore"), cell, n)
-        rows.append({"model": _label(cell, n), "this run (final)": spread(s.values).text(1),
-                     "hand-run": f"{hand:.1f}"})
+        rows.append({"model": _label(cell, n), "this run (final)": spread(s.values).text(1), "hand-run": f"{hand:.1f}"})
     return pd.DataFrame(rows)
 
 
@@ -276,26 +330,55 @@ def whole_vocabulary(manifest: dict) -> Verdict | None:
     vocab = (manifest.get("fixed") or {}).get("vocab")
     if vocab is None:
         return None
-    return Verdict(INCONCLUSIVE, "–", "", f"perplexity over the {vocab:,} most frequent words, not the hand-run "
-                   "10k: it does not compare with the hand-run number")
+    return Verdict(
+        INCONCLUSIVE,
+        "–",
+        "",
+        f"perplexity over the {vocab:,} most frequent words, not the hand-run "
+        "10k: it does not compare with the hand-run number",
+    )
+
+
 CLAIMS = [
-    Claim("Four layers are worse than one and than two: the 4-layer LSTM's test perplexity is above both",
-          "LSTM 1 / 2 / 4 layers: 120.9 / 116.4 / 130.3 test perplexity (hand-run, STUDIES.md section 9)",
-          lambda t, c, m: every([greater(ppl(selected(t, c), "lstm", 4), ppl(selected(t, c), "lstm", 1)),
-                                 greater(ppl(selected(t, c), "lstm", 4), ppl(selected(t, c), "lstm", 2))])),
-    Claim("Two layers are at least as good as one: the 2-layer LSTM's test perplexity is not above the 1-layer's",
-          "LSTM 2 layers 116.4 against 1 layer 120.9 (hand-run)",
-          lambda t, c, m: not_below(ppl(selected(t, c), "lstm", 1), ppl(selected(t, c), "lstm", 2)), budgets=FULL),
-    Claim("Eight layers fail without help (no clipping, torch's initialisation): the 8-layer LSTM's test "
-          "perplexity is more than twice the 1-layer's",
-          "LSTM 8 layers 965 against 1 layer 120.9 (hand-run: fails)",
-          lambda t, c, m: ratio_above(ppl(selected(t, c), "lstm", 8), ppl(selected(t, c), "lstm", 1), 2)),
-    Claim("GRU ≈ LSTM at one layer: their test perplexities within 10% of each other",
-          "GRU 1 layer 119.7 against LSTM 1 layer 120.9 (hand-run)",
-          lambda t, c, m: within(ppl(selected(t, c), "gru", 1), ppl(selected(t, c), "lstm", 1))),
-    Claim("In the hand-run setup, the 2-layer LSTM's test perplexity is within 10% of the hand-run 116.4",
-          "LSTM 2 layers: 116.4 (hand-run; 200 units, dropout 0.2, 10k words, 40 epochs)",
-          lambda t, c, m: whole_vocabulary(m) or every([at_least(ppl(selected(t, c), "lstm", 2), 116.4 / 1.1),
-                                                        at_least(ppl(selected(t, c), "lstm", 2), 116.4 * 1.1,
-                                                                 at_most=True)]), budgets=FULL),
+    Claim(
+        "Four layers are worse than one and than two: the 4-layer LSTM's test perplexity is above both",
+        "LSTM 1 / 2 / 4 layers: 120.9 / 116.4 / 130.3 test perplexity (hand-run, STUDIES.md section 9)",
+        lambda t, c, m: every(
+            [
+                greater(ppl(selected(t, c), "lstm", 4), ppl(selected(t, c), "lstm", 1)),
+                greater(ppl(selected(t, c), "lstm", 4), ppl(selected(t, c), "lstm", 2)),
+            ]
+        ),
+    ),
+    Claim(
+        "Two layers are at least as good as one: the 2-layer LSTM's test perplexity is not above the 1-layer's",
+        "LSTM 2 layers 116.4 against 1 layer 120.9 (hand-run)",
+        lambda t, c, m: not_below(ppl(selected(t, c), "lstm", 1), ppl(selected(t, c), "lstm", 2)),
+        budgets=FULL,
+    ),
+    Claim(
+        "Eight layers fail without help (no clipping, torch's initialisation): the 8-layer LSTM's test "
+        "perplexity is more than twice the 1-layer's",
+        "LSTM 8 layers 965 against 1 layer 120.9 (hand-run: fails)",
+        lambda t, c, m: ratio_above(ppl(selected(t, c), "lstm", 8), ppl(selected(t, c), "lstm", 1), 2),
+    ),
+    Claim(
+        "GRU ≈ LSTM at one layer: their test perplexities within 10% of each other",
+        "GRU 1 layer 119.7 against LSTM 1 layer 120.9 (hand-run)",
+        lambda t, c, m: within(ppl(selected(t, c), "gru", 1), ppl(selected(t, c), "lstm", 1)),
+    ),
+    Claim(
+        "In the hand-run setup, the 2-layer LSTM's test perplexity is within 10% of the hand-run 116.4",
+        "LSTM 2 layers: 116.4 (hand-run; 200 units, dropout 0.2, 10k words, 40 epochs)",
+        lambda t, c, m: (
+            whole_vocabulary(m)
+            or every(
+                [
+                    at_least(ppl(selected(t, c), "lstm", 2), 116.4 / 1.1),
+                    at_least(ppl(selected(t, c), "lstm", 2), 116.4 * 1.1, at_most=True),
+                ]
+            )
+        ),
+        budgets=FULL,
+    ),
 ]

@@ -20,12 +20,22 @@ STUDY = Study(
     # ASHA groups trials by the scientific values, and this study has no nuisance search: one configuration
     # per group, nothing for ASHA to stop, so the grace is the whole run (no rung is drawn)
     budgets={  # iterations are epochs
-        "smoke": Budget(iterations=3, grace=1, reduction=2, grid=cross(lr=[1e-5, 1e-3, 1.0]),
-                        fixed=dict(dataset="digits", n_train=256, batch_size=64)),
+        "smoke": Budget(
+            iterations=3,
+            grace=1,
+            reduction=2,
+            grid=cross(lr=[1e-5, 1e-3, 1.0]),
+            fixed=dict(dataset="digits", n_train=256, batch_size=64),
+        ),
         # Fashion-MNIST at 14x14, 2,000 training images, the VGG at a quarter of its channels: every lr's
         # curve in a few minutes on 2 CPU cores (digits when Fashion-MNIST is not installed)
-        "quick": Budget(iterations=10, seeds=3, grace=10, reduction=3,
-                        fixed=dict(dataset="fashion_mnist", n_train=2000, image_size=14, width=0.25, n_eval=2000)),
+        "quick": Budget(
+            iterations=10,
+            seeds=3,
+            grace=10,
+            reduction=3,
+            fixed=dict(dataset="fashion_mnist", n_train=2000, image_size=14, width=0.25, n_eval=2000),
+        ),
         "full": Budget(iterations=100, seeds=3, grace=100, reduction=3, fixed=dict(dataset="cifar10", augment=True)),
     },
 )

@@ -28,8 +28,10 @@ from analysis.verdicts import (
 
 HEADLINE = "accuracy_vs_lr"
 # What the hand-run reports measured (STUDIES.md; single runs on the full setup): the trend to compare with.
-REFERENCE = ("1e-3 converges faster than 1e-4; the train/test gap shrinks as lr grows within a range; 4e-2 and "
-             "5e-2 plateau lower, oscillate or get stuck at a constant loss (VGG CNN, Adam, CIFAR-10).")
+REFERENCE = (
+    "1e-3 converges faster than 1e-4; the train/test gap shrinks as lr grows within a range; 4e-2 and "
+    "5e-2 plateau lower, oscillate or get stuck at a constant loss (VGG CNN, Adam, CIFAR-10)."
+)
 CAPTIONS = {
     "accuracy_vs_lr": "Best and final validation accuracy and final test accuracy against lr.",
     "gap_vs_lr": "Generalisation gap (final train − test accuracy) against lr.",
@@ -41,16 +43,25 @@ POOR = 0.1  # an lr whose mean objective is this far below the best one falls sh
 
 def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
     figs = {
-        "accuracy_vs_lr": metric_vs_figure(trials, "lr", ["best.val_acc", "metric.val_acc", "metric.test_acc"],
-                                           "Accuracy against learning rate"),
-        "gap_vs_lr": metric_vs_figure(trials, "lr", ["metric.gap"],
-                                      "Generalisation gap (final train − test accuracy) against learning rate"),
+        "accuracy_vs_lr": metric_vs_figure(
+            trials, "lr", ["best.val_acc", "metric.val_acc", "metric.test_acc"], "Accuracy against learning rate"
+        ),
+        "gap_vs_lr": metric_vs_figure(
+            trials, "lr", ["metric.gap"], "Generalisation gap (final train − test accuracy) against learning rate"
+        ),
     }
     ax = axis(trials, curves, manifest)
     if ax:
         figs["mean_curves_by_lr"] = mean_curves_figure(
-            curves, trials, "lr", [m for m in FOUR if m in curves], "Train and test loss and accuracy per learning "
-            "rate", ax.x, ax.label, ax.rungs)
+            curves,
+            trials,
+            "lr",
+            [m for m in FOUR if m in curves],
+            "Train and test loss and accuracy per learning rate",
+            ax.x,
+            ax.label,
+            ax.rungs,
+        )
     return figs
 
 
@@ -60,24 +71,30 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
     if not len(s):
         return []
     b = s.loc[s[f"{obj}.mean"].idxmax()]
-    out = [f"Best lr {fmt_sci(b['config.lr'])}: best validation accuracy {stat(b, obj)}, final test accuracy "
-           f"{stat(b, 'metric.test_acc')}."]
+    out = [
+        f"Best lr {fmt_sci(b['config.lr'])}: best validation accuracy {stat(b, obj)}, final test accuracy "
+        f"{stat(b, 'metric.test_acc')}."
+    ]
     near = s[(s[f"{obj}.mean"] >= b[f"{obj}.mean"] - 0.01) & (s["config.lr"] != b["config.lr"])]
     if len(near):
         out.append(f"Within 0.01 of it: lr {', '.join(fmt_sci(v) for v in near['config.lr'])}.")
     poor = s[s[f"{obj}.mean"] < b[f"{obj}.mean"] - POOR]
     if len(poor):
         vals = ", ".join(f"{r[f'{obj}.mean']:.2f} at {fmt_sci(r['config.lr'])}" for _, r in poor.iterrows())
-        out.append(f"{range_phrase(poor['config.lr'].tolist(), s['config.lr'].tolist(), 'lr')} falls short "
-                   f"(mean best validation accuracy {vals}).")
+        out.append(
+            f"{range_phrase(poor['config.lr'].tolist(), s['config.lr'].tolist(), 'lr')} falls short "
+            f"(mean best validation accuracy {vals})."
+        )
     bad = trials[trials["diverged"].astype(bool)] if "diverged" in trials else trials.iloc[:0]
     if len(bad):
         out.append(f"Diverged: lr {', '.join(fmt_sci(v) for v in sorted(bad['config.lr'].unique()))}.")
     g = s.dropna(subset=["metric.gap.mean"])
     if len(g):
         w = g.loc[g["metric.gap.mean"].idxmax()]
-        out.append(f"Train − test gap {b['metric.gap.mean']:.3f} at the best lr; largest {w['metric.gap.mean']:.3f} "
-                   f"at lr {fmt_sci(w['config.lr'])}.")
+        out.append(
+            f"Train − test gap {b['metric.gap.mean']:.3f} at the best lr; largest {w['metric.gap.mean']:.3f} "
+            f"at lr {fmt_sci(w['config.lr'])}."
+        )
     if len(curves) and "metric.val_acc" in curves:
         out.append(_speed(trials, curves, b[f"{obj}.mean"]))
     return out
@@ -90,14 +107,22 @@ def _speed(trials: pd.DataFrame, curves: pd.DataFrame, best: float) -> str:
     for lr, g in curves[curves["trial_id"].isin(not_diverged(trials)["trial_id"])].groupby("config.lr"):
         first = [t["iteration"][t["metric.val_acc"] >= target].min() for _, t in g.groupby("trial_id")]
         hit = [f for f in first if np.isfinite(f)]
-        speed.append(f"{fmt_sci(lr)}: " + (f"{np.mean(hit):.1f}" + (f" ({len(hit)} of {len(first)} seeds)"
-                                                                    if len(hit) < len(first) else "")
-                                           if hit else "not reached"))
-    return (f"Epochs to reach validation accuracy {target:.2f} (90% of the best lr's), mean over the seeds "
-            f"that reach it: {'; '.join(speed)}.")
+        speed.append(
+            f"{fmt_sci(lr)}: "
+            + (
+                f"{np.mean(hit):.1f}" + (f" ({len(hit)} of {len(first)} seeds)" if len(hit) < len(first) else "")
+                if hit
+                else "not reached"
+            )
+        )
+    return (
+        f"Epochs to reach validation accuracy {target:.2f} (90% of the best lr's), mean over the seeds "
+        f"that reach it: {'; '.join(speed)}."
+    )
 
 
 # ---- claims (STUDIES.md section 2) --------------------------------------------------------------
+
 
 def _ended_lrs(trials: pd.DataFrame, metric: str) -> pd.Series:
     """Mean of `metric` per lr over the seeds that ran to the end."""
@@ -125,10 +150,18 @@ def _too_large(trials, curves, manifest):
     if np.isclose(best, 4e-2):
         return Verdict(CONTRADICTED, f"lr 4e-2 has the best final test accuracy ({means[best]:.3f})", RULE_GREATER)
     name = f"best lr {fmt_sci(best)}"
-    return every([greater(sample(trials, "lr 4e-2 train loss", "metric.train_loss", lr=4e-2),
-                          sample(trials, f"{name} train loss", "metric.train_loss", lr=best)),
-                  not_below(sample(trials, f"{name} test accuracy", "metric.test_acc", lr=best),
-                            sample(trials, "lr 4e-2 test accuracy", "metric.test_acc", lr=4e-2))])
+    return every(
+        [
+            greater(
+                sample(trials, "lr 4e-2 train loss", "metric.train_loss", lr=4e-2),
+                sample(trials, f"{name} train loss", "metric.train_loss", lr=best),
+            ),
+            not_below(
+                sample(trials, f"{name} test accuracy", "metric.test_acc", lr=best),
+                sample(trials, "lr 4e-2 test accuracy", "metric.test_acc", lr=4e-2),
+            ),
+        ]
+    )
 
 
 def _gap(trials, curves, manifest):
@@ -137,13 +170,21 @@ def _gap(trials, curves, manifest):
 
 
 CLAIMS = [
-    Claim("lr 1e-3 converges faster than 1e-4: its validation accuracy over the first third of training is higher",
-          "1e-3 converges faster than 1e-4 (hand-run, VGG CNN, Adam, CIFAR-10; STUDIES.md section 2)",
-          _faster),
-    Claim("Too large an lr plateaus: at lr 4e-2 the training loss ends higher than at the best lr, and its test "
-          "accuracy is not above the best lr's",
-          "4e-2 and 5e-2 plateau lower, oscillate or get stuck at a constant loss (hand-run, CIFAR-10)", _too_large),
-    Claim("The train − test gap shrinks as lr grows: it is smaller at lr 1e-2 than at 1e-4",
-          "the train/test gap shrinks as lr grows within a range (hand-run, CIFAR-10)", _gap,
-          datasets=("fashion_mnist", "cifar10")),
+    Claim(
+        "lr 1e-3 converges faster than 1e-4: its validation accuracy over the first third of training is higher",
+        "1e-3 converges faster than 1e-4 (hand-run, VGG CNN, Adam, CIFAR-10; STUDIES.md section 2)",
+        _faster,
+    ),
+    Claim(
+        "Too large an lr plateaus: at lr 4e-2 the training loss ends higher than at the best lr, and its test "
+        "accuracy is not above the best lr's",
+        "4e-2 and 5e-2 plateau lower, oscillate or get stuck at a constant loss (hand-run, CIFAR-10)",
+        _too_large,
+    ),
+    Claim(
+        "The train − test gap shrinks as lr grows: it is smaller at lr 1e-2 than at 1e-4",
+        "the train/test gap shrinks as lr grows within a range (hand-run, CIFAR-10)",
+        _gap,
+        datasets=("fashion_mnist", "cifar10"),
+    ),
 ]

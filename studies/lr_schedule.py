@@ -28,20 +28,39 @@ STUDY = Study(
     name="lr_schedule",
     doc=__doc__,
     grid=cross(cell=["rnn", "lstm"], seq_len=[5, 20], lr_schedule=SCHEDULES, clip=CLIPS),
-    fixed=dict(task="palindrome", model="rnn", impl="fused", hidden_size=128, batch_size=128, optimizer="adam",
-               lr=1e-3, forget_bias=1.0, lr_gamma=0.7, steps_per_report=200),
+    fixed=dict(
+        task="palindrome",
+        model="rnn",
+        impl="fused",
+        hidden_size=128,
+        batch_size=128,
+        optimizer="adam",
+        lr=1e-3,
+        forget_bias=1.0,
+        lr_gamma=0.7,
+        steps_per_report=200,
+    ),
     datasets=("palindrome",),
     # ASHA groups trials by the scientific values and there is no nuisance search: one trial per group, nothing
     # to stop, so the grace is the whole run. lr_step_size is in iterations (blocks of steps_per_report steps).
     budgets={
-        "smoke": Budget(iterations=4, grace=4, reduction=2,
-                        grid=cross(cell=["rnn"], seq_len=[5], lr_schedule=SCHEDULES, clip=[None, 1.0])
-                        + cross(cell=["lstm"], seq_len=[5], lr_schedule=["step"], clip=[10.0]),
-                        fixed=dict(steps_per_report=30, lr=1e-2, lr_step_size=2, n_eval=512)),
+        "smoke": Budget(
+            iterations=4,
+            grace=4,
+            reduction=2,
+            grid=cross(cell=["rnn"], seq_len=[5], lr_schedule=SCHEDULES, clip=[None, 1.0])
+            + cross(cell=["lstm"], seq_len=[5], lr_schedule=["step"], clip=[10.0]),
+            fixed=dict(steps_per_report=30, lr=1e-2, lr_step_size=2, n_eval=512),
+        ),
         # 6 seeds: the collapse comes in some seeds and not in others, and the rank test needs 5-6 a side
-        "quick": Budget(iterations=15, seeds=6, grace=15, reduction=2,
-                        grid=cross(cell=["rnn"], seq_len=[5, 20], lr_schedule=SCHEDULES, clip=CLIPS),
-                        fixed=dict(lr=2e-3, lr_step_size=3, n_eval=2048)),
+        "quick": Budget(
+            iterations=15,
+            seeds=6,
+            grace=15,
+            reduction=2,
+            grid=cross(cell=["rnn"], seq_len=[5, 20], lr_schedule=SCHEDULES, clip=CLIPS),
+            fixed=dict(lr=2e-3, lr_step_size=3, n_eval=2048),
+        ),
         "full": Budget(iterations=50, seeds=5, grace=50, reduction=2, fixed=dict(lr_step_size=10)),
     },
 )

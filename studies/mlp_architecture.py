@@ -30,16 +30,29 @@ STUDY = Study(
     fixed=dict(task="image", axis_hidden=(128,), optimizer="adam", lr_schedule="cosine", batch_size=128),
     datasets=("fashion_mnist", "digits", "cifar10"),
     budgets={  # iterations are epochs; samples are Optuna lrs per architecture
-        "smoke": Budget(iterations=2, samples=2, seeds=2, grace=1, reduction=2,
-                        grid=cross(model=["mlp", "split_mlp"], hidden=[BASELINE]),
-                        fixed=dict(dataset="digits", n_train=256, width=0.25)),
+        "smoke": Budget(
+            iterations=2,
+            samples=2,
+            seeds=2,
+            grace=1,
+            reduction=2,
+            grid=cross(model=["mlp", "split_mlp"], hidden=[BASELINE]),
+            fixed=dict(dataset="digits", n_train=256, width=0.25),
+        ),
         # 4,000 Fashion-MNIST images, 40 epochs, every architecture at a quarter of its width: the wide and
         # deep MLPs fit the training set (train ~0.98) where the baseline does not, as on CIFAR-10
-        "quick": Budget(iterations=40, samples=5, seeds=3, grace=10, reduction=2,
-                        fixed=dict(dataset="fashion_mnist", n_train=4000, width=0.25, n_eval=5000)),
+        "quick": Budget(
+            iterations=40,
+            samples=5,
+            seeds=3,
+            grace=10,
+            reduction=2,
+            fixed=dict(dataset="fashion_mnist", n_train=4000, width=0.25, n_eval=5000),
+        ),
         # the hand-run setup: Adam, batch 32, 150 epochs
-        "full": Budget(iterations=150, samples=8, seeds=3, grace=15, reduction=3,
-                       fixed=dict(dataset="cifar10", batch_size=32)),
+        "full": Budget(
+            iterations=150, samples=8, seeds=3, grace=15, reduction=3, fixed=dict(dataset="cifar10", batch_size=32)
+        ),
     },
 )
 

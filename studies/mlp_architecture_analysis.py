@@ -22,15 +22,17 @@ from analysis.verdicts import Claim, ended, every, greater, sample
 
 HEADLINE = "accuracy_per_arch"
 # What the hand-run reports measured (STUDIES.md; single runs on the full setup): the trend to compare with.
-REFERENCE = ("train / test accuracy: 3072-128-64-10 0.98 / 0.46; 3072-512-64-10 (Adam lr 1e-3, batch 32, 150 epochs) "
-             "test ~0.50; 3072-2048-1024-256-128-64-10 0.99 / 0.55; the split-axis MLP 0.962 / 0.634 (CIFAR-10).")
+REFERENCE = (
+    "train / test accuracy: 3072-128-64-10 0.98 / 0.46; 3072-512-64-10 (Adam lr 1e-3, batch 32, 150 epochs) "
+    "test ~0.50; 3072-2048-1024-256-128-64-10 0.99 / 0.55; the split-axis MLP 0.962 / 0.634 (CIFAR-10)."
+)
 CAPTIONS = {
     "accuracy_per_arch": "Final train and test accuracy (top) and their gap (bottom) per architecture: each at its "
-                         "own tuned lr (left), all at the hand-run lr (right).",
+    "own tuned lr (left), all at the hand-run lr (right).",
     "accuracy_vs_params": "Final train and test accuracy against the number of parameters, each architecture at "
-                          "its tuned lr.",
+    "its tuned lr.",
     "curves_per_arch": "Learning curves per architecture at its tuned lr: mean over seeds (thick), single seeds "
-                       "(thin).",
+    "(thin).",
     "lr_per_arch": "What Optuna saw: final validation accuracy of every trial against lr, per architecture.",
 }
 
@@ -42,6 +44,7 @@ SHAPES = {"cifar10": (3, 32, 32), "fashion_mnist": (1, 28, 28), "digits": (1, 8,
 def arch(trials: pd.DataFrame) -> pd.Series:
     """One label per trial: 'baseline 128-64', 'wide 512-64', 'deep 2048-1024-256-128-64', 'split-axis
     128 | 128-64' (its row and column MLPs, then its fully connected stack), or 'mlp 256-64'."""
+
     def one(r):
         hidden = str(r["config.hidden"])
         if r["config.model"] == "split_mlp":
@@ -104,8 +107,14 @@ def parameters(trials: pd.DataFrame, manifest: dict) -> pd.Series:
     cache: dict = {}
 
     def one(r):
-        c = full_config({k: r[f"config.{k}"] for k in ("model", "hidden", "axis_hidden", "width")
-                         if f"config.{k}" in r and pd.notna(r[f"config.{k}"])}, IMAGE)
+        c = full_config(
+            {
+                k: r[f"config.{k}"]
+                for k in ("model", "hidden", "axis_hidden", "width")
+                if f"config.{k}" in r and pd.notna(r[f"config.{k}"])
+            },
+            IMAGE,
+        )
         shape = SHAPES.get(r.get("config.dataset"), SHAPES["cifar10"])
         size = r.get("config.image_size")
         if size is not None and pd.notna(size) and int(size) < shape[-1]:
@@ -135,6 +144,7 @@ def arch_table(trials: pd.DataFrame, manifest: dict, which: str = "tuned") -> pd
 
 # ---- figures -------------------------------------------------------------------------------------
 
+
 def _tick(r: pd.Series, with_lr: bool) -> str:
     role, _, sizes = r["config.arch"].partition(" ")
     return f"{role}\n{sizes}" + (f"\nlr {fmt_sci(r['config.lr'])}" if with_lr else "")
@@ -143,24 +153,49 @@ def _tick(r: pd.Series, with_lr: bool) -> str:
 def accuracy_per_arch_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
     """Two views side by side (each architecture at its tuned lr; all at the hand-run lr): train and
     test accuracy (top) and their gap (bottom) per architecture."""
-    views = [("tuned", "each at its own tuned lr"),
-             ("hand-run", f"all at the hand-run lr {fmt_sci(hand_run_lr(manifest))}")]
+    views = [
+        ("tuned", "each at its own tuned lr"),
+        ("hand-run", f"all at the hand-run lr {fmt_sci(hand_run_lr(manifest))}"),
+    ]
     data = {w: arch_table(trials, manifest, w) for w, _ in views}
-    kind = spread_kind(pd.concat([d for d in data.values() if len(d)]), METRICS) if any(len(d) for d in
-                                                                                        data.values()) else "range"
-    fig, axes = plt.subplots(2, 2, figsize=(12.5, 7.0), sharex="col", sharey="row",
-                             gridspec_kw=dict(height_ratios=[3, 2]))
+    kind = (
+        spread_kind(pd.concat([d for d in data.values() if len(d)]), METRICS)
+        if any(len(d) for d in data.values())
+        else "range"
+    )
+    fig, axes = plt.subplots(
+        2, 2, figsize=(12.5, 7.0), sharex="col", sharey="row", gridspec_kw=dict(height_ratios=[3, 2])
+    )
     for j, (w, title) in enumerate(views):
         d, top, bottom = data[w], axes[0][j], axes[1][j]
         x = np.arange(len(d))
-        for m, c, ax, dx in (("metric.train_acc", "C0", top, -0.08), ("metric.test_acc", "C1", top, 0.08),
-                             ("metric.gap", "C3", bottom, 0.0)):
+        for m, c, ax, dx in (
+            ("metric.train_acc", "C0", top, -0.08),
+            ("metric.test_acc", "C1", top, 0.08),
+            ("metric.gap", "C3", bottom, 0.0),
+        ):
             if len(d):
-                draw.series(ax, x + dx, d, m, kind, clip=(-1.0, 1.0) if m.endswith("gap") else (0.0, 1.0), color=c,
-                            ls="none", label="final " + label(m).split(" (")[0])
+                draw.series(
+                    ax,
+                    x + dx,
+                    d,
+                    m,
+                    kind,
+                    clip=(-1.0, 1.0) if m.endswith("gap") else (0.0, 1.0),
+                    color=c,
+                    ls="none",
+                    label="final " + label(m).split(" (")[0],
+                )
                 for xi, v in zip(x + dx, d[f"{m}.mean"]):  # the differences are small on a [0, 1] axis: the values
-                    ax.annotate(f"{v:.3f}", (xi, v), textcoords="offset points", xytext=(0, -14) if dx else (8, -3),
-                                ha="center" if dx else "left", fontsize=7.5, color=c)
+                    ax.annotate(
+                        f"{v:.3f}",
+                        (xi, v),
+                        textcoords="offset points",
+                        xytext=(0, -14) if dx else (8, -3),
+                        ha="center" if dx else "left",
+                        fontsize=7.5,
+                        color=c,
+                    )
         top.set_title(title)
         draw.acc_ylim(top)
         bottom.axhline(0, color="gray", lw=0.8)
@@ -171,8 +206,11 @@ def accuracy_per_arch_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
             ax.grid(alpha=0.3)
     draw.legend(axes[0][-1], outside=True)
     draw.legend(axes[1][-1], outside=True)
-    note = spread_note(pd.concat([d for d in data.values() if len(d)]), METRICS, kind) if any(
-        len(d) for d in data.values()) else "no full-length trial"
+    note = (
+        spread_note(pd.concat([d for d in data.values() if len(d)]), METRICS, kind)
+        if any(len(d) for d in data.values())
+        else "no full-length trial"
+    )
     fixed = manifest.get("fixed") or {}
     width = float(fixed.get("width", 1.0))
     scaled = f"; every architecture at {width:g} x its width" if width != 1.0 else ""
@@ -194,12 +232,25 @@ def accuracy_vs_params_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
         r = d.iloc[[i]]
         a = r["config.arch"].iloc[0]
         for m, marker in (("metric.train_acc", "^"), ("metric.test_acc", "o")):
-            ax.errorbar(r["params"], r[f"{m}.mean"].astype(float), yerr=draw.errors(r, m, kind, (0.0, 1.0)),
-                        marker=marker, ms=7, capsize=3, ls="none", color=pal[a],
-                        label=a if m.endswith("test_acc") else "_train")
-        ax.annotate(f"{r['metric.test_acc.mean'].iloc[0]:.3f}\nlr {fmt_sci(r['config.lr'].iloc[0])}",
-                    (r["params"].iloc[0], r["metric.test_acc.mean"].iloc[0]), textcoords="offset points",
-                    xytext=(0, -26), ha="center", fontsize=8)
+            ax.errorbar(
+                r["params"],
+                r[f"{m}.mean"].astype(float),
+                yerr=draw.errors(r, m, kind, (0.0, 1.0)),
+                marker=marker,
+                ms=7,
+                capsize=3,
+                ls="none",
+                color=pal[a],
+                label=a if m.endswith("test_acc") else "_train",
+            )
+        ax.annotate(
+            f"{r['metric.test_acc.mean'].iloc[0]:.3f}\nlr {fmt_sci(r['config.lr'].iloc[0])}",
+            (r["params"].iloc[0], r["metric.test_acc.mean"].iloc[0]),
+            textcoords="offset points",
+            xytext=(0, -26),
+            ha="center",
+            fontsize=8,
+        )
     ax.plot([], [], "^", color="gray", label="train accuracy (triangles)")
     ax.plot([], [], "o", color="gray", label="test accuracy (circles)")
     ax.set_xscale("log")
@@ -210,8 +261,11 @@ def accuracy_vs_params_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
         ax.set_xlim(d["params"].min() / 1.6, d["params"].max() * 1.6)
     draw.acc_ylim(ax)
     ax.set(xlabel="trainable parameters", ylabel="final accuracy (fraction correct)")
-    ax.set_title("Accuracy against model size, each architecture at its tuned lr\n"
-                 + (spread_note(d, METRICS, kind) if len(d) else "no full-length trial"), fontsize=11)
+    ax.set_title(
+        "Accuracy against model size, each architecture at its tuned lr\n"
+        + (spread_note(d, METRICS, kind) if len(d) else "no full-length trial"),
+        fontsize=11,
+    )
     ax.grid(alpha=0.3)
     draw.legend(ax, outside=True)
     fig.tight_layout()
@@ -219,51 +273,83 @@ def accuracy_vs_params_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
 
 
 def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
-    figs = {"accuracy_per_arch": accuracy_per_arch_figure(trials, manifest),
-            "accuracy_vs_params": accuracy_vs_params_figure(trials, manifest)}
+    figs = {
+        "accuracy_per_arch": accuracy_per_arch_figure(trials, manifest),
+        "accuracy_vs_params": accuracy_vs_params_figure(trials, manifest),
+    }
     ax = axis(trials, curves, manifest)
     tuned = view(trials, manifest, "tuned")
     if ax and len(tuned):
         c = curves[curves["trial_id"].isin(tuned["trial_id"])]
         figs["curves_per_arch"] = mean_curves_figure(
-            c, tuned, "arch", [m for m in FOUR if m in curves], "Learning curves per architecture, each at its tuned "
-            "lr", ax.x, ax.label, ax.rungs)
+            c,
+            tuned,
+            "arch",
+            [m for m in FOUR if m in curves],
+            "Learning curves per architecture, each at its tuned lr",
+            ax.x,
+            ax.label,
+            ax.rungs,
+        )
     if "config.lr" in trials and trials["config.lr"].nunique() > 1:
-        figs["lr_per_arch"] = metric_vs_figure(_with_arch(trials), "lr", ["metric.val_acc"], "What Optuna saw: final "
-                                               "validation accuracy against lr, per architecture", hue="arch")
+        figs["lr_per_arch"] = metric_vs_figure(
+            _with_arch(trials),
+            "lr",
+            ["metric.val_acc"],
+            "What Optuna saw: final validation accuracy against lr, per architecture",
+            hue="arch",
+        )
     return figs
 
 
 # ---- findings ------------------------------------------------------------------------------------
 
+
 def _chain(d: pd.DataFrame, m: str, extra=lambda r: "") -> str:
     d = d.sort_values(f"{m}.mean", ascending=False, kind="stable")
-    return chain([(r[f"{m}.mean"], f"{r['config.arch'].split(' ')[0]} {stat(r, m)}{extra(r)}")
-                  for _, r in d.iterrows()])
+    return chain(
+        [(r[f"{m}.mean"], f"{r['config.arch'].split(' ')[0]} {stat(r, m)}{extra(r)}") for _, r in d.iterrows()]
+    )
 
 
 def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list[str]:
     out = []
     tuned, hand = arch_table(trials, manifest, "tuned"), arch_table(trials, manifest, "hand-run")
     if len(tuned):
-        out.append("Each architecture at its tuned lr, final test accuracy: " + _chain(
-            tuned, "metric.test_acc", lambda r: f" (lr {fmt_sci(r['config.lr'])}, {int(r['params']):,} parameters)")
-                   + ".")
-        out.append("Final train accuracy at the tuned lr: " + _chain(tuned, "metric.train_acc") + "; train − test gap: "
-                   + _chain(tuned, "metric.gap") + ".")
+        out.append(
+            "Each architecture at its tuned lr, final test accuracy: "
+            + _chain(
+                tuned, "metric.test_acc", lambda r: f" (lr {fmt_sci(r['config.lr'])}, {int(r['params']):,} parameters)"
+            )
+            + "."
+        )
+        out.append(
+            "Final train accuracy at the tuned lr: "
+            + _chain(tuned, "metric.train_acc")
+            + "; train − test gap: "
+            + _chain(tuned, "metric.gap")
+            + "."
+        )
     if len(hand):
         lr = fmt_sci(hand_run_lr(manifest))
-        out.append(f"All at the hand-run lr {lr}, final test accuracy: " + _chain(hand, "metric.test_acc")
-                   + "; train accuracy: " + _chain(hand, "metric.train_acc") + ".")
+        out.append(
+            f"All at the hand-run lr {lr}, final test accuracy: "
+            + _chain(hand, "metric.test_acc")
+            + "; train accuracy: "
+            + _chain(hand, "metric.train_acc")
+            + "."
+        )
     if len(tuned) and tuned["config.arch"].str.startswith("split-axis").any():
         s = tuned[tuned["config.arch"].str.startswith("split-axis")].iloc[0]
         plain = tuned[~tuned["config.arch"].str.startswith("split-axis")]
         if len(plain):
             b = plain.loc[plain["metric.test_acc.mean"].idxmax()]
-            out.append(f"The split-axis MLP ({int(s['params']):,} parameters) against the best plain MLP, "
-                       f"{b['config.arch']} ({int(b['params']):,} parameters): test accuracy "
-                       f"{s['metric.test_acc.mean']:.3f} vs {b['metric.test_acc.mean']:.3f}, gap "
-                       f"{s['metric.gap.mean']:.3f} vs {b['metric.gap.mean']:.3f}.")
+            out.append(
+                f"The split-axis MLP ({int(s['params']):,} parameters) against the best plain MLP, "
+                f"{b['config.arch']} ({int(b['params']):,} parameters): test accuracy "
+                f"{s['metric.test_acc.mean']:.3f} vs {b['metric.test_acc.mean']:.3f}, gap "
+                f"{s['metric.gap.mean']:.3f} vs {b['metric.gap.mean']:.3f}."
+            )
     return out
 
 
@@ -297,17 +383,26 @@ def _at_hand_run(trials, manifest, role, metric="metric.train_acc"):
 
 
 CLAIMS = [
-    Claim("The deep MLP ends above the baseline in test accuracy (each at its tuned lr)",
-          "test 0.55 (3072-2048-1024-256-128-64-10) vs 0.46 (3072-128-64-10) (hand-run, CIFAR-10; STUDIES.md "
-          "section 6)",
-          lambda t, c, m: greater(_at_tuned(t, "deep"), _at_tuned(t, "baseline")),
-          datasets=("cifar10",)),  # Fashion-MNIST: every MLP ends at about the same test accuracy (see findings)
-    Claim("The split-axis MLP ends above the deep MLP in test accuracy (each at its tuned lr)",
-          "test 0.634 (split-axis) vs 0.55 (deep) (hand-run, CIFAR-10)",
-          lambda t, c, m: greater(_at_tuned(t, "split-axis"), _at_tuned(t, "deep"))),
-    Claim("The wider and the deeper MLP fit the training set better than the baseline (final train accuracy, all "
-          "at the hand-run lr)",
-          "train 0.99 (deep) against 0.98 (baseline) (hand-run, CIFAR-10, Adam lr 1e-3)",
-          lambda t, c, m: every([greater(_at_hand_run(t, m, "wide"), _at_hand_run(t, m, "baseline")),
-                                 greater(_at_hand_run(t, m, "deep"), _at_hand_run(t, m, "baseline"))])),
+    Claim(
+        "The deep MLP ends above the baseline in test accuracy (each at its tuned lr)",
+        "test 0.55 (3072-2048-1024-256-128-64-10) vs 0.46 (3072-128-64-10) (hand-run, CIFAR-10; STUDIES.md section 6)",
+        lambda t, c, m: greater(_at_tuned(t, "deep"), _at_tuned(t, "baseline")),
+        datasets=("cifar10",),
+    ),  # Fashion-MNIST: every MLP ends at about the same test accuracy (see findings)
+    Claim(
+        "The split-axis MLP ends above the deep MLP in test accuracy (each at its tuned lr)",
+        "test 0.634 (split-axis) vs 0.55 (deep) (hand-run, CIFAR-10)",
+        lambda t, c, m: greater(_at_tuned(t, "split-axis"), _at_tuned(t, "deep")),
+    ),
+    Claim(
+        "The wider and the deeper MLP fit the training set better than the baseline (final train accuracy, all "
+        "at the hand-run lr)",
+        "train 0.99 (deep) against 0.98 (baseline) (hand-run, CIFAR-10, Adam lr 1e-3)",
+        lambda t, c, m: every(
+            [
+                greater(_at_hand_run(t, m, "wide"), _at_hand_run(t, m, "baseline")),
+                greater(_at_hand_run(t, m, "deep"), _at_hand_run(t, m, "baseline")),
+            ]
+        ),
+    ),
 ]

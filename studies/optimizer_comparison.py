@@ -25,16 +25,30 @@ STUDY = Study(
     fixed=dict(task="image", model="cnn", batch_size=128, momentum=0.9),
     datasets=("fashion_mnist", "digits", "cifar10"),
     budgets={  # iterations are epochs; samples are Optuna lrs per optimizer
-        "smoke": Budget(iterations=2, samples=2, grace=1, reduction=2, grid=cross(optimizer=["adam", "sgd"]),
-                        fixed=dict(dataset="digits", n_train=256, batch_size=64)),
+        "smoke": Budget(
+            iterations=2,
+            samples=2,
+            grace=1,
+            reduction=2,
+            grid=cross(optimizer=["adam", "sgd"]),
+            fixed=dict(dataset="digits", n_train=256, batch_size=64),
+        ),
         # the lr_scan's miniature (Fashion-MNIST at 14x14, 2,000 images, a quarter of the channels); every lr
         # that learns is far above chance after one epoch, so ASHA's first rung (epoch 3) judges learning, not noise
-        "quick": Budget(iterations=8, samples=6, seeds=2, grace=3, reduction=2,
-                        fixed=dict(dataset="fashion_mnist", n_train=2000, image_size=14, width=0.25, n_eval=2000)),
-        "full": Budget(iterations=100, samples=12, seeds=3, grace=10, reduction=3,
-                       fixed=dict(dataset="cifar10", augment=True)),
+        "quick": Budget(
+            iterations=8,
+            samples=6,
+            seeds=2,
+            grace=3,
+            reduction=2,
+            fixed=dict(dataset="fashion_mnist", n_train=2000, image_size=14, width=0.25, n_eval=2000),
+        ),
+        "full": Budget(
+            iterations=100, samples=12, seeds=3, grace=10, reduction=3, fixed=dict(dataset="cifar10", augment=True)
+        ),
     },
 )
+
 
 def main(argv: list[str] | None = None) -> int:
     return run(STUDY, argv)

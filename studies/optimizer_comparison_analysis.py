@@ -28,8 +28,10 @@ from analysis.verdicts import CONTRADICTED, REPRODUCED, Claim, Sample, Verdict, 
 
 HEADLINE = "best_per_optimizer"
 # What the hand-run reports measured (STUDIES.md; single runs on the full setup): the trend to compare with.
-REFERENCE = ("at lr 1e-4 for every optimizer, test accuracy Adam 0.825, NAdam 0.824, RMSprop 0.827, SGD 0.78-0.80; "
-             "per class, vehicles (car, ship, truck) above animals (cat, dog, bird) (VGG CNN, CIFAR-10).")
+REFERENCE = (
+    "at lr 1e-4 for every optimizer, test accuracy Adam 0.825, NAdam 0.824, RMSprop 0.827, SGD 0.78-0.80; "
+    "per class, vehicles (car, ship, truck) above animals (cat, dog, bird) (VGG CNN, CIFAR-10)."
+)
 CAPTIONS = {
     "best_per_optimizer": "Isolation plot: each optimizer at its own best lr (chosen by mean validation accuracy).",
     "optimizer_views": "Both views: every optimizer at the hand-run fixed lr, and each at its own best lr.",
@@ -54,8 +56,10 @@ def fixed_lr(manifest: dict) -> float | None:
 
 # ---- data ----------------------------------------------------------------------------------------
 
-def optimizer_views(trials: pd.DataFrame, fixed_lr: float, objective: str = "best.val_acc",
-                    shown: str = "metric.test_acc") -> pd.DataFrame:
+
+def optimizer_views(
+    trials: pd.DataFrame, fixed_lr: float, objective: str = "best.val_acc", shown: str = "metric.test_acc"
+) -> pd.DataFrame:
     """Both views of an optimizer comparison, per optimizer: at the hand-run fixed lr, and at the
     lr whose mean `objective` is best (the isolation view). `shown` is summarised for that lr; rank
     1 = best mean `shown` within the view."""
@@ -90,8 +94,9 @@ def _dataset_classes(trials: pd.DataFrame) -> list[str] | None:
         return None
 
 
-def per_class(trials: pd.DataFrame, sci: str, nuisance: list[str], objective: str,
-              classes: list[str] | None = None) -> pd.DataFrame:
+def per_class(
+    trials: pd.DataFrame, sci: str, nuisance: list[str], objective: str, classes: list[str] | None = None
+) -> pd.DataFrame:
     """Per-class test accuracy (mean, spread, n over seeds) of each scientific value's best
     configuration (best mean `objective` over its nuisance settings). One row per value and class;
     classes named by `classes` (the manifest's), else by the trials' dataset, else by index."""
@@ -109,16 +114,23 @@ def per_class(trials: pd.DataFrame, sci: str, nuisance: list[str], objective: st
         s = summarize(sel.assign(_all=0), ["_all"], cols)
         for c, cname in zip(cols, names):
             row = {f"config.{k}": b[f"config.{k}"] for k in [sci, *nuisance]}
-            row.update({"class": int(c.rsplit("_", 1)[1]), "class_name": cname,
-                        **{f"acc.{st}": s[f"{c}.{st}"].iloc[0] for st in ("mean", "ci95", "min", "max", "n")}})
+            row.update(
+                {
+                    "class": int(c.rsplit("_", 1)[1]),
+                    "class_name": cname,
+                    **{f"acc.{st}": s[f"{c}.{st}"].iloc[0] for st in ("mean", "ci95", "min", "max", "n")},
+                }
+            )
             out.append(row)
     return pd.DataFrame(out)
 
 
 # ---- figures -------------------------------------------------------------------------------------
 
-def optimizer_views_figure(trials: pd.DataFrame, fixed_lr: float, objective: str = "best.val_acc",
-                           shown: str = "metric.test_acc") -> Figure:
+
+def optimizer_views_figure(
+    trials: pd.DataFrame, fixed_lr: float, objective: str = "best.val_acc", shown: str = "metric.test_acc"
+) -> Figure:
     """Both views side by side: `shown` per optimizer at the hand-run fixed lr (hatched) and at
     each optimizer's own best lr (solid)."""
     v = optimizer_views(trials, fixed_lr, objective, shown)
@@ -132,27 +144,55 @@ def optimizer_views_figure(trials: pd.DataFrame, fixed_lr: float, objective: str
         xs = np.arange(len(opts)) + (j - 0.5) * w
         have = g[f"{shown}.mean"].notna().to_numpy()
         lab = f"lr = {fmt_sci(fixed_lr)} for all (hand-run view)" if view == "fixed lr" else "lr tuned per optimizer"
-        ax.bar(xs[have], g.loc[have, f"{shown}.mean"], w, color=[pal[o] for o in np.array(opts)[have]],
-               alpha=alpha, hatch=hatch, edgecolor="black", lw=0.6, label=lab)
-        ax.errorbar(xs[have], g.loc[have, f"{shown}.mean"].astype(float), fmt="none", ecolor="black", capsize=3,
-                    yerr=draw.errors(g[have], shown, kind, (0.0, 1.0)), lw=1.1, label=f"_{view} spread")
+        ax.bar(
+            xs[have],
+            g.loc[have, f"{shown}.mean"],
+            w,
+            color=[pal[o] for o in np.array(opts)[have]],
+            alpha=alpha,
+            hatch=hatch,
+            edgecolor="black",
+            lw=0.6,
+            label=lab,
+        )
+        ax.errorbar(
+            xs[have],
+            g.loc[have, f"{shown}.mean"].astype(float),
+            fmt="none",
+            ecolor="black",
+            capsize=3,
+            yerr=draw.errors(g[have], shown, kind, (0.0, 1.0)),
+            lw=1.1,
+            label=f"_{view} spread",
+        )
         for x, (_, r) in zip(xs[have], g[have].iterrows()):
-            ax.annotate(f"{r[f'{shown}.mean']:.3f}\n#{int(r['rank'])}", (x, 0.03), ha="center", va="bottom",
-                        fontsize=8, zorder=7, bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.85, lw=0))
+            ax.annotate(
+                f"{r[f'{shown}.mean']:.3f}\n#{int(r['rank'])}",
+                (x, 0.03),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                zorder=7,
+                bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.85, lw=0),
+            )
     tuned = v[v["view"] == "tuned lr"].set_index("config.optimizer")["config.lr"]
     ax.set_xticks(np.arange(len(opts)), [f"{o}\nbest lr {fmt_sci(tuned[o])}" if o in tuned else o for o in opts])
     ax.set(xlabel=label("optimizer"), ylabel=label(shown))
     draw.acc_ylim(ax)
-    ax.set_title(f"Optimizers at one fixed lr vs. each at its own best lr ({legend_label(shown)})\n"
-                 f"{spread_note(v, [shown], kind)}; #: rank within the view", fontsize=11)
+    ax.set_title(
+        f"Optimizers at one fixed lr vs. each at its own best lr ({legend_label(shown)})\n"
+        f"{spread_note(v, [shown], kind)}; #: rank within the view",
+        fontsize=11,
+    )
     ax.grid(axis="y", alpha=0.3)
     draw.legend(ax, outside=True)
     fig.tight_layout()
     return fig
 
 
-def per_class_figure(trials: pd.DataFrame, sci: str, nuisance: list[str], objective: str, title: str,
-                     classes: list[str] | None = None) -> Figure:
+def per_class_figure(
+    trials: pd.DataFrame, sci: str, nuisance: list[str], objective: str, title: str, classes: list[str] | None = None
+) -> Figure:
     """Grouped bars: per class, the test accuracy of each scientific value's best configuration."""
     d = per_class(trials, sci, nuisance, objective, classes)
     scol = f"config.{sci}"
@@ -167,8 +207,16 @@ def per_class_figure(trials: pd.DataFrame, sci: str, nuisance: list[str], object
         xs = np.arange(len(g)) + (j - (len(vals) - 1) / 2) * w
         extra = ", ".join(f"{k}={fmt_sci(g[f'config.{k}'].iloc[0])}" for k in nuisance)
         ax.bar(xs, g["acc.mean"], w, color=pal[v], label=f"{fmt(v)}" + (f" ({extra})" if extra else ""))
-        ax.errorbar(xs, g["acc.mean"].astype(float), yerr=draw.errors(g, "acc", kind, (0.0, 1.0)), fmt="none",
-                    ecolor="black", capsize=1.5, lw=0.8, label="_spread")
+        ax.errorbar(
+            xs,
+            g["acc.mean"].astype(float),
+            yerr=draw.errors(g, "acc", kind, (0.0, 1.0)),
+            fmt="none",
+            ecolor="black",
+            capsize=1.5,
+            lw=0.8,
+            label="_spread",
+        )
     ax.set_xticks(np.arange(len(names)), names, rotation=30 if max(map(len, names)) > 2 else 0)
     ax.set(xlabel="class", ylabel="test accuracy of the class (fraction correct)")
     draw.acc_ylim(ax)
@@ -182,8 +230,11 @@ def per_class_figure(trials: pd.DataFrame, sci: str, nuisance: list[str], object
 def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
     nuis = list(manifest.get("nuisance", []))
     full = ended(trials)  # the best lr of each optimizer is chosen among the lrs that ran to the end
-    figs = {"best_per_optimizer": best_per_value_figure(
-        full, "optimizer", nuis, "best.val_acc", "Best validation accuracy per optimizer, lr tuned for each")}
+    figs = {
+        "best_per_optimizer": best_per_value_figure(
+            full, "optimizer", nuis, "best.val_acc", "Best validation accuracy per optimizer, lr tuned for each"
+        )
+    }
     lr = fixed_lr(manifest)
     fixed = fixed_value_trials(trials, "lr", lr) if lr is not None else trials.iloc[:0]
     if len(fixed):
@@ -192,19 +243,36 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
         if ax:
             c = curves[curves["trial_id"].isin(fixed["trial_id"])]
             figs["fixed_lr_curves"] = mean_curves_figure(
-                c, fixed, "optimizer", [m for m in FOUR if m in curves], f"Fixed lr = {fmt_sci(lr)} for every "
-                "optimizer (the hand-run reports' setup)", ax.x, ax.label, ax.rungs)
-    figs["lr_per_optimizer"] = metric_vs_figure(trials, "lr", ["best.val_acc"], "What Optuna saw: best validation "
-                                                "accuracy against lr, per optimizer (hollow: stopped by ASHA)",
-                                                hue="optimizer")
+                c,
+                fixed,
+                "optimizer",
+                [m for m in FOUR if m in curves],
+                f"Fixed lr = {fmt_sci(lr)} for every optimizer (the hand-run reports' setup)",
+                ax.x,
+                ax.label,
+                ax.rungs,
+            )
+    figs["lr_per_optimizer"] = metric_vs_figure(
+        trials,
+        "lr",
+        ["best.val_acc"],
+        "What Optuna saw: best validation accuracy against lr, per optimizer (hollow: stopped by ASHA)",
+        hue="optimizer",
+    )
     if any(c.startswith("metric.test_acc_") for c in trials):
         figs["per_class_accuracy"] = per_class_figure(
-            full, "optimizer", nuis, "best.val_acc", "Per-class test accuracy of each optimizer's best lr",
-            manifest.get("classes"))
+            full,
+            "optimizer",
+            nuis,
+            "best.val_acc",
+            "Per-class test accuracy of each optimizer's best lr",
+            manifest.get("classes"),
+        )
     return figs
 
 
 # ---- findings ------------------------------------------------------------------------------------
+
 
 def _ranking(d: pd.DataFrame, key: str, m: str) -> list:
     return d.sort_values(f"{m}.mean", ascending=False, kind="stable")[key].tolist()
@@ -219,11 +287,18 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
         return []
     rank = _ranking(best, "config.optimizer", obj)
     b = best.set_index("config.optimizer")
-    out = ["Isolation view (lr tuned per optimizer, the best of "
-           f"{int(tried.min())}{'' if tried.min() == tried.max() else f'–{int(tried.max())}'} lrs each, by "
-           "mean best validation accuracy): " + chain(
-               [(b.loc[o, f"{obj}.mean"], f"{o} {stat(b.loc[o], obj)} at lr {fmt_sci(b.loc[o, 'config.lr'])}")
-                for o in rank]) + "."]
+    out = [
+        "Isolation view (lr tuned per optimizer, the best of "
+        f"{int(tried.min())}{'' if tried.min() == tried.max() else f'–{int(tried.max())}'} lrs each, by "
+        "mean best validation accuracy): "
+        + chain(
+            [
+                (b.loc[o, f"{obj}.mean"], f"{o} {stat(b.loc[o], obj)} at lr {fmt_sci(b.loc[o, 'config.lr'])}")
+                for o in rank
+            ]
+        )
+        + "."
+    ]
     lr = fixed_lr(manifest)
     if lr is not None:
         out += _views(optimizer_views(trials, lr, obj), lr)
@@ -232,10 +307,13 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
         top = rank[0]
         c = pc[pc["config.optimizer"] == top].sort_values("acc.mean")
         word = "class " if c["class_name"].str.isdigit().all() else ""
-        out.append(f"Per-class test accuracy of the best ({top}, lr {fmt_sci(b.loc[top, 'config.lr'])}): weakest "
-                   + ", ".join(f"{word}{r['class_name']} ({r['acc.mean']:.2f})" for _, r in c.head(2).iterrows())
-                   + "; strongest " + ", ".join(f"{word}{r['class_name']} ({r['acc.mean']:.2f})"
-                                                for _, r in c.tail(2).iloc[::-1].iterrows()) + ".")
+        out.append(
+            f"Per-class test accuracy of the best ({top}, lr {fmt_sci(b.loc[top, 'config.lr'])}): weakest "
+            + ", ".join(f"{word}{r['class_name']} ({r['acc.mean']:.2f})" for _, r in c.head(2).iterrows())
+            + "; strongest "
+            + ", ".join(f"{word}{r['class_name']} ({r['acc.mean']:.2f})" for _, r in c.tail(2).iloc[::-1].iterrows())
+            + "."
+        )
         if set(c["class_name"]) >= {*VEHICLES, "cat", "dog"}:
             veh = c[c["class_name"].isin(VEHICLES)]["acc.mean"].mean()
             ani = c[~c["class_name"].isin(VEHICLES)]["acc.mean"].mean()
@@ -248,24 +326,34 @@ def _views(v: pd.DataFrame, lr: float) -> list[str]:
     fixed, tuned = v[v["view"] == "fixed lr"], v[v["view"] == "tuned lr"]
     if not len(fixed):
         return []
-    rf, rt = _ranking(fixed, "config.optimizer", "metric.test_acc"), _ranking(tuned, "config.optimizer",
-                                                                              "metric.test_acc")
+    rf, rt = (
+        _ranking(fixed, "config.optimizer", "metric.test_acc"),
+        _ranking(tuned, "config.optimizer", "metric.test_acc"),
+    )
     f = fixed.set_index("config.optimizer")
-    out = [f"Fixed-lr view (lr = {fmt_sci(lr)} for all, as the hand-run reports; final test accuracy): "
-           + chain([(f.loc[o, "metric.test_acc.mean"], f"{o} {stat(f.loc[o], 'metric.test_acc')}") for o in rf]) + "."]
-    same = (np.isclose(tuned["config.lr"].astype(float), lr, rtol=1e-6).all()
-            and sorted(tuned["config.optimizer"]) == sorted(fixed["config.optimizer"]))
+    out = [
+        f"Fixed-lr view (lr = {fmt_sci(lr)} for all, as the hand-run reports; final test accuracy): "
+        + chain([(f.loc[o, "metric.test_acc.mean"], f"{o} {stat(f.loc[o], 'metric.test_acc')}") for o in rf])
+        + "."
+    ]
+    same = np.isclose(tuned["config.lr"].astype(float), lr, rtol=1e-6).all() and sorted(
+        tuned["config.optimizer"]
+    ) == sorted(fixed["config.optimizer"])
     if same:
-        out.append(f"Every optimizer's best lr among those tried is {fmt_sci(lr)} itself, so both views "
-                   "coincide: the ranking does not change.")
+        out.append(
+            f"Every optimizer's best lr among those tried is {fmt_sci(lr)} itself, so both views "
+            "coincide: the ranking does not change."
+        )
     elif rf == rt:
         out.append("Ranking by final test accuracy is the same in both views: " + " > ".join(rt) + ".")
     else:
         out.append(f"The ranking changes when lr is tuned: fixed lr {' > '.join(rf)}; tuned lr {' > '.join(rt)}.")
     t = tuned.sort_values("metric.test_acc.mean", ascending=False)
     if len(t) >= 2 and interval(t.iloc[0], "metric.test_acc")[0] <= interval(t.iloc[1], "metric.test_acc")[1]:
-        out.append(f"With lr tuned, {t.iloc[0]['config.optimizer']} and {t.iloc[1]['config.optimizer']} are "
-                   "not separated by the seeds (their spreads overlap).")
+        out.append(
+            f"With lr tuned, {t.iloc[0]['config.optimizer']} and {t.iloc[1]['config.optimizer']} are "
+            "not separated by the seeds (their spreads overlap)."
+        )
     return out
 
 
@@ -326,24 +414,40 @@ def _vehicles(trials, curves, manifest):
     classes = list(manifest.get("classes") or [])
     obj = f"best.{manifest.get('metric', 'val_acc')}"
     e = ended(trials)
-    best = [e[(e["config.optimizer"] == o) & np.isclose(e["config.lr"], _tuned(trials, o, obj))]
-            for o in sorted(e["config.optimizer"].unique())]
+    best = [
+        e[(e["config.optimizer"] == o) & np.isclose(e["config.lr"], _tuned(trials, o, obj))]
+        for o in sorted(e["config.optimizer"].unique())
+    ]
     b = pd.concat(best)
     col = lambda names: b[[f"metric.test_acc_{classes.index(n)}" for n in names]].mean(axis=1).to_numpy()
-    return greater(Sample("vehicles (car, ship, truck)", col(CAR_SHIP_TRUCK)),
-                   Sample("animals (cat, dog, bird)", col(CAT_DOG_BIRD)))
+    return greater(
+        Sample("vehicles (car, ship, truck)", col(CAR_SHIP_TRUCK)),
+        Sample("animals (cat, dog, bird)", col(CAT_DOG_BIRD)),
+    )
 
 
 CLAIMS = [
-    Claim("At the hand-run fixed lr (1e-4), SGD ends below Adam in test accuracy",
-          "lr 1e-4: Adam 0.825, NAdam 0.824, RMSprop 0.827, SGD 0.78-0.80 (hand-run, VGG CNN, CIFAR-10; "
-          "STUDIES.md section 1)", _sgd_below_at_fixed),
-    Claim("Tuned per optimizer, SGD's best lr is larger than Adam's",
-          "the hand-run reports' flaw: one lr (1e-4) for every optimizer (STUDIES.md section 1)", _sgd_lr_larger),
-    Claim("Tuning lr per optimizer narrows SGD's gap to Adam: the gap at the fixed lr is larger than at each "
-          "optimizer's tuned lr (seed by seed)",
-          "SGD 0.78-0.80 against Adam 0.825 at one fixed lr (hand-run); a fair comparison tunes lr per optimizer",
-          _tuning_closes_gap),
-    Claim("Per class, vehicles (car, ship, truck) are recognised better than animals (cat, dog, bird)",
-          "vehicles clearly above animals (hand-run, CIFAR-10)", _vehicles, datasets=("cifar10",)),
+    Claim(
+        "At the hand-run fixed lr (1e-4), SGD ends below Adam in test accuracy",
+        "lr 1e-4: Adam 0.825, NAdam 0.824, RMSprop 0.827, SGD 0.78-0.80 (hand-run, VGG CNN, CIFAR-10; "
+        "STUDIES.md section 1)",
+        _sgd_below_at_fixed,
+    ),
+    Claim(
+        "Tuned per optimizer, SGD's best lr is larger than Adam's",
+        "the hand-run reports' flaw: one lr (1e-4) for every optimizer (STUDIES.md section 1)",
+        _sgd_lr_larger,
+    ),
+    Claim(
+        "Tuning lr per optimizer narrows SGD's gap to Adam: the gap at the fixed lr is larger than at each "
+        "optimizer's tuned lr (seed by seed)",
+        "SGD 0.78-0.80 against Adam 0.825 at one fixed lr (hand-run); a fair comparison tunes lr per optimizer",
+        _tuning_closes_gap,
+    ),
+    Claim(
+        "Per class, vehicles (car, ship, truck) are recognised better than animals (cat, dog, bird)",
+        "vehicles clearly above animals (hand-run, CIFAR-10)",
+        _vehicles,
+        datasets=("cifar10",),
+    ),
 ]

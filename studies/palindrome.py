@@ -25,21 +25,34 @@ STUDY = Study(
     + cross(cell=["lstm"], seq_len=[5, 20], forget_bias=[0.0], double_softmax=[False])
     + cross(cell=["gru"], seq_len=[20], forget_bias=[0.0], double_softmax=[False])
     + cross(cell=["rnn", "lstm", "gru"], seq_len=[20], forget_bias=[1.0], double_softmax=[True]),
-    fixed=dict(task="palindrome", model="rnn", impl="fused", hidden_size=128, batch_size=128, optimizer="adam",
-               lr=1e-3, clip=1.0),
+    fixed=dict(
+        task="palindrome",
+        model="rnn",
+        impl="fused",
+        hidden_size=128,
+        batch_size=128,
+        optimizer="adam",
+        lr=1e-3,
+        clip=1.0,
+    ),
     datasets=("palindrome",),
     # ASHA groups trials by the scientific values, and this study has no nuisance search: one configuration
     # per group, nothing for ASHA to stop, so the grace is the whole run (no rung is drawn)
     budgets={  # iterations are blocks of steps_per_report steps
-        "smoke": Budget(iterations=6, grace=2, reduction=2,
-                        grid=cross(cell=["rnn", "lstm"], seq_len=[5, 12], forget_bias=[1.0], double_softmax=[False]),
-                        fixed=dict(steps_per_report=50, lr=1e-2, n_eval=1024)),
+        "smoke": Budget(
+            iterations=6,
+            grace=2,
+            reduction=2,
+            grid=cross(cell=["rnn", "lstm"], seq_len=[5, 12], forget_bias=[1.0], double_softmax=[False]),
+            fixed=dict(steps_per_report=50, lr=1e-2, n_eval=1024),
+        ),
         # 4 seeds: the vanilla RNN at long T learns in some seeds and not in others, and a rank test needs
         # 4 seeds a side to see through one seed that ties
         "quick": Budget(iterations=10, seeds=4, grace=10, reduction=2, fixed=dict(steps_per_report=200, n_eval=2048)),
         "full": Budget(iterations=50, seeds=5, grace=50, reduction=2, fixed=dict(steps_per_report=200)),
     },
 )
+
 
 def main(argv: list[str] | None = None) -> int:
     return run(STUDY, argv)

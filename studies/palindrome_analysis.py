@@ -15,8 +15,10 @@ from analysis.verdicts import Claim, at_least, ended, every, greater, not_below,
 
 HEADLINE = "accuracy_vs_length"
 # What the hand-run reports measured (STUDIES.md; single runs on the full setup): the trend to compare with.
-REFERENCE = ("test accuracy at T = 5, 10, 15, 20: RNN 100, 37.9, 17.9, 22.5 %; LSTM 100, 100, 60.0, 70.8 %; "
-             "GRU similar to LSTM (10,000 steps).")
+REFERENCE = (
+    "test accuracy at T = 5, 10, 15, 20: RNN 100, 37.9, 17.9, 22.5 %; LSTM 100, 100, 60.0, 70.8 %; "
+    "GRU similar to LSTM (10,000 steps)."
+)
 CAPTIONS = {
     "accuracy_vs_length": "Final test accuracy against sequence length, one line per cell; chance is 0.1.",
     "curves_per_cell": "Validation accuracy and train loss per cell, coloured by sequence length.",
@@ -57,15 +59,30 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
     trials = trials.assign(**{"config.cell": trials["config.setup"]})
     if len(curves) and "config.setup" in curves:
         curves = curves.assign(**{"config.cell": curves["config.setup"]})
-    figs = {"accuracy_vs_length": metric_vs_figure(
-        trials, "seq_len", ["metric.test_acc"], "Palindrome: final test accuracy against length, per cell; "
-        "beside them the hand-run flaws", hue="cell", chance=chance(manifest))}
+    figs = {
+        "accuracy_vs_length": metric_vs_figure(
+            trials,
+            "seq_len",
+            ["metric.test_acc"],
+            "Palindrome: final test accuracy against length, per cell; beside them the hand-run flaws",
+            hue="cell",
+            chance=chance(manifest),
+        )
+    }
     ax = axis(trials, curves, manifest)
     if ax:
         figs["curves_per_cell"] = panel_curves_figure(
-            curves, trials, "cell", "seq_len", [m for m in ("metric.val_acc", "metric.train_loss") if m in curves],
-            "Palindrome learning curves per cell and setup, coloured by sequence length T", ax.x, ax.label, ax.rungs,
-            chance(manifest))
+            curves,
+            trials,
+            "cell",
+            "seq_len",
+            [m for m in ("metric.val_acc", "metric.train_loss") if m in curves],
+            "Palindrome learning curves per cell and setup, coloured by sequence length T",
+            ax.x,
+            ax.label,
+            ax.rungs,
+            chance(manifest),
+        )
     return figs
 
 
@@ -88,11 +105,15 @@ def flaw_costs(trials: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
                 continue
             steps = [_steps_to(curves, x["trial_id"]) if len(curves) else float("nan") for x in (f, base)]
             when = ", ".join("never" if not np.isfinite(v) else f"{v:.0f}" for v in steps)
-            parts.append(f"T={T}: {f['metric.test_acc'].mean():.2f} against {base['metric.test_acc'].mean():.2f} "
-                         f"(steps to 90% validation accuracy: {when})")
+            parts.append(
+                f"T={T}: {f['metric.test_acc'].mean():.2f} against {base['metric.test_acc'].mean():.2f} "
+                f"(steps to 90% validation accuracy: {when})"
+            )
         if parts:
-            out.append(f"Hand-run flaw, {flawed.split(', ', 1)[1]} ({flawed.split(',')[0].upper()}): mean final test "
-                       f"accuracy {'; '.join(parts)}, against the corrected setup.")
+            out.append(
+                f"Hand-run flaw, {flawed.split(', ', 1)[1]} ({flawed.split(',')[0].upper()}): mean final test "
+                f"accuracy {'; '.join(parts)}, against the corrected setup."
+            )
     return out
 
 
@@ -116,13 +137,23 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
         else:
             i = int(np.argmin(acc))
             parts.append(f"above chance at every T tried (lowest {acc[i]:.2f} at T={T[i]})")
-        line = f"{cell.upper()}: {'; '.join(parts)}. Mean test accuracy by T: " + ", ".join(
-            f"{t}: {a:.2f}" for t, a in zip(T, acc)) + "."
-        cut = trials[(trials["config.setup"] == cell)].groupby("config.seq_len").filter(
-            lambda g: g["stopped_early"].astype(bool).all()) if "stopped_early" in trials else trials.iloc[:0]
+        line = (
+            f"{cell.upper()}: {'; '.join(parts)}. Mean test accuracy by T: "
+            + ", ".join(f"{t}: {a:.2f}" for t, a in zip(T, acc))
+            + "."
+        )
+        cut = (
+            trials[(trials["config.setup"] == cell)]
+            .groupby("config.seq_len")
+            .filter(lambda g: g["stopped_early"].astype(bool).all())
+            if "stopped_early" in trials
+            else trials.iloc[:0]
+        )
         if len(cut):
-            where = ", ".join(f"T={t} (step {'/'.join(str(int(v)) for v in sorted(g['step'].unique()))})"
-                              for t, g in cut.groupby("config.seq_len"))
+            where = ", ".join(
+                f"T={t} (step {'/'.join(str(int(v)) for v in sorted(g['step'].unique()))})"
+                for t, g in cut.groupby("config.seq_len")
+            )
             line += f" Every seed stopped early by ASHA at {where}."
         out.append(line)
     return out + flaw_costs(trials, curves)
@@ -138,8 +169,14 @@ def reference_table(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     rows = []
     for (name, T), g in t.groupby(["config.setup", "config.seq_len"], sort=True):
         hand = HAND_RUN.get(name, {}).get(int(T))
-        rows.append({"cell": name, "T": int(T), "this run": spread(g["metric.test_acc"]).text(3),
-                     "hand-run": "–" if hand is None else f"{hand:.3f}"})
+        rows.append(
+            {
+                "cell": name,
+                "T": int(T),
+                "this run": spread(g["metric.test_acc"]).text(3),
+                "hand-run": "–" if hand is None else f"{hand:.3f}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -163,20 +200,34 @@ def _longest(trials):
 
 
 CLAIMS = [
-    Claim("Every cell solves T=5: final test accuracy at least 0.95",
-          "RNN 100%, LSTM 100% at T=5 (hand-run, 10,000 steps; STUDIES.md section 4)",
-          lambda t, c, m: every([at_least(_acc(t, cell, 5), 0.95) for cell in ("rnn", "lstm", "gru")])),
-    Claim("At the longest T, the LSTM's and the GRU's test accuracy is at least the vanilla RNN's",
-          "T=20: LSTM 70.8% against RNN 22.5%; GRU similar to LSTM (hand-run)",
-          lambda t, c, m: every([not_below(_acc(t, cell, _longest(t)), _acc(t, "rnn", _longest(t)))
-                                 for cell in ("lstm", "gru")])),
-    Claim("The vanilla RNN forgets over long sequences: its accuracy at the longest T is below its accuracy at T=5",
-          "RNN 100, 37.9, 17.9, 22.5% at T = 5, 10, 15, 20 (hand-run)",
-          lambda t, c, m: greater(_acc(t, "rnn", 5), _acc(t, "rnn", _longest(t))), budgets=LONG),
-    Claim("The hand-run LSTM's init explains its long-T results: with forget-gate bias 0 (torch's init) the LSTM "
-          "stays near chance (<= 0.2) at the longest T, where forget-gate bias 1 reaches >= 0.9",
-          "LSTM T=20: 70.8% (hand-run, torch's init); by hand here: loss 2.3026 (chance) for all 10,000 steps with "
-          "torch's init, 100% within 1,500 steps with forget-gate bias 1 (Jozefowicz et al. 2015)",
-          lambda t, c, m: every([at_least(_acc(t, "lstm", _longest(t), forget_bias=0.0), 0.2, at_most=True),
-                                 at_least(_acc(t, "lstm", _longest(t)), 0.9)])),
+    Claim(
+        "Every cell solves T=5: final test accuracy at least 0.95",
+        "RNN 100%, LSTM 100% at T=5 (hand-run, 10,000 steps; STUDIES.md section 4)",
+        lambda t, c, m: every([at_least(_acc(t, cell, 5), 0.95) for cell in ("rnn", "lstm", "gru")]),
+    ),
+    Claim(
+        "At the longest T, the LSTM's and the GRU's test accuracy is at least the vanilla RNN's",
+        "T=20: LSTM 70.8% against RNN 22.5%; GRU similar to LSTM (hand-run)",
+        lambda t, c, m: every(
+            [not_below(_acc(t, cell, _longest(t)), _acc(t, "rnn", _longest(t))) for cell in ("lstm", "gru")]
+        ),
+    ),
+    Claim(
+        "The vanilla RNN forgets over long sequences: its accuracy at the longest T is below its accuracy at T=5",
+        "RNN 100, 37.9, 17.9, 22.5% at T = 5, 10, 15, 20 (hand-run)",
+        lambda t, c, m: greater(_acc(t, "rnn", 5), _acc(t, "rnn", _longest(t))),
+        budgets=LONG,
+    ),
+    Claim(
+        "The hand-run LSTM's init explains its long-T results: with forget-gate bias 0 (torch's init) the LSTM "
+        "stays near chance (<= 0.2) at the longest T, where forget-gate bias 1 reaches >= 0.9",
+        "LSTM T=20: 70.8% (hand-run, torch's init); by hand here: loss 2.3026 (chance) for all 10,000 steps with "
+        "torch's init, 100% within 1,500 steps with forget-gate bias 1 (Jozefowicz et al. 2015)",
+        lambda t, c, m: every(
+            [
+                at_least(_acc(t, "lstm", _longest(t), forget_bias=0.0), 0.2, at_most=True),
+                at_least(_acc(t, "lstm", _longest(t)), 0.9),
+            ]
+        ),
+    ),
 ]

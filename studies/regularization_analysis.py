@@ -18,8 +18,10 @@ from analysis.verdicts import Claim, at_least, greater, sample
 
 HEADLINE = "gap_vs_strength"
 # What the hand-run reports measured (STUDIES.md; single runs on the full setup): the trend to compare with.
-REFERENCE = ("deep MLP train 0.99 / test 0.55 without regularisation; dropout p=0.5: 0.547 / 0.492; L2 λ=0.01: "
-             "0.770 / 0.520 (CIFAR-10).")
+REFERENCE = (
+    "deep MLP train 0.99 / test 0.55 without regularisation; dropout p=0.5: 0.547 / 0.492; L2 λ=0.01: "
+    "0.770 / 0.520 (CIFAR-10)."
+)
 CAPTIONS = {
     "gap_vs_strength": "Train and test accuracy (top) and their gap (bottom) against each regulariser's strength.",
 }
@@ -62,8 +64,14 @@ def regularization_figure(trials: pd.DataFrame, keys: Sequence[str] = KEYS) -> F
     keys = [k for k in keys if f"config.{k}" in trials]
     ms = ["metric.train_acc", "metric.test_acc", "metric.gap"]
     kind = spread_kind(d, ms)
-    fig, axes = plt.subplots(2, len(keys), figsize=(4.8 * len(keys), 6.6), squeeze=False, sharex="col",
-                             gridspec_kw=dict(height_ratios=[3, 2]))
+    fig, axes = plt.subplots(
+        2,
+        len(keys),
+        figsize=(4.8 * len(keys), 6.6),
+        squeeze=False,
+        sharex="col",
+        gridspec_kw=dict(height_ratios=[3, 2]),
+    )
     for j, k in enumerate(keys):
         s = d[d["scan"] == k].sort_values("value")
         top, bottom = axes[0][j], axes[1][j]
@@ -107,17 +115,21 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
         if len(s) < 2:
             continue
         lo, hi = s.iloc[0], s.iloc[-1]
-        out.append(f"{SHORT[k]}: gap at {fmt(lo[f'config.{k}'])} {stat(lo, 'metric.gap')} vs at "
-                   f"{fmt(hi[f'config.{k}'])} {stat(hi, 'metric.gap')}; test accuracy {lo['metric.test_acc.mean']:.3f} "
-                   f"-> {hi['metric.test_acc.mean']:.3f}, train {lo['metric.train_acc.mean']:.3f} -> "
-                   f"{hi['metric.train_acc.mean']:.3f}.")
+        out.append(
+            f"{SHORT[k]}: gap at {fmt(lo[f'config.{k}'])} {stat(lo, 'metric.gap')} vs at "
+            f"{fmt(hi[f'config.{k}'])} {stat(hi, 'metric.gap')}; test accuracy {lo['metric.test_acc.mean']:.3f} "
+            f"-> {hi['metric.test_acc.mean']:.3f}, train {lo['metric.train_acc.mean']:.3f} -> "
+            f"{hi['metric.train_acc.mean']:.3f}."
+        )
     if keys:
         s = summarize(t.assign(setting=setting(t)), ["setting"], ["metric.test_acc", "metric.gap"])
         if len(s):
             b = s.loc[s["metric.test_acc.mean"].idxmax()]
             g = s.loc[s["metric.gap.mean"].idxmin()]
-            out.append(f"Highest final test accuracy: {b['setting']} {stat(b, 'metric.test_acc')}; smallest gap: "
-                       f"{g['setting']} {stat(g, 'metric.gap')}.")
+            out.append(
+                f"Highest final test accuracy: {b['setting']} {stat(b, 'metric.test_acc')}; smallest gap: "
+                f"{g['setting']} {stat(g, 'metric.gap')}."
+            )
     return out
 
 
@@ -136,18 +148,31 @@ def _strongest(trials, key):
 
 
 CLAIMS = [
-    Claim("Without regularisation the deep MLP overfits: its train − test gap is at least 0.05",
-          "train 0.99 / test 0.55, a gap of 0.44 (hand-run, deep MLP, CIFAR-10; STUDIES.md section 3)",
-          lambda t, c, m: at_least(_gap_of(t, "no regulariser"), 0.05), datasets=("fashion_mnist", "cifar10")),
-    Claim("Dropout p=0.5 shrinks the gap", "p=0.5: train 0.547 / test 0.492, a gap of 0.055 against 0.44 (hand-run)",
-          lambda t, c, m: greater(_gap_of(t, "no regulariser"), _gap_of(t, "dropout 0.5", dropout=0.5)),
-          datasets=("fashion_mnist", "cifar10")),
-    Claim("Dropout p=0.5 lowers the training accuracy", "train 0.99 without, 0.547 with p=0.5 (hand-run)",
-          lambda t, c, m: greater(_gap_of(t, "no regulariser", "metric.train_acc"),
-                                  _gap_of(t, "dropout 0.5", "metric.train_acc", dropout=0.5))),
-    Claim("The strongest L2 penalty shrinks the gap", "λ=0.01: train 0.770 / test 0.520, a gap of 0.25 against 0.44 "
-          "(hand-run; λ × Σ‖θ‖₂ added to the loss)",
-          lambda t, c, m: greater(_gap_of(t, "no regulariser"),
-                                  _gap_of(t, f"L2 λ={_strongest(t, 'l2'):g}", l2=_strongest(t, "l2"))),
-          datasets=("fashion_mnist", "cifar10")),
+    Claim(
+        "Without regularisation the deep MLP overfits: its train − test gap is at least 0.05",
+        "train 0.99 / test 0.55, a gap of 0.44 (hand-run, deep MLP, CIFAR-10; STUDIES.md section 3)",
+        lambda t, c, m: at_least(_gap_of(t, "no regulariser"), 0.05),
+        datasets=("fashion_mnist", "cifar10"),
+    ),
+    Claim(
+        "Dropout p=0.5 shrinks the gap",
+        "p=0.5: train 0.547 / test 0.492, a gap of 0.055 against 0.44 (hand-run)",
+        lambda t, c, m: greater(_gap_of(t, "no regulariser"), _gap_of(t, "dropout 0.5", dropout=0.5)),
+        datasets=("fashion_mnist", "cifar10"),
+    ),
+    Claim(
+        "Dropout p=0.5 lowers the training accuracy",
+        "train 0.99 without, 0.547 with p=0.5 (hand-run)",
+        lambda t, c, m: greater(
+            _gap_of(t, "no regulariser", "metric.train_acc"), _gap_of(t, "dropout 0.5", "metric.train_acc", dropout=0.5)
+        ),
+    ),
+    Claim(
+        "The strongest L2 penalty shrinks the gap",
+        "λ=0.01: train 0.770 / test 0.520, a gap of 0.25 against 0.44 (hand-run; λ × Σ‖θ‖₂ added to the loss)",
+        lambda t, c, m: greater(
+            _gap_of(t, "no regulariser"), _gap_of(t, f"L2 λ={_strongest(t, 'l2'):g}", l2=_strongest(t, "l2"))
+        ),
+        datasets=("fashion_mnist", "cifar10"),
+    ),
 ]

@@ -37,12 +37,19 @@ STUDY = Study(
     search={"lr": tune.loguniform(1e-2, 3.0)},  # nuisance: tuned per dataset, impl and model
     search_first={"lr": 1e-2},  # the hand-run lr: its view, from the same run
     # full batch: the generated sets' 800 training points (iris: its 96) every step
-    fixed=dict(task="toy", model="mlp", optimizer="sgd", momentum=0.0, batch_size=800, steps_per_report=100,
-               checkpoint_every=5),  # a checkpoint at ASHA's rungs and the end
+    fixed=dict(
+        task="toy", model="mlp", optimizer="sgd", momentum=0.0, batch_size=800, steps_per_report=100, checkpoint_every=5
+    ),  # a checkpoint at ASHA's rungs and the end
     datasets=("toy",),
     budgets={  # iterations are blocks of 100 full-batch steps; samples are Optuna lrs per setting
-        "smoke": Budget(iterations=3, samples=2, seeds=2, grace=1, reduction=2,
-                        grid=cross(dataset=["moons", "circles"], impl=["numpy", "torch"], hidden=[(20,)])),
+        "smoke": Budget(
+            iterations=3,
+            samples=2,
+            seeds=2,
+            grace=1,
+            reduction=2,
+            grid=cross(dataset=["moons", "circles"], impl=["numpy", "torch"], hidden=[(20,)]),
+        ),
         # ASHA's first rung after 500 steps: an lr that has not left chance by then is not the tuned one
         "quick": Budget(iterations=15, samples=6, seeds=4, grace=5, reduction=3),
         "full": Budget(iterations=15, samples=12, seeds=8, grace=5, reduction=3),

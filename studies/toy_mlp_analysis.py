@@ -33,13 +33,15 @@ from analysis.verdicts import (
 
 HEADLINE = "decision_boundaries"
 # What the hand-run reports measured (STUDIES.md; single runs): the trend to compare with.
-REFERENCE = ("test accuracy NumPy / PyTorch: moons 0.95 / 1.0, circles 0.92 / 0.96, iris 1.0 / 1.0 (MLP 2-20-2, "
-             "SGD lr 1e-2, 1,500 full-batch steps).")
+REFERENCE = (
+    "test accuracy NumPy / PyTorch: moons 0.95 / 1.0, circles 0.92 / 0.96, iris 1.0 / 1.0 (MLP 2-20-2, "
+    "SGD lr 1e-2, 1,500 full-batch steps)."
+)
 CAPTIONS = {
     "decision_boundaries": "Decision boundaries (predicted probability of class 1; the line at 0.5) of the first "
-                           "seed per dataset and setting, over that seed's test points (x: misclassified).",
+    "seed per dataset and setting, over that seed's test points (x: misclassified).",
     "accuracy_per_dataset": "Final test accuracy per dataset and setting, all at the hand-run lr (left) and each at "
-                            "its own tuned lr (right); dots are seeds.",
+    "its own tuned lr (right); dots are seeds.",
 }
 
 DATASETS = ("moons", "circles", "iris", "blobs", "quantiles")
@@ -67,8 +69,9 @@ def tuned_lr(trials: pd.DataFrame, dataset: str, name: str) -> float:
     """A setting's tuned lr: the best mean final validation accuracy over >= 2 full-length seeds
     (ties: the lower mean validation loss), as Optuna was told."""
     t = ended(trials[(trials["config.dataset"] == dataset) & (setting(trials) == name)])
-    g = t.groupby("config.lr").agg(n=("metric.val_acc", "count"), acc=("metric.val_acc", "mean"),
-                                   loss=("metric.val_loss", "mean"))
+    g = t.groupby("config.lr").agg(
+        n=("metric.val_acc", "count"), acc=("metric.val_acc", "mean"), loss=("metric.val_loss", "mean")
+    )
     g = g[g["n"] >= 2]
     if not len(g):
         raise ValueError(f"{dataset}, {name}: no lr with 2 full-length seeds")
@@ -103,6 +106,7 @@ def _order(values) -> list[str]:
 
 # ---- figures -------------------------------------------------------------------------------------
 
+
 def accuracy_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
     """Bars per dataset and setting, one panel per view, with the spread over seeds and each seed."""
     s, v = view_summary(trials, manifest), views(trials, manifest)
@@ -117,22 +121,34 @@ def accuracy_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
             have = g["metric.test_acc.mean"].notna().to_numpy()
             xs = np.arange(len(order))[have] + (j - (len(names) - 1) / 2) * w
             ax.bar(xs, g.loc[have, "metric.test_acc.mean"], w, color=COLORS.get(name), alpha=0.85, label=name)
-            ax.errorbar(xs, g.loc[have, "metric.test_acc.mean"].astype(float), fmt="none", ecolor="black",
-                        capsize=3, lw=1, yerr=draw.errors(g[have], "metric.test_acc", kind, (0.0, 1.0)))
+            ax.errorbar(
+                xs,
+                g.loc[have, "metric.test_acc.mean"].astype(float),
+                fmt="none",
+                ecolor="black",
+                capsize=3,
+                lw=1,
+                yerr=draw.errors(g[have], "metric.test_acc", kind, (0.0, 1.0)),
+            )
             seeds = v[(v["view"] == view) & (v["config.setting"] == name)]
             x = seeds["config.dataset"].map({d: i for i, d in enumerate(order)}) + (j - (len(names) - 1) / 2) * w
             ax.scatter(x, seeds["metric.test_acc"], s=10, color="black", zorder=5, label="_seed")
         ax.axhline(CHANCE, color="gray", ls=":", lw=1, label="chance (0.5)")
         ax.set_xticks(np.arange(len(order)), order)
-        title = f"all at the hand-run lr {fmt_sci(hand_lr(manifest))}" if view == "hand-run lr" else \
-            "each at its own tuned lr"
+        title = (
+            f"all at the hand-run lr {fmt_sci(hand_lr(manifest))}"
+            if view == "hand-run lr"
+            else "each at its own tuned lr"
+        )
         ax.set(title=title, xlabel="dataset")
         ax.grid(axis="y", alpha=0.3)
         draw.acc_ylim(ax)
     axes[0].set_ylabel("final test accuracy (fraction correct)")
     draw.legend(axes[1], outside=True)
-    fig.suptitle(f"Toy datasets: NumPy and PyTorch MLP 2-20-2, and a linear model\n"
-                 f"{spread_note(s, ['metric.test_acc'], kind)}; dots: seeds")
+    fig.suptitle(
+        f"Toy datasets: NumPy and PyTorch MLP 2-20-2, and a linear model\n"
+        f"{spread_note(s, ['metric.test_acc'], kind)}; dots: seeds"
+    )
     fig.tight_layout()
     return fig
 
@@ -149,8 +165,17 @@ def retrain(manifest: dict, dataset: str, impl: str, hidden: tuple, lr: float, s
     from studies.engine.loop import make_replicas, make_units, train_block
     from studies.engine.tasks import TOY
 
-    c = full_config({**(manifest.get("fixed") or {}), "dataset": dataset, "impl": impl, "hidden": hidden,
-                     "lr": lr, "seeds": [seed]}, TOY)
+    c = full_config(
+        {
+            **(manifest.get("fixed") or {}),
+            "dataset": dataset,
+            "impl": impl,
+            "hidden": hidden,
+            "lr": lr,
+            "seeds": [seed],
+        },
+        TOY,
+    )
     cpu, threads = torch.device("cpu"), torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -198,8 +223,12 @@ def boundaries_figure(trials: pd.DataFrame, manifest: dict) -> Figure | None:
     for i, ds in enumerate(order):
         for j, (name, view) in enumerate(cols):
             ax = axes[i][j]
-            row = v[(v["config.dataset"] == ds) & (v["config.setting"] == name) & (v["view"] == view)
-                    & (v["config.seed"] == seed)]
+            row = v[
+                (v["config.dataset"] == ds)
+                & (v["config.setting"] == name)
+                & (v["view"] == view)
+                & (v["config.seed"] == seed)
+            ]
             if not len(row):
                 ax.axis("off")
                 continue
@@ -207,9 +236,12 @@ def boundaries_figure(trials: pd.DataFrame, manifest: dict) -> Figure | None:
             hidden = tuple(int(h) for h in str(r["config.hidden"]).split("-") if h)
             model, d = retrain(manifest, ds, r["config.impl"], hidden, float(r["config.lr"]), seed)
             _panel(ax, model, d, float(r["metric.test_acc"]), f"{ds}: {name}, lr {fmt_sci(float(r['config.lr']))}")
-    fig.suptitle(f"Decision boundaries, seed {seed}, over its test points (blue: class 0, red: class 1; "
-                 "x: misclassified)\ncolumns: NumPy and PyTorch MLP at the hand-run lr, at their tuned lr; "
-                 "the linear model at its tuned lr", fontsize=10)
+    fig.suptitle(
+        f"Decision boundaries, seed {seed}, over its test points (blue: class 0, red: class 1; "
+        "x: misclassified)\ncolumns: NumPy and PyTorch MLP at the hand-run lr, at their tuned lr; "
+        "the linear model at its tuned lr",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -224,6 +256,7 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
 
 
 # ---- findings ------------------------------------------------------------------------------------
+
 
 def _paired(v: pd.DataFrame, view: str, ds: str) -> np.ndarray:
     """NumPy's minus PyTorch's test accuracy, seed by seed, in `view` on dataset `ds`."""
@@ -244,16 +277,18 @@ def _moons_gap(trials: pd.DataFrame, v: pd.DataFrame, lr0: float) -> list[str]:
     if not len(mlp) or not len(solved):
         return []
     d = _paired(v, "hand-run lr", "moons")
-    return [f"The hand-run reports had NumPy behind PyTorch on moons (0.95 against 1.0): not confirmed, and not a "
-            f"difference of implementation. Started from the same weights, the two end {np.abs(d).max():.3f} apart at "
-            f"most, seed by seed. At lr {fmt_sci(lr0)}, 1,500 plain SGD steps leave both at "
-            f"{mlp['metric.test_acc'].min():.3f}–{mlp['metric.test_acc'].max():.3f} over the seeds (other initial "
-            f"weights, other samples of moons), below both hand-run numbers, with a boundary still close to a line"
-            + (f" (the linear model: {lin['metric.test_acc'].mean():.3f})" if len(lin) else "")
-            + f"; at lr {fmt_sci(float(solved.index.min()))} (the smallest tried that does), the MLP reaches "
-            f"{solved.loc[solved.index.min()]:.3f} within the same steps. So the hand-run runs differed in how far "
-            "they trained (their lr, steps or update rule), not in the MLP's arithmetic: before convergence, test "
-            "accuracy follows any such difference."]
+    return [
+        f"The hand-run reports had NumPy behind PyTorch on moons (0.95 against 1.0): not confirmed, and not a "
+        f"difference of implementation. Started from the same weights, the two end {np.abs(d).max():.3f} apart at "
+        f"most, seed by seed. At lr {fmt_sci(lr0)}, 1,500 plain SGD steps leave both at "
+        f"{mlp['metric.test_acc'].min():.3f}–{mlp['metric.test_acc'].max():.3f} over the seeds (other initial "
+        f"weights, other samples of moons), below both hand-run numbers, with a boundary still close to a line"
+        + (f" (the linear model: {lin['metric.test_acc'].mean():.3f})" if len(lin) else "")
+        + f"; at lr {fmt_sci(float(solved.index.min()))} (the smallest tried that does), the MLP reaches "
+        f"{solved.loc[solved.index.min()]:.3f} within the same steps. So the hand-run runs differed in how far "
+        "they trained (their lr, steps or update rule), not in the MLP's arithmetic: before convergence, test "
+        "accuracy follows any such difference."
+    ]
 
 
 def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list[str]:
@@ -267,33 +302,47 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
     n = sum(len(d) for d in diffs.values())
     if n:
         worst = max(float(np.abs(d).max()) for d in diffs.values() if len(d))
-        out.append(f"At the hand-run lr {fmt_sci(lr0)}, started from the same weights, NumPy and PyTorch end with "
-                   f"test accuracies that differ by at most {worst:.3f} on any of {n} seed pairs ({len(diffs)} "
-                   "datasets): the hand-written forward and backward pass trains as torch.nn does.")
+        out.append(
+            f"At the hand-run lr {fmt_sci(lr0)}, started from the same weights, NumPy and PyTorch end with "
+            f"test accuracies that differ by at most {worst:.3f} on any of {n} seed pairs ({len(diffs)} "
+            "datasets): the hand-written forward and backward pass trains as torch.nn does."
+        )
     for ds in _order(s["config.dataset"]):
         parts = []
         for view in ("hand-run lr", "tuned lr"):
             rows = [(name, at(view, ds, name)) for name in SETTINGS]
-            parts.append(f"{view}: " + "; ".join(f"{name} {stat(r.iloc[0], 'metric.test_acc')} at lr "
-                                                 f"{fmt_sci(r.iloc[0]['lr'])}" for name, r in rows if len(r)))
+            parts.append(
+                f"{view}: "
+                + "; ".join(
+                    f"{name} {stat(r.iloc[0], 'metric.test_acc')} at lr {fmt_sci(r.iloc[0]['lr'])}"
+                    for name, r in rows
+                    if len(r)
+                )
+            )
         out.append(f"{ds}: " + ". ".join(parts) + ".")
     out += _moons_gap(trials, v, lr0)
     cost = []
     for ds in _order(s["config.dataset"]):
         a, b = at("hand-run lr", ds, "torch MLP"), at("tuned lr", ds, "torch MLP")
         if len(a) and len(b):
-            cost.append(f"{ds} {a.iloc[0]['metric.test_acc.mean']:.3f} -> {b.iloc[0]['metric.test_acc.mean']:.3f} "
-                        f"(lr {fmt_sci(b.iloc[0]['lr'])})")
+            cost.append(
+                f"{ds} {a.iloc[0]['metric.test_acc.mean']:.3f} -> {b.iloc[0]['metric.test_acc.mean']:.3f} "
+                f"(lr {fmt_sci(b.iloc[0]['lr'])})"
+            )
     if cost:
-        out.append(f"What the hand-run lr {fmt_sci(lr0)} costs (PyTorch MLP, mean final test accuracy, hand-run -> "
-                   "tuned lr): " + "; ".join(cost) + ".")
+        out.append(
+            f"What the hand-run lr {fmt_sci(lr0)} costs (PyTorch MLP, mean final test accuracy, hand-run -> "
+            "tuned lr): " + "; ".join(cost) + "."
+        )
     return out
 
 
 # ---- claims (STUDIES.md section 5) --------------------------------------------------------------
 
-RULE_AGREE = (f"agree: the means differ by at most the seed noise (the larger standard deviation over seeds, at "
-              f"least {TOL}), and neither is above the other by more than {TOL} by the rule of 'greater'")
+RULE_AGREE = (
+    f"agree: the means differ by at most the seed noise (the larger standard deviation over seeds, at "
+    f"least {TOL}), and neither is above the other by more than {TOL} by the rule of 'greater'"
+)
 
 
 def agree(a: Sample, b: Sample, tol: float = TOL) -> Verdict:
@@ -312,8 +361,9 @@ def agree(a: Sample, b: Sample, tol: float = TOL) -> Verdict:
 
 def _at(trials, ds, impl, lr, hidden="20", label=None):
     name = f"{ds} {impl} {'MLP' if hidden else 'linear'}"
-    return sample(trials, label or f"{name} lr {fmt_sci(lr)}", "metric.test_acc", dataset=ds, impl=impl,
-                  hidden=hidden, lr=lr)
+    return sample(
+        trials, label or f"{name} lr {fmt_sci(lr)}", "metric.test_acc", dataset=ds, impl=impl, hidden=hidden, lr=lr
+    )
 
 
 def _tuned(trials, ds, impl, hidden="20"):
@@ -328,28 +378,49 @@ def _agree_every_dataset(t, c, m):
 
 def _tuning_pays(t, c, m):
     lr = hand_lr(m)
-    return every([greater(_tuned(t, ds, impl), _at(t, ds, impl, lr)) for ds in ("moons", "circles")
-                  for impl in ("numpy", "torch")])
+    return every(
+        [
+            greater(_tuned(t, ds, impl), _at(t, ds, impl, lr))
+            for ds in ("moons", "circles")
+            for impl in ("numpy", "torch")
+        ]
+    )
 
 
 def _hidden_layer_needed(t, c, m):
-    return every([part for ds in ("circles", "quantiles") for impl in ("numpy", "torch") for part in
-                  (at_least(_tuned(t, ds, impl), 0.9), greater(_tuned(t, ds, impl), _tuned(t, ds, "torch", ""), 0.25))])
+    return every(
+        [
+            part
+            for ds in ("circles", "quantiles")
+            for impl in ("numpy", "torch")
+            for part in (
+                at_least(_tuned(t, ds, impl), 0.9),
+                greater(_tuned(t, ds, impl), _tuned(t, ds, "torch", ""), 0.25),
+            )
+        ]
+    )
 
 
 CLAIMS = [
-    Claim("NumPy and PyTorch agree within seed noise on every dataset (MLP 2-20-2 at the hand-run lr, from the same "
-          "initial weights): NumPy is not behind on moons",
-          "NumPy / PyTorch test accuracy: moons 0.95 / 1.0, circles 0.92 / 0.96, iris 1.0 / 1.0 (hand-run single "
-          "runs; STUDIES.md section 5)", _agree_every_dataset),
-    Claim("The hand-run lr 1e-2 costs accuracy: after 1,500 steps the tuned lr ends higher on moons and circles, for "
-          "both implementations",
-          "SGD lr 1e-2, 1,500 full-batch steps for every dataset (hand-run); moons 0.95 / 1.0, circles 0.92 / 0.96",
-          _tuning_pays),
-    Claim("circles and gaussian quantiles need the hidden layer: the MLP (NumPy and PyTorch) reaches >= 0.9 and "
-          "beats the linear model by more than 0.25, each at its tuned lr (the linear model stays near chance, 0.5)",
-          "circles 0.92 / 0.96 with the MLP 2-20-2 (hand-run); a linear boundary cannot separate rings",
-          _hidden_layer_needed),
+    Claim(
+        "NumPy and PyTorch agree within seed noise on every dataset (MLP 2-20-2 at the hand-run lr, from the same "
+        "initial weights): NumPy is not behind on moons",
+        "NumPy / PyTorch test accuracy: moons 0.95 / 1.0, circles 0.92 / 0.96, iris 1.0 / 1.0 (hand-run single "
+        "runs; STUDIES.md section 5)",
+        _agree_every_dataset,
+    ),
+    Claim(
+        "The hand-run lr 1e-2 costs accuracy: after 1,500 steps the tuned lr ends higher on moons and circles, for "
+        "both implementations",
+        "SGD lr 1e-2, 1,500 full-batch steps for every dataset (hand-run); moons 0.95 / 1.0, circles 0.92 / 0.96",
+        _tuning_pays,
+    ),
+    Claim(
+        "circles and gaussian quantiles need the hidden layer: the MLP (NumPy and PyTorch) reaches >= 0.9 and "
+        "beats the linear model by more than 0.25, each at its tuned lr (the linear model stays near chance, 0.5)",
+        "circles 0.92 / 0.96 with the MLP 2-20-2 (hand-run); a linear boundary cannot separate rings",
+        _hidden_layer_needed,
+    ),
 ]
 
 

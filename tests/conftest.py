@@ -33,8 +33,10 @@ def write_cifar(root, n_train_per_batch: int = 20, n_test: int = 40, seed: int =
     with open(folder / "test_batch", "wb") as f:
         pickle.dump(batch(n_test), f)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                     "ship", "truck"]}, f)
+        pickle.dump(
+            {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]},
+            f,
+        )
     return root
 
 

@@ -42,6 +42,7 @@ def rgba(c):
 
 # ---- synthetic runs -----------------------------------------------------------------------------
 
+
 def synthetic_lr_scan():
     rows, curves = [], []
     for lr, acc in [(1e-4, 0.5), (1e-3, 0.9), (1e-2, 0.7), (1.0, np.nan)]:
@@ -49,24 +50,61 @@ def synthetic_lr_scan():
             tid = f"{lr}-{seed}"
             diverged = np.isnan(acc)
             a = 0.0 if diverged else acc + 0.02 * seed
-            rows.append({"study": "lr_scan", "trial_id": tid, "config.lr": lr, "config.seed": seed,
-                         "status": "diverged" if diverged else "completed", "diverged": diverged,
-                         "stopped_early": lr == 1e-4, "iterations": 3, "metric.val_acc": a, "best.val_acc": a,
-                         "metric.test_acc": a - 0.05, "metric.train_acc": a + 0.05, "metric.train_loss": 1 - a,
-                         "metric.test_loss": 1.1 - a, "best.train_acc": a + 0.05, "best.test_acc": a - 0.05})
+            rows.append(
+                {
+                    "study": "lr_scan",
+                    "trial_id": tid,
+                    "config.lr": lr,
+                    "config.seed": seed,
+                    "status": "diverged" if diverged else "completed",
+                    "diverged": diverged,
+                    "stopped_early": lr == 1e-4,
+                    "iterations": 3,
+                    "metric.val_acc": a,
+                    "best.val_acc": a,
+                    "metric.test_acc": a - 0.05,
+                    "metric.train_acc": a + 0.05,
+                    "metric.train_loss": 1 - a,
+                    "metric.test_loss": 1.1 - a,
+                    "best.train_acc": a + 0.05,
+                    "best.test_acc": a - 0.05,
+                }
+            )
             for it in (1, 2, 3):
-                curves.append({"study": "lr_scan", "trial_id": tid, "config.lr": lr, "config.seed": seed,
-                               "iteration": it, "step": 10 * it, "metric.val_acc": a * it / 3,
-                               "metric.train_loss": 2 - a * it / 3, "metric.test_loss": 2.1 - a * it / 3,
-                               "metric.train_acc": (a + 0.05) * it / 3, "metric.test_acc": (a - 0.05) * it / 3})
+                curves.append(
+                    {
+                        "study": "lr_scan",
+                        "trial_id": tid,
+                        "config.lr": lr,
+                        "config.seed": seed,
+                        "iteration": it,
+                        "step": 10 * it,
+                        "metric.val_acc": a * it / 3,
+                        "metric.train_loss": 2 - a * it / 3,
+                        "metric.test_loss": 2.1 - a * it / 3,
+                        "metric.train_acc": (a + 0.05) * it / 3,
+                        "metric.test_acc": (a - 0.05) * it / 3,
+                    }
+                )
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
 def manifest(study, scientific, nuisance=(), seeds=(0, 1), iterations=3, grace=1, reduction=2, **kw):
-    return {"study": study, "name": "synthetic", "budget": "quick", "metric": "val_acc", "mode": "max",
-            "scientific": list(scientific), "nuisance": list(nuisance), "seeds": list(seeds),
-            "iterations": iterations, "asha": {"grace": grace, "reduction": reduction},
-            "command": f"python -m studies.{study}", "fixed": {}, **kw}
+    return {
+        "study": study,
+        "name": "synthetic",
+        "budget": "quick",
+        "metric": "val_acc",
+        "mode": "max",
+        "scientific": list(scientific),
+        "nuisance": list(nuisance),
+        "seeds": list(seeds),
+        "iterations": iterations,
+        "asha": {"grace": grace, "reduction": reduction},
+        "command": f"python -m studies.{study}",
+        "fixed": {},
+        **kw,
+    }
 
 
 MANIFEST = manifest("lr_scan", ["lr"])
@@ -81,19 +119,47 @@ def synthetic_optimizer(dataset="digits"):
         for lr, acc in lrs:
             for seed in (0, 1):
                 a, tid = acc + 0.02 * seed, f"{opt}-{lr}-{seed}"
-                per_class = {f"metric.test_acc_{k}": (k / 10 if opt == "adam" else 1 - k / 10) + 0.02 * seed
-                             for k in range(10)}
-                rows.append({"study": "optimizer_comparison", "trial_id": tid, "config.optimizer": opt,
-                             "config.lr": lr, "config.seed": seed, "config.dataset": dataset, "status": "completed",
-                             "diverged": False, "stopped_early": False, "iterations": 3, "step": 30,
-                             "metric.val_acc": a, "best.val_acc": a, "metric.test_acc": a - 0.05,
-                             "metric.train_acc": a + 0.05, "metric.train_loss": 1 - a, "metric.test_loss": 1.1 - a,
-                             **per_class})
+                per_class = {
+                    f"metric.test_acc_{k}": (k / 10 if opt == "adam" else 1 - k / 10) + 0.02 * seed for k in range(10)
+                }
+                rows.append(
+                    {
+                        "study": "optimizer_comparison",
+                        "trial_id": tid,
+                        "config.optimizer": opt,
+                        "config.lr": lr,
+                        "config.seed": seed,
+                        "config.dataset": dataset,
+                        "status": "completed",
+                        "diverged": False,
+                        "stopped_early": False,
+                        "iterations": 3,
+                        "step": 30,
+                        "metric.val_acc": a,
+                        "best.val_acc": a,
+                        "metric.test_acc": a - 0.05,
+                        "metric.train_acc": a + 0.05,
+                        "metric.train_loss": 1 - a,
+                        "metric.test_loss": 1.1 - a,
+                        **per_class,
+                    }
+                )
                 for it in (1, 2, 3):
-                    curves.append({"trial_id": tid, "config.optimizer": opt, "config.lr": lr, "config.seed": seed,
-                                   "iteration": it, "step": 10 * it, "metric.val_acc": a * it / 3,
-                                   "metric.train_loss": 2 - a * it / 3, "metric.test_loss": 2.1 - a * it / 3,
-                                   "metric.train_acc": a * it / 3, "metric.test_acc": (a - 0.05) * it / 3})
+                    curves.append(
+                        {
+                            "trial_id": tid,
+                            "config.optimizer": opt,
+                            "config.lr": lr,
+                            "config.seed": seed,
+                            "iteration": it,
+                            "step": 10 * it,
+                            "metric.val_acc": a * it / 3,
+                            "metric.train_loss": 2 - a * it / 3,
+                            "metric.test_loss": 2.1 - a * it / 3,
+                            "metric.train_acc": a * it / 3,
+                            "metric.test_acc": (a - 0.05) * it / 3,
+                        }
+                    )
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
@@ -108,16 +174,39 @@ def synthetic_palindrome(seeds=(0, 1), spread=0.0):
             for seed in seeds:
                 a, tid = float(np.clip(acc + spread * (seed - np.mean(seeds)), 0, 1)), f"{cell}{T}-{seed}"
                 stopped = acc < 0.5
-                rows.append({"study": "palindrome", "trial_id": tid, "config.cell": cell, "config.seq_len": T,
-                             "config.seed": seed, "config.steps_per_report": 100, "status": "stopped" if stopped
-                             else "completed", "stopped_early": stopped, "diverged": False,
-                             "iterations": 2 if stopped else 4, "step": 200 if stopped else 400,
-                             "metric.test_acc": a, "metric.val_acc": a, "best.val_acc": a, "metric.train_acc": a,
-                             "metric.train_loss": 2.3 * (1 - a) + 0.01})
+                rows.append(
+                    {
+                        "study": "palindrome",
+                        "trial_id": tid,
+                        "config.cell": cell,
+                        "config.seq_len": T,
+                        "config.seed": seed,
+                        "config.steps_per_report": 100,
+                        "status": "stopped" if stopped else "completed",
+                        "stopped_early": stopped,
+                        "diverged": False,
+                        "iterations": 2 if stopped else 4,
+                        "step": 200 if stopped else 400,
+                        "metric.test_acc": a,
+                        "metric.val_acc": a,
+                        "best.val_acc": a,
+                        "metric.train_acc": a,
+                        "metric.train_loss": 2.3 * (1 - a) + 0.01,
+                    }
+                )
                 for it in range(1, (2 if stopped else 4) + 1):
-                    curves.append({"trial_id": tid, "config.cell": cell, "config.seq_len": T, "config.seed": seed,
-                                   "iteration": it, "step": 100 * it, "metric.val_acc": a * it / 4,
-                                   "metric.train_loss": 2.3 - 2 * a * it / 4})
+                    curves.append(
+                        {
+                            "trial_id": tid,
+                            "config.cell": cell,
+                            "config.seq_len": T,
+                            "config.seed": seed,
+                            "iteration": it,
+                            "step": 100 * it,
+                            "metric.val_acc": a * it / 4,
+                            "metric.train_loss": 2.3 - 2 * a * it / 4,
+                        }
+                    )
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
@@ -128,14 +217,30 @@ def synthetic_regularization():
     """Baseline (all 0): train 1.0 / test 0.8; dropout 0.5: 0.9 / 0.85; L2 1e-4: 0.99 / 0.8, 0.01: 0.85 / 0.84;
     3 seeds."""
     rows = []
-    for k, v, tr, te in [("dropout", 0.0, 1.0, 0.8), ("dropout", 0.5, 0.9, 0.85), ("l2", 1e-4, 0.99, 0.8),
-                         ("l2", 0.01, 0.85, 0.84)]:
+    for k, v, tr, te in [
+        ("dropout", 0.0, 1.0, 0.8),
+        ("dropout", 0.5, 0.9, 0.85),
+        ("l2", 1e-4, 0.99, 0.8),
+        ("l2", 0.01, 0.85, 0.84),
+    ]:
         for seed, d in zip((0, 1, 2), (-0.01, 0.0, 0.01)):
             cfg = {"config.dropout": 0.0, "config.l2": 0.0, "config.weight_decay": 0.0, f"config.{k}": v}
-            rows.append({**cfg, "study": "regularization", "trial_id": f"{k}{v}-{seed}", "config.seed": seed,
-                         "metric.train_acc": tr + d, "metric.test_acc": te + d, "metric.val_acc": te + d,
-                         "best.val_acc": te + d, "diverged": False, "stopped_early": False, "status": "completed",
-                         "iterations": 3})
+            rows.append(
+                {
+                    **cfg,
+                    "study": "regularization",
+                    "trial_id": f"{k}{v}-{seed}",
+                    "config.seed": seed,
+                    "metric.train_acc": tr + d,
+                    "metric.test_acc": te + d,
+                    "metric.val_acc": te + d,
+                    "best.val_acc": te + d,
+                    "diverged": False,
+                    "stopped_early": False,
+                    "status": "completed",
+                    "iterations": 3,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -150,6 +255,7 @@ def write_run(folder, trials, curves, manifest):
 
 
 # ---- tables -------------------------------------------------------------------------------------
+
 
 def test_ci95_matches_hand_computation():
     # values 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653 -> 4.302653 / sqrt(3) = 2.484138
@@ -169,9 +275,13 @@ def test_summarize_groups_over_seeds():
 
 
 def test_best_per_group_picks_the_best_mean_nuisance_per_scientific_value():
-    t = pd.DataFrame({"config.optimizer": ["adam"] * 4 + ["sgd"] * 4,
-                      "config.lr": [1e-3, 1e-3, 1e-2, 1e-2, 1e-3, 1e-3, 1e-1, 1e-1],
-                      "best.val_acc": [0.8, 0.9, 0.95, 0.5, 0.6, 0.6, 0.7, 0.8]})
+    t = pd.DataFrame(
+        {
+            "config.optimizer": ["adam"] * 4 + ["sgd"] * 4,
+            "config.lr": [1e-3, 1e-3, 1e-2, 1e-2, 1e-3, 1e-3, 1e-1, 1e-1],
+            "best.val_acc": [0.8, 0.9, 0.95, 0.5, 0.6, 0.6, 0.7, 0.8],
+        }
+    )
     b = best_per_group(t, ["config.optimizer"], ["config.lr"], "best.val_acc").set_index("config.optimizer")
     assert b.loc["adam", "config.lr"] == 1e-3 and b.loc["adam", "best.val_acc.mean"] == pytest.approx(0.85)
     assert b.loc["sgd", "config.lr"] == 1e-1 and b.loc["sgd", "best.val_acc.mean"] == pytest.approx(0.75)
@@ -190,6 +300,7 @@ def test_run_summary_counts_every_trial_but_averages_only_the_finite_ones():
 
 
 # ---- figures ------------------------------------------------------------------------------------
+
 
 def test_accuracy_vs_lr_plots_the_seed_means_on_a_log_axis():
     trials, curves = synthetic_lr_scan()
@@ -411,8 +522,11 @@ def test_regularization_gap_is_train_minus_test():
 
 
 def test_every_figure_has_a_title_and_labelled_axes():
-    runs = [("lr_scan", *synthetic_lr_scan(), MANIFEST), ("palindrome", *synthetic_palindrome(), PAL_MANIFEST),
-            ("optimizer_comparison", *synthetic_optimizer(), OPT_MANIFEST)]
+    runs = [
+        ("lr_scan", *synthetic_lr_scan(), MANIFEST),
+        ("palindrome", *synthetic_palindrome(), PAL_MANIFEST),
+        ("optimizer_comparison", *synthetic_optimizer(), OPT_MANIFEST),
+    ]
     for study, trials, curves, m in runs:
         for name, fig in analysis.figures(trials, curves, m).items():
             assert fig._suptitle is not None or any(ax.get_title() for ax in fig.axes), (study, name)
@@ -422,6 +536,7 @@ def test_every_figure_has_a_title_and_labelled_axes():
 
 
 # ---- findings -----------------------------------------------------------------------------------
+
 
 def test_lr_scan_findings_name_the_best_lr_and_the_ones_that_fall_short():
     trials, curves = synthetic_lr_scan()
@@ -456,6 +571,7 @@ def test_regularization_findings_compare_the_gap_without_and_with_the_regularise
 
 # ---- render, reports, index, command line --------------------------------------------------------
 
+
 def test_load_roundtrips_parquet_and_render_writes_report(tmp_path):
     trials, curves = synthetic_lr_scan()
     write_run(tmp_path, trials, curves, MANIFEST)
@@ -465,8 +581,13 @@ def test_load_roundtrips_parquet_and_render_writes_report(tmp_path):
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "curves_by_lr.png").write_bytes(b"stale")  # from an older version
     out = analysis.render(tmp_path)
-    assert {p.name for p in out["figures"]} == {"accuracy_vs_lr.png", "gap_vs_lr.png", "mean_curves_by_lr.png",
-                                                "hparam_axes.png", "curves_all_trials.png"}
+    assert {p.name for p in out["figures"]} == {
+        "accuracy_vs_lr.png",
+        "gap_vs_lr.png",
+        "mean_curves_by_lr.png",
+        "hparam_axes.png",
+        "curves_all_trials.png",
+    }
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(p.name for p in out["figures"])
     text = out["report"].read_text()
     assert "Best single trial: lr=1e-3, seed=1" in text and "figures/accuracy_vs_lr.png" in text
@@ -522,8 +643,10 @@ def test_command_line_renders_a_root_into_out(tmp_path, capsys):
     assert "index:" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "bad_manifest", "no_manifest", "bad_parquet", "format",
-                                  "out_is_file", "one_bad_of_two"])
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "empty", "bad_manifest", "no_manifest", "bad_parquet", "format", "out_is_file", "one_bad_of_two"],
+)
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, case):
     good = write_run(tmp_path / "good", *synthetic_lr_scan(), MANIFEST)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
@@ -584,7 +707,8 @@ def test_a_rung_decision_at_chance_is_flagged():
 def test_a_value_measured_at_some_lengths_only_gets_no_line():
     trials, _ = synthetic_palindrome()
     sparse = trials[(trials["config.cell"] == "rnn") & trials["config.seq_len"].isin([5, 20])].assign(
-        **{"config.cell": "rnn, double softmax"})
+        **{"config.cell": "rnn, double softmax"}
+    )
     fig = analysis.figures(pd.concat([trials, sparse]), pd.DataFrame(), PAL_MANIFEST)["accuracy_vs_length"]
     lines = {c.get_label(): c.lines[0] for c in fig.axes[0].containers if c.get_label().startswith("cell=")}
     assert lines["cell=rnn, double softmax"].get_linestyle() == "None"  # T=5 and 20 only: no line across 10, 15

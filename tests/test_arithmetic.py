@@ -105,8 +105,19 @@ def _trial(**config):
     from studies.engine.loop import make_replicas
     from studies.engine.tasks import ARITHMETIC
 
-    c = full_config({"task": "arithmetic", "model": "rnn", "hidden_size": 16, "embed": 8,
-                     "train_scale": 0.01, "n_eval": 128, "seeds": (0,), **config}, ARITHMETIC)
+    c = full_config(
+        {
+            "task": "arithmetic",
+            "model": "rnn",
+            "hidden_size": 16,
+            "embed": 8,
+            "train_scale": 0.01,
+            "n_eval": 128,
+            "seeds": (0,),
+            **config,
+        },
+        ARITHMETIC,
+    )
     cpu = torch.device("cpu")
     return c, ARITHMETIC, make_replicas(c, ARITHMETIC, ARITHMETIC.load(c, cpu), cpu)[0]
 
@@ -153,8 +164,15 @@ def test_best_lr_per_batch_size_and_its_exponent_from_a_known_optimum():
         for lr in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2):
             for seed in (0, 1, 2):
                 acc = 0.8 - 0.1 * (np.log10(lr) - peak) ** 2 + 0.001 * seed
-                rows.append({"config.batch_size": bs, "config.lr": lr, "config.seed": seed, "metric.val_acc": acc,
-                             "status": "completed"})
+                rows.append(
+                    {
+                        "config.batch_size": bs,
+                        "config.lr": lr,
+                        "config.seed": seed,
+                        "metric.val_acc": acc,
+                        "status": "completed",
+                    }
+                )
     d = best_lr_data(pd.DataFrame(rows))
     assert len(d) == 9 and not d["edge"].any()
     for bs, g in d.groupby("batch_size"):
@@ -169,8 +187,10 @@ def test_a_best_lr_at_the_edge_of_the_grid_is_flagged_and_stays_within_it():
     from studies.batch_size_analysis import best_lr_data
 
     lrs = (1e-3, 3e-3, 1e-2, 3e-2)
-    rows = [{"config.batch_size": 128, "config.lr": lr, "config.seed": 0, "status": "completed",
-             "metric.val_acc": acc} for lr, acc in zip(lrs, (0.1, 0.18, 0.31, 0.32))]  # still rising at the top
+    rows = [
+        {"config.batch_size": 128, "config.lr": lr, "config.seed": 0, "status": "completed", "metric.val_acc": acc}
+        for lr, acc in zip(lrs, (0.1, 0.18, 0.31, 0.32))
+    ]  # still rising at the top
     d = best_lr_data(pd.DataFrame(rows)).iloc[0]
     assert d["edge"] and np.isclose(d["grid_lr"], 3e-2) and 1e-2 < d["best_lr"] <= 3e-2 * (1 + 1e-9)  # in the grid
     assert np.isclose(d["best_lr"], 0.01926, rtol=1e-3)  # the vertex through (3e-3, 0.18), (1e-2, 0.31), (3e-2, 0.32)

@@ -109,15 +109,27 @@ def test_asha_comparison_picks_the_best_mean_over_seeds_per_group():
     study = replace(STUDY, asha_groups=("seq_len", "forget_bias"))
 
     def run(arm, accs):  # accs: {(cell, T): [val_acc per seed]}
-        rows = [{"config.cell": c, "config.seq_len": T, "config.seed": s, "best.val_acc": a,
-                 "iterations": 20, "wall_time_s": 1.0, "stopped_early": False}
-                for (c, T), v in accs.items() for s, a in enumerate(v)]
+        rows = [
+            {
+                "config.cell": c,
+                "config.seq_len": T,
+                "config.seed": s,
+                "best.val_acc": a,
+                "iterations": 20,
+                "wall_time_s": 1.0,
+                "stopped_early": False,
+            }
+            for (c, T), v in accs.items()
+            for s, a in enumerate(v)
+        ]
         return StudyRun("palindrome", arm, "quick", study, pd.DataFrame(rows), 10.0, 9.0, 2)
 
-    grid = run("grid", {("rnn", 5): [1.0, 1.0], ("lstm", 5): [1.0, 0.998], ("rnn", 20): [0.2, 0.1],
-                        ("lstm", 20): [0.9, 0.7]})
-    asha = run("asha", {("rnn", 5): [0.9, 0.9], ("lstm", 5): [1.0, 1.0], ("rnn", 20): [0.5, 0.5],
-                        ("lstm", 20): [0.3, 0.2]})
+    grid = run(
+        "grid", {("rnn", 5): [1.0, 1.0], ("lstm", 5): [1.0, 0.998], ("rnn", 20): [0.2, 0.1], ("lstm", 20): [0.9, 0.7]}
+    )
+    asha = run(
+        "asha", {("rnn", 5): [0.9, 0.9], ("lstm", 5): [1.0, 1.0], ("rnn", 20): [0.5, 0.5], ("lstm", 20): [0.3, 0.2]}
+    )
     t = compare(grid, asha)
     assert list(t["group"]) == ["seq_len=5", "seq_len=20"]
     assert list(t["grid best"]) == ["cell=rnn", "cell=lstm"] and list(t["asha best"]) == ["cell=lstm", "cell=rnn"]
@@ -132,7 +144,8 @@ def test_trial_span_reads_tunes_result_files(tmp_path):
     for name, lines in {"trial_a": [(100, 5), (110, 10)], "trial_b": [(104, 2), (130, 26)]}.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "result.json").write_text(
-            "\n".join(json.dumps({"timestamp": ts, "time_this_iter_s": it}) for ts, it in lines))
+            "\n".join(json.dumps({"timestamp": ts, "time_this_iter_s": it}) for ts, it in lines)
+        )
     assert _trial_span(tmp_path) == 130 - 95
 
 
@@ -146,16 +159,29 @@ def test_asha_replay_stops_the_slow_configs_and_keeps_the_grid_whole_without_ear
     lrs, its = [0.1, 0.01, 0.001], 8
     budget = STUDY.budgets["quick"]
     # the lrs compete (plain ASHA; lr_scan's own ASHA groups by lr now: one configuration per group)
-    study = replace(STUDY, asha_groups=(),
-                    budgets={"quick": replace(budget, iterations=its, grid=[{"lr": lr} for lr in lrs])})
+    study = replace(
+        STUDY, asha_groups=(), budgets={"quick": replace(budget, iterations=its, grid=[{"lr": lr} for lr in lrs])}
+    )
     # lr 0.01 learns fastest and ends best; 0.1 and 0.001 stay behind at every iteration (0.001 on its mean
     # over seeds: its seed 1 alone would keep up)
     acc = {(0.1, 0): 0.3, (0.1, 1): 0.3, (0.01, 0): 0.9, (0.01, 1): 0.9, (0.001, 0): 0.1, (0.001, 1): 0.7}
-    curves = pd.DataFrame([{"config.lr": lr, "config.seed": s, "iteration": i, "time_s": float(i),
-                            "metric.val_acc": acc[lr, s] * i / its} for lr in lrs for s in (0, 1)
-                           for i in range(1, its + 1)])
+    curves = pd.DataFrame(
+        [
+            {
+                "config.lr": lr,
+                "config.seed": s,
+                "iteration": i,
+                "time_s": float(i),
+                "metric.val_acc": acc[lr, s] * i / its,
+            }
+            for lr in lrs
+            for s in (0, 1)
+            for i in range(1, its + 1)
+        ]
+    )
     trials = curves.groupby(["config.lr", "config.seed"], as_index=False).agg(
-        **{"best.val_acc": ("metric.val_acc", "max"), "iterations": ("iteration", "max")})
+        **{"best.val_acc": ("metric.val_acc", "max"), "iterations": ("iteration", "max")}
+    )
     grid = StudyRun("lr_scan", "grid", "quick", study, trials, 1.0, 1.0, 2, curves=curves)
 
     whole = replay(grid, grace=its, reduction=2)
@@ -204,15 +230,42 @@ def test_asha_comparison_judges_a_pick_the_grid_never_sampled_by_its_own_run():
     from studies.optimizer_comparison import STUDY
 
     def run(arm, accs):  # accs: {(optimizer, lr): [val_acc per seed]}; Optuna's lrs differ between the runs
-        rows = [{"trial": f"{o}{lr}", "config.optimizer": o, "config.lr": lr, "config.model": "cnn",
-                 "config.n_train": None, "config.seed": s, "best.val_acc": a, "iterations": 8, "wall_time_s": 1.0,
-                 "stopped_early": False} for (o, lr), v in accs.items() for s, a in enumerate(v)]
+        rows = [
+            {
+                "trial": f"{o}{lr}",
+                "config.optimizer": o,
+                "config.lr": lr,
+                "config.model": "cnn",
+                "config.n_train": None,
+                "config.seed": s,
+                "best.val_acc": a,
+                "iterations": 8,
+                "wall_time_s": 1.0,
+                "stopped_early": False,
+            }
+            for (o, lr), v in accs.items()
+            for s, a in enumerate(v)
+        ]
         return StudyRun("optimizer_comparison", arm, "quick", STUDY, pd.DataFrame(rows), 10.0, 9.0, 2)
 
-    grid = run("grid", {("adam", 1e-4): [0.8, 0.8], ("adam", 3e-3): [0.9, 0.86], ("sgd", 1e-4): [0.3, 0.3],
-                        ("sgd", 0.05): [0.85, 0.85]})
-    asha = run("asha", {("adam", 1e-4): [0.8, 0.8], ("adam", 2e-3): [0.88, 0.88], ("sgd", 1e-4): [0.3, 0.3],
-                        ("sgd", 0.02): [0.7, 0.8]})
+    grid = run(
+        "grid",
+        {
+            ("adam", 1e-4): [0.8, 0.8],
+            ("adam", 3e-3): [0.9, 0.86],
+            ("sgd", 1e-4): [0.3, 0.3],
+            ("sgd", 0.05): [0.85, 0.85],
+        },
+    )
+    asha = run(
+        "asha",
+        {
+            ("adam", 1e-4): [0.8, 0.8],
+            ("adam", 2e-3): [0.88, 0.88],
+            ("sgd", 1e-4): [0.3, 0.3],
+            ("sgd", 0.02): [0.7, 0.8],
+        },
+    )
     assert grid.n_trials == 4 and len(grid.trials) == 8 and grid.compute_s == 4.0
     t = compare(grid, asha)
     assert list(t["group"]) == ["optimizer=adam", "optimizer=sgd"]

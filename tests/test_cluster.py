@@ -90,8 +90,9 @@ def test_storage_on_a_cluster(tmp_path):
 
 def test_network_filesystem_is_shared(tmp_path):
     mounts = tmp_path / "mounts"
-    mounts.write_text("/dev/sda1 / ext4 rw 0 0\nnfs:/export /mnt/shared nfs4 rw 0 0\n"
-                      "tmpfs /mnt/shared/tmp tmpfs rw 0 0\n")
+    mounts.write_text(
+        "/dev/sda1 / ext4 rw 0 0\nnfs:/export /mnt/shared nfs4 rw 0 0\ntmpfs /mnt/shared/tmp tmpfs rw 0 0\n"
+    )
     assert network_fs("/mnt/shared/results/x", str(mounts)) == "nfs4"
     assert network_fs("/mnt/shared", str(mounts)) == "nfs4"
     assert network_fs("/mnt/shared/tmp/results", str(mounts)) is None  # the deepest mount point decides
@@ -108,6 +109,7 @@ def test_the_project_travels_once(monkeypatch):
     # a `ray job submit --working-dir .` driver: the job already ships it, and Ray refuses a second working_dir
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", '{"runtime_env": {"working_dir": "gcs://_ray_pkg_1.zip"}}')
     assert "working_dir" not in runtime_env("auto")
+
 
 def test_address_with_a_local_folder_on_a_multi_machine_cluster_is_refused(tmp_path, monkeypatch, capsys):
     import ray
@@ -156,8 +158,11 @@ def test_probe_tells_a_ray_head_from_a_port_that_is_not_one():
     from studies.engine.cluster import probe
 
     settings = bytes([0, 0, 6, 4, 0, 0, 0, 0, 0]) + bytes(6)  # what a gRPC server sends first: a SETTINGS frame
-    for reply, expected in ((settings, None), (None, "it closed the connection"),
-                            (b"HTTP/1.1 400 Bad Request\r\n\r\n", "does not speak gRPC")):
+    for reply, expected in (
+        (settings, None),
+        (None, "it closed the connection"),
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "does not speak gRPC"),
+    ):
         port, stop = serve(reply)
         try:
             problem = probe("127.0.0.1", port, timeout=2)
@@ -202,8 +207,10 @@ def test_storage_uri_is_written_once_and_refused_when_unknown_or_silent(monkeypa
         assert time.time() - t0 < 5
     finally:
         release.set()
-    assert msg == ("--storage gs://bucket/results: no answer within 0.3 s: check the network, the credentials and "
-                   "the bucket name, or use a local path")
+    assert msg == (
+        "--storage gs://bucket/results: no answer within 0.3 s: check the network, the credentials and "
+        "the bucket name, or use a local path"
+    )
 
 
 @pytest.mark.slow
@@ -216,6 +223,7 @@ def test_probe_finds_a_real_ray_head(ray_session):
 
 # A real cluster: two `ray start` nodes on loopback addresses, token authentication on.
 
+
 def free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -225,8 +233,13 @@ def free_port(host: str) -> int:
 def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     """`ray start ... --block` in its own process group; returns once the node is up."""
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-    proc = subprocess.Popen([ray, "start", *args, "--block"], env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [ray, "start", *args, "--block"],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.time() + 60
     while "Ray runtime started" not in log.read_text():
         if proc.poll() is not None or time.time() > deadline:
@@ -273,8 +286,9 @@ for ip, path in ray.get([where.options(scheduling_strategy=s).remote() for s in 
 def test_smoke_study_on_a_two_node_cluster(tmp_path):
     home = Path(tempfile.mkdtemp(prefix="rayc", dir="/tmp"))  # short: Ray's socket paths live under it
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
-    env.update(HOME=str(home), RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1",
-               RAY_USAGE_STATS_ENABLED="0")
+    env.update(
+        HOME=str(home), RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1", RAY_USAGE_STATS_ENABLED="0"
+    )
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
     subprocess.run([ray, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
     assert (home / ".ray" / "auth_token").is_file()  # what `ray up` copies to every node
@@ -286,34 +300,90 @@ def test_smoke_study_on_a_two_node_cluster(tmp_path):
     nodes = []
     try:
         started = time.time()
-        nodes.append(start_node(["--head", "--node-ip-address", "127.0.0.2", "--port", str(port), "--num-cpus", "1",
-                                 "--num-gpus", "0", "--include-dashboard=false", "--temp-dir", str(home / "ray"),
-                                 *agent["127.0.0.2"]], env, tmp_path / "head.log"))
+        nodes.append(
+            start_node(
+                [
+                    "--head",
+                    "--node-ip-address",
+                    "127.0.0.2",
+                    "--port",
+                    str(port),
+                    "--num-cpus",
+                    "1",
+                    "--num-gpus",
+                    "0",
+                    "--include-dashboard=false",
+                    "--temp-dir",
+                    str(home / "ray"),
+                    *agent["127.0.0.2"],
+                ],
+                env,
+                tmp_path / "head.log",
+            )
+        )
         # each node its own temp dir, as on separate machines: a node deletes from its temp dir the shipped
         # project once it no longer uses it, even while another node sharing that dir still runs from it
-        nodes.append(start_node(["--address", address, "--node-ip-address", "127.0.0.3", "--num-cpus", "1",
-                                 "--num-gpus", "0", "--temp-dir", str(home / "rayw"), *agent["127.0.0.3"]],
-                                env, tmp_path / "worker.log"))
+        nodes.append(
+            start_node(
+                [
+                    "--address",
+                    address,
+                    "--node-ip-address",
+                    "127.0.0.3",
+                    "--num-cpus",
+                    "1",
+                    "--num-gpus",
+                    "0",
+                    "--temp-dir",
+                    str(home / "rayw"),
+                    *agent["127.0.0.3"],
+                ],
+                env,
+                tmp_path / "worker.log",
+            )
+        )
         print(f"two nodes up in {time.time() - started:.0f} s")
         storage = tmp_path / "results"
         started = time.time()
-        out = subprocess.run([sys.executable, "-m", "studies.palindrome", "--budget", "smoke", "--seeds", "2",
-                              "--address", address, "--storage", str(storage)],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "studies.palindrome",
+                "--budget",
+                "smoke",
+                "--seeds",
+                "2",
+                "--address",
+                address,
+                "--storage",
+                str(storage),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         print(f"study in {time.time() - started:.0f} s")
         # the project travels to every node as the runtime_env's working_dir (not the installed copy)
-        found = subprocess.run([sys.executable, "-c", WHERE, address], cwd=tmp_path, env=env, capture_output=True,
-                               text=True, timeout=90)
+        found = subprocess.run(
+            [sys.executable, "-c", WHERE, address], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90
+        )
         assert found.returncode == 0, found.stderr[-3000:]
         where = dict(line.split() for line in found.stdout.splitlines())
         assert set(where) == {"127.0.0.2", "127.0.0.3"}, found.stdout
         for path in where.values():
             assert path.startswith(str(home)) and "working_dir_files" in path, path
         # without the token, the cluster refuses a driver
-        bad = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='{address}')"],
-                             env={**env, "RAY_AUTH_TOKEN": "not-the-token"}, capture_output=True, text=True,
-                             timeout=60)
+        bad = subprocess.run(
+            [sys.executable, "-c", f"import ray; ray.init(address='{address}')"],
+            env={**env, "RAY_AUTH_TOKEN": "not-the-token"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert bad.returncode != 0 and "auth" in bad.stderr.lower(), bad.stderr[-2000:]
     finally:
         for proc in reversed(nodes):

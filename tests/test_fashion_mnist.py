@@ -143,8 +143,9 @@ def test_plain_file_is_preferred_to_its_gz(data_dir):
     assert len(datasets.load_images("fashion_mnist", data_dir).test_x) == N_TEST
 
 
-@pytest.mark.parametrize("damage", ["not gzip", "truncated gzip", "bad magic", "short data", "count mismatch",
-                                    "bad label", "not 28x28"])
+@pytest.mark.parametrize(
+    "damage", ["not gzip", "truncated gzip", "bad magic", "short data", "count mismatch", "bad label", "not 28x28"]
+)
 def test_corrupted_file_is_refused_naming_the_file(data_dir, damage):
     raw = data_dir / "FashionMNIST" / "raw"
     write_fashion(raw, gz=damage in ("not gzip", "truncated gzip"))
@@ -241,8 +242,10 @@ def test_available(data_dir, system_dir, cifar_dir):
     assert not datasets.available("mnist", data_dir)
 
 
-@pytest.mark.skipif(not all((DEBIAN / f"{f}.gz").is_file() for f in FASHION_FILES),
-                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not all((DEBIAN / f"{f}.gz").is_file() for f in FASHION_FILES),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
 def test_debian_package_loads_the_real_dataset(data_dir, monkeypatch):
     monkeypatch.setattr(images, "FASHION_SYSTEM_DIRS", (DEBIAN,))
     assert datasets.available("fashion_mnist", data_dir)

@@ -34,10 +34,15 @@ def test_our_datasets_wins_in_driver_and_workers(tmp_path):
     fake = tmp_path / "site" / "datasets"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("HUGGING_FACE = True\n")
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "site"), "RAY_CHDIR_TO_TRIAL_DIR": "0",
-           "HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=180)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(tmp_path / "site"),
+        "RAY_CHDIR_TO_TRIAL_DIR": "0",
+        "HOME": str(tmp_path),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line.startswith(("driver", "worker")))
     ours = str(ROOT / "datasets" / "__init__.py")

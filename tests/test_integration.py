@@ -24,8 +24,19 @@ def run_smoke(name: str, tmp_path, *extra: str):
     b = mod.STUDY.budgets["smoke"]
     n = len(b.grid or mod.STUDY.grid) * b.samples * b.seeds
     assert len(t) == n and t["trial_id"].is_unique
-    for col in ("study", "config.seed", "status", "stopped_early", "iterations", "wall_time_s", "node",
-                "metric.val_acc", "best.val_acc", "metric.test_acc", "metric.train_loss"):
+    for col in (
+        "study",
+        "config.seed",
+        "status",
+        "stopped_early",
+        "iterations",
+        "wall_time_s",
+        "node",
+        "metric.val_acc",
+        "best.val_acc",
+        "metric.test_acc",
+        "metric.train_loss",
+    ):
         assert col in t, col
     assert set(t["status"]) <= {"completed", "stopped", "diverged"}
     ok = t[~t["diverged"]]
@@ -98,10 +109,18 @@ def test_lstm_learns_t5_palindromes_within_the_smoke_budget(ray_session, tmp_pat
     from studies.palindrome import STUDY
 
     smoke = STUDY.budgets["smoke"]
-    config = {**STUDY.fixed, **smoke.fixed, **smoke.grid[0], "cell": "lstm", "seq_len": 5,
-              "iterations": smoke.iterations, "seeds": [0]}
-    grid = tune.Tuner(train, param_space=config,
-                      run_config=tune.RunConfig(storage_path=str(tmp_path), name="learn", verbose=0)).fit()
+    config = {
+        **STUDY.fixed,
+        **smoke.fixed,
+        **smoke.grid[0],
+        "cell": "lstm",
+        "seq_len": 5,
+        "iterations": smoke.iterations,
+        "seeds": [0],
+    }
+    grid = tune.Tuner(
+        train, param_space=config, run_config=tune.RunConfig(storage_path=str(tmp_path), name="learn", verbose=0)
+    ).fit()
     r = grid[0]
     assert r.error is None and r.metrics["step"] == smoke.iterations * smoke.fixed["steps_per_report"]  # 300 steps
     assert r.metrics["test_acc"] >= 0.9
@@ -112,8 +131,10 @@ def test_lstm_learns_t5_palindromes_within_the_smoke_budget(ray_session, tmp_pat
 def test_cifar_fixture_through_a_trial(ray_session, tmp_path, cifar_dir):
     from studies.lr_scan import main
 
-    assert main(["--budget", "smoke", "--dataset", "cifar10", "--data-dir", str(cifar_dir),
-                 "--storage", str(tmp_path)]) == 0
+    assert (
+        main(["--budget", "smoke", "--dataset", "cifar10", "--data-dir", str(cifar_dir), "--storage", str(tmp_path)])
+        == 0
+    )
     t = analysis.load(tmp_path / "lr_scan" / "smoke").trials
     assert (t["config.dataset"] == "cifar10").all() and np.isfinite(t["best.val_acc"]).all()
 

@@ -49,7 +49,7 @@ def write_package(folder):
     pkg.mkdir(parents=True)
     body = "import this_package_is_never_imported\npenn = {}\n"
     for i, (s, n) in enumerate(SPLIT_LINES.items()):
-        body += f"penn['{s}'] = \"\"\"{sentences(n, i)}{chr(10) if s == 'train' else ''}\"\"\"\n"
+        body += f'penn[\'{s}\'] = """{sentences(n, i)}{chr(10) if s == "train" else ""}"""\n'
     (pkg / "__init__.py").write_text(body)
     return pkg / "__init__.py"
 
@@ -57,6 +57,7 @@ def write_package(folder):
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     """No download, ever: the standard source fails as it does without network."""
+
     def refuse(*args, **kwargs):
         raise OSError("tests never download")
 
@@ -78,6 +79,7 @@ def ptb_dir(tmp_path_factory):
 
 # ---- the reader ----------------------------------------------------------------------------------
 
+
 def test_package_splits_are_cut_out_of_the_file_never_imported(tmp_path, monkeypatch, no_package):
     origin = write_package(tmp_path)
     files = write_ptb(tmp_path / "files")
@@ -97,7 +99,7 @@ def test_package_splits_are_cut_out_of_the_file_never_imported(tmp_path, monkeyp
 
 def test_a_package_without_a_split_is_an_error(tmp_path):
     origin = tmp_path / "__init__.py"
-    origin.write_text("penn = {}\npenn['train'] = \"\"\" a b \n\"\"\"\n")
+    origin.write_text('penn = {}\npenn[\'train\'] = """ a b \n"""\n')
     with pytest.raises(DatasetError, match="holds no 'valid' split"):
         ptb.from_package(origin)
 
@@ -136,6 +138,7 @@ def test_missing_everywhere_is_one_line_that_names_all_three_ways(tmp_path, no_p
 
 
 # ---- models --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_tbptt_carries_the_state_across_windows_and_cuts_the_gradient(cell):
@@ -179,11 +182,23 @@ def test_transformer_is_causal_a_future_word_never_changes_an_earlier_output():
 
 # ---- the task in the shared loop -----------------------------------------------------------------
 
+
 def config(ptb_dir, **kw):
     from studies.engine.config import full_config
 
-    return full_config({"task": "lm", "dataset": "ptb", "data_dir": str(ptb_dir), "hidden_size": 16,
-                        "batch_size": 4, "seq_len": 8, "n_eval": 300, "seeds": (0,), **kw})
+    return full_config(
+        {
+            "task": "lm",
+            "dataset": "ptb",
+            "data_dir": str(ptb_dir),
+            "hidden_size": 16,
+            "batch_size": 4,
+            "seq_len": 8,
+            "n_eval": 300,
+            "seeds": (0,),
+            **kw,
+        }
+    )
 
 
 def test_lm_task_windows_measure_and_checks(ptb_dir):
@@ -213,8 +228,9 @@ def test_lm_task_windows_measure_and_checks(ptb_dir):
     assert "layers=0" in check_config({"task": "lm", "layers": 0})
     # the rules that tie keys together fail before Ray starts, not inside every trial
     assert "a language model's cell is lstm, gru, transformer" in check_config({"task": "lm", "cell": "rnn"})
-    assert "not divisible by heads=3" in check_config({"task": "lm", "cell": "transformer", "hidden_size": 128,
-                                                       "heads": 3})
+    assert "not divisible by heads=3" in check_config(
+        {"task": "lm", "cell": "transformer", "hidden_size": 128, "heads": 3}
+    )
     assert "impl='numpy' has no dropout" in check_config({"model": "mlp", "impl": "numpy", "dropout": 0.5})
 
 
@@ -228,11 +244,21 @@ def test_a_diverged_seed_ranks_last_by_perplexity():
 
 # ---- claims --------------------------------------------------------------------------------------
 
+
 def fake_trials(ppls: dict) -> pd.DataFrame:
     """A trials table: (cell, layers) -> test perplexities of its seeds, all run to the end."""
-    rows = [{"config.cell": cell, "config.layers": n, "config.clip": None, "metric.test_ppl": v,
-             "status": "completed", "trial_id": f"{cell}{n}-{i}"}
-            for (cell, n), vals in ppls.items() for i, v in enumerate(vals)]
+    rows = [
+        {
+            "config.cell": cell,
+            "config.layers": n,
+            "config.clip": None,
+            "metric.test_ppl": v,
+            "status": "completed",
+            "trial_id": f"{cell}{n}-{i}",
+        }
+        for (cell, n), vals in ppls.items()
+        for i, v in enumerate(vals)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -240,13 +266,23 @@ def test_claims_read_perplexity_as_lower_is_better():
     from analysis.verdicts import evaluate
     from studies.language_model_analysis import CLAIMS
 
-    hand_run_like = {("lstm", 1): [121, 122, 120], ("lstm", 2): [116, 117, 115], ("lstm", 4): [130, 131, 132],
-                     ("lstm", 8): [960, 970, 965], ("gru", 1): [119, 120, 121]}
+    hand_run_like = {
+        ("lstm", 1): [121, 122, 120],
+        ("lstm", 2): [116, 117, 115],
+        ("lstm", 4): [130, 131, 132],
+        ("lstm", 8): [960, 970, 965],
+        ("gru", 1): [119, 120, 121],
+    }
     table = evaluate(CLAIMS, fake_trials(hand_run_like), pd.DataFrame(), {"budget": "full"})
     assert list(table["verdict"]) == ["reproduced"] * 5, table[["claim", "verdict", "why"]]
     assert "965.0" in table["value"][2] and "> 2x claimed" in table["value"][2]
-    reversed_ = {("lstm", 1): [130, 131, 132], ("lstm", 2): [140, 141, 142], ("lstm", 4): [100, 101, 102],
-                 ("lstm", 8): [150, 151, 152], ("gru", 1): [160, 161, 162]}
+    reversed_ = {
+        ("lstm", 1): [130, 131, 132],
+        ("lstm", 2): [140, 141, 142],
+        ("lstm", 4): [100, 101, 102],
+        ("lstm", 8): [150, 151, 152],
+        ("gru", 1): [160, 161, 162],
+    }
     table = evaluate(CLAIMS, fake_trials(reversed_), pd.DataFrame(), {"budget": "full"})
     assert list(table["verdict"]) == ["contradicted"] * 5, table[["claim", "verdict", "why"]]
     quick = evaluate(CLAIMS, fake_trials(reversed_), pd.DataFrame(), {"budget": "quick"})
@@ -258,14 +294,20 @@ def test_test_perplexity_is_read_at_the_best_validation_epoch():
     from studies.language_model_analysis import SEL, selected
 
     trials = fake_trials({("lstm", 1): [90.0, 95.0]})
-    curves = pd.DataFrame({"trial_id": ["lstm1-0"] * 3 + ["lstm1-1"] * 2, "iteration": [1, 2, 3, 1, 2],
-                           "metric.val_ppl": [120.0, 100.0, 110.0, 130.0, math.inf],
-                           "metric.test_ppl": [125.0, 104.0, 112.0, 131.0, math.inf]})
+    curves = pd.DataFrame(
+        {
+            "trial_id": ["lstm1-0"] * 3 + ["lstm1-1"] * 2,
+            "iteration": [1, 2, 3, 1, 2],
+            "metric.val_ppl": [120.0, 100.0, 110.0, 130.0, math.inf],
+            "metric.test_ppl": [125.0, 104.0, 112.0, 131.0, math.inf],
+        }
+    )
     assert list(selected(trials, curves)[SEL]) == [104.0, 131.0]  # epoch 2 of seed 0; seed 1 before it diverged
     assert list(selected(trials, pd.DataFrame())[SEL]) == [90.0, 95.0]  # no curves: the final value
 
 
 # ---- the study on real Ray Tune ------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_language_model_smoke(ray_session, tmp_path, ptb_dir, no_package):

@@ -16,8 +16,20 @@ from studies.lr_schedule_analysis import CLAIMS, COLLAPSE, fall, with_collapse
 def _lrs(monkeypatch, **config) -> list[float]:
     fake = _Tune()
     patch_tune(monkeypatch, fake)
-    train_mod.train({"task": "palindrome", "model": "rnn", "cell": "rnn", "seq_len": 5, "steps_per_report": 4,
-                     "n_eval": 64, "batch_size": 16, "checkpoint_every": 100, "seeds": [0, 1], **config})
+    train_mod.train(
+        {
+            "task": "palindrome",
+            "model": "rnn",
+            "cell": "rnn",
+            "seq_len": 5,
+            "steps_per_report": 4,
+            "n_eval": 64,
+            "batch_size": 16,
+            "checkpoint_every": 100,
+            "seeds": [0, 1],
+            **config,
+        }
+    )
     return [r["lr_current"] for r in fake.reports]
 
 
@@ -34,12 +46,27 @@ def test_without_a_schedule_the_lr_stays(monkeypatch):
 def test_the_optimizer_steps_with_the_reported_lr(monkeypatch):
     """The lr reported is the one the optimizer used: with lr_gamma 1 nothing changes, so StepLR's
     training equals the constant lr's; with a small gamma the second block's loss differs."""
+
     def losses(**c):
         fake = _Tune()
         patch_tune(monkeypatch, fake)
-        train_mod.train({"task": "palindrome", "model": "rnn", "cell": "rnn", "seq_len": 5, "steps_per_report": 6,
-                         "n_eval": 64, "batch_size": 16, "checkpoint_every": 100, "seeds": [0], "iterations": 2,
-                         "lr": 1e-2, "lr_step_size": 1, **c})
+        train_mod.train(
+            {
+                "task": "palindrome",
+                "model": "rnn",
+                "cell": "rnn",
+                "seq_len": 5,
+                "steps_per_report": 6,
+                "n_eval": 64,
+                "batch_size": 16,
+                "checkpoint_every": 100,
+                "seeds": [0],
+                "iterations": 2,
+                "lr": 1e-2,
+                "lr_step_size": 1,
+                **c,
+            }
+        )
         return [r["train_loss"] for r in fake.reports]
 
     const = losses(lr_schedule="none")
@@ -49,6 +76,7 @@ def test_the_optimizer_steps_with_the_reported_lr(monkeypatch):
 
 
 # ---- the collapse of a seed, from its curve -------------------------------------------------------------
+
 
 def test_fall_is_the_deepest_drop_below_an_earlier_peak():
     assert fall([0.1, 0.5, 1.0, 0.4, 0.9, 0.2]) == pytest.approx(0.8)
@@ -65,12 +93,32 @@ def _tables(falls: dict[tuple, list[float]], seeds: int = 5) -> tuple[pd.DataFra
         for s, d in zip(range(seeds), drops):
             tid = f"{T}-{sched}-{clip}-{s}"
             acc = [0.1, 0.6, 1.0, 1.0 - d, 1.0 - d]
-            rows.append({"trial_id": tid, "status": "completed", "diverged": False, "stopped_early": False,
-                         "config.cell": "rnn", "config.seq_len": T, "config.lr_schedule": sched, "config.clip": clip,
-                         "config.seed": s, "metric.test_acc": acc[-1], "best.test_acc": max(acc),
-                         "metric.train_loss": (3e-3 if sched == "step" else 1e-3) * (1 + 0.1 * s)})
-            curves += [{"trial_id": tid, "iteration": i + 1, "step": 200 * (i + 1), "metric.test_acc": a,
-                        "metric.train_loss": 2.3 * (1 - a) + 1e-3} for i, a in enumerate(acc)]
+            rows.append(
+                {
+                    "trial_id": tid,
+                    "status": "completed",
+                    "diverged": False,
+                    "stopped_early": False,
+                    "config.cell": "rnn",
+                    "config.seq_len": T,
+                    "config.lr_schedule": sched,
+                    "config.clip": clip,
+                    "config.seed": s,
+                    "metric.test_acc": acc[-1],
+                    "best.test_acc": max(acc),
+                    "metric.train_loss": (3e-3 if sched == "step" else 1e-3) * (1 + 0.1 * s),
+                }
+            )
+            curves += [
+                {
+                    "trial_id": tid,
+                    "iteration": i + 1,
+                    "step": 200 * (i + 1),
+                    "metric.test_acc": a,
+                    "metric.train_loss": 2.3 * (1 - a) + 1e-3,
+                }
+                for i, a in enumerate(acc)
+            ]
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
@@ -86,9 +134,14 @@ def test_the_claims_follow_the_collapse():
     """Constant lr collapses at T=20, StepLR does not (pooled over the clips), clip 1 and clip 10 alike:
     all four claims reproduced. Where clip 10 collapses clearly more than clip 1 (the hand-run finding),
     the overturn is contradicted."""
-    falls = {(5, "none", 1.0): [0] * 5, (5, "step", 1.0): [0] * 5, (20, "none", 1.0): [0.4, 0.5, 0.6, 0.5, 0.45],
-             (20, "step", 1.0): [0.0, 0.05, 0.02, 0.0, 0.01], (20, "none", 10.0): [0.45, 0.55, 0.5, 0.4, 0.6],
-             (20, "step", 10.0): [0.1, 0.0, 0.05, 0.0, 0.02]}
+    falls = {
+        (5, "none", 1.0): [0] * 5,
+        (5, "step", 1.0): [0] * 5,
+        (20, "none", 1.0): [0.4, 0.5, 0.6, 0.5, 0.45],
+        (20, "step", 1.0): [0.0, 0.05, 0.02, 0.0, 0.01],
+        (20, "none", 10.0): [0.45, 0.55, 0.5, 0.4, 0.6],
+        (20, "step", 10.0): [0.1, 0.0, 0.05, 0.0, 0.02],
+    }
     t, c = _tables(falls)
     verdicts = [claim.check(t, c, {}).verdict for claim in CLAIMS]
     assert verdicts == ["reproduced"] * 4
@@ -106,13 +159,18 @@ def test_figures_of_a_run_interrupted_before_any_seed_ended():
     from studies.lr_schedule_analysis import figures, findings
 
     t, c = _tables({(5, "none", 1.0): [0] * 2, (20, "step", np.nan): [0.5, 0.1]}, seeds=2)
-    assert set(figures(t, c.assign(lr_current=1e-3), {})) == {"accuracy_curves", "loss_curves", "collapse",
-                                                             "final_vs_best"}
+    assert set(figures(t, c.assign(lr_current=1e-3), {})) == {
+        "accuracy_curves",
+        "loss_curves",
+        "collapse",
+        "final_vs_best",
+    }
     t = t.assign(status="stopped")
     assert set(figures(t, c, {})) == {"accuracy_curves", "loss_curves"} and findings(t, c, {}) == []
 
 
 # ---- the smoke budget on real Ray Tune --------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_lr_schedule_smoke(ray_session, tmp_path):
@@ -124,8 +182,13 @@ def test_lr_schedule_smoke(ray_session, tmp_path):
     smoke = STUDY.budgets["smoke"]
     clips = t["config.clip"].astype(float)
     got = sorted(zip(t["config.cell"], t["config.lr_schedule"], clips.fillna(0)))
-    assert got == [("lstm", "step", 10.0), ("rnn", "none", 0.0), ("rnn", "none", 1.0), ("rnn", "step", 0.0),
-                   ("rnn", "step", 1.0)]
+    assert got == [
+        ("lstm", "step", 10.0),
+        ("rnn", "none", 0.0),
+        ("rnn", "none", 1.0),
+        ("rnn", "step", 0.0),
+        ("rnn", "step", 1.0),
+    ]
     assert not t["stopped_early"].any()  # one trial per scientific value: ASHA stops nothing
     # the curves hold the lr of every report: StepLR x gamma every lr_step_size report blocks, else constant
     lr, k, gamma = smoke.fixed["lr"], smoke.fixed["lr_step_size"], STUDY.fixed["lr_gamma"]

@@ -55,8 +55,12 @@ def test_the_loop_builds_the_split_mlp_and_scales_mlp_sizes_by_width():
 
 # ---- claims on synthetic tables -----------------------------------------------------------------
 
-ARCHS = {("mlp", "128-64"): 0.80, ("mlp", "512-64"): 0.81, ("mlp", "2048-1024-256-128-64"): 0.82,
-         ("split_mlp", "128-64"): 0.84}  # the test accuracy each reaches at its best lr
+ARCHS = {
+    ("mlp", "128-64"): 0.80,
+    ("mlp", "512-64"): 0.81,
+    ("mlp", "2048-1024-256-128-64"): 0.82,
+    ("split_mlp", "128-64"): 0.84,
+}  # the test accuracy each reaches at its best lr
 
 
 def synthetic(train_gain: float = 0.03) -> pd.DataFrame:
@@ -65,18 +69,39 @@ def synthetic(train_gain: float = 0.03) -> pd.DataFrame:
         for lr, loss in ((1e-3, 0.0), (3e-3, 0.02)):  # 1e-3 is the better lr of every architecture
             for seed in range(3):
                 fit = 0.95 + (0 if hidden == "128-64" and model == "mlp" else train_gain) + 0.001 * seed
-                rows.append({"config.model": model, "config.hidden": hidden, "config.axis_hidden": "128",
-                             "config.width": 0.25, "config.dataset": "fashion_mnist", "config.lr": lr,
-                             "config.seed": seed, "status": "completed", "stopped_early": False, "diverged": False,
-                             "trial_id": f"{model}{hidden}{lr}-{seed}", "metric.val_acc": acc - loss + 0.001 * seed,
-                             "metric.test_acc": acc - loss + 0.001 * seed, "metric.train_acc": fit})
+                rows.append(
+                    {
+                        "config.model": model,
+                        "config.hidden": hidden,
+                        "config.axis_hidden": "128",
+                        "config.width": 0.25,
+                        "config.dataset": "fashion_mnist",
+                        "config.lr": lr,
+                        "config.seed": seed,
+                        "status": "completed",
+                        "stopped_early": False,
+                        "diverged": False,
+                        "trial_id": f"{model}{hidden}{lr}-{seed}",
+                        "metric.val_acc": acc - loss + 0.001 * seed,
+                        "metric.test_acc": acc - loss + 0.001 * seed,
+                        "metric.train_acc": fit,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def manifest(dataset: str) -> dict:
-    return {"study": "mlp_architecture", "scientific": ["model", "hidden"], "nuisance": ["lr"],
-            "search_first": {"lr": 1e-3}, "fixed": {"dataset": dataset, "width": 0.25}, "budget": "quick",
-            "classes": [str(k) for k in range(10)], "metric": "val_acc", "mode": "max"}
+    return {
+        "study": "mlp_architecture",
+        "scientific": ["model", "hidden"],
+        "nuisance": ["lr"],
+        "search_first": {"lr": 1e-3},
+        "fixed": {"dataset": dataset, "width": 0.25},
+        "budget": "quick",
+        "classes": [str(k) for k in range(10)],
+        "metric": "val_acc",
+        "mode": "max",
+    }
 
 
 def test_claims_tuned_lrs_and_parameter_counts_on_synthetic_tables():
@@ -99,6 +124,7 @@ def test_claims_tuned_lrs_and_parameter_counts_on_synthetic_tables():
 
 
 # ---- the smoke budget on real Ray Tune ----------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_mlp_architecture_smoke(ray_session, tmp_path):

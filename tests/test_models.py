@@ -21,7 +21,13 @@ def test_mlp_layers_and_dropout():
     m = MLP(3072, hidden=(2048, 1024, 256, 128, 64), dropout=0.5)
     linear = [l for l in m.net if isinstance(l, torch.nn.Linear)]
     assert [(l.in_features, l.out_features) for l in linear] == [
-        (3072, 2048), (2048, 1024), (1024, 256), (256, 128), (128, 64), (64, 10)]
+        (3072, 2048),
+        (2048, 1024),
+        (1024, 256),
+        (256, 128),
+        (128, 64),
+        (64, 10),
+    ]
     assert sum(isinstance(l, torch.nn.Dropout) for l in m.net) == 5
     assert m(torch.zeros(3, 3, 32, 32)).shape == (3, 10)
     assert not any(isinstance(l, torch.nn.Dropout) for l in MLP(64).net)

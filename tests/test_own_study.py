@@ -23,8 +23,9 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 
 
 def studies_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "studies", *args], cwd=cwd, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "studies", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -68,10 +69,15 @@ def test_the_example_runs_from_a_folder_outside_the_repository(user_repo):
 
     m = json.loads((run / "manifest.json").read_text())
     assert m["command"] == "python -m studies signals/signals_study.py --budget smoke --storage results"
-    assert m["module"]["name"] == "signals_study" and m["analysis"] == {"module": "signals_analysis",
-                                                                          "root": str(user_repo / "signals")}
-    assert m["git"]["study"] == {"root": str(user_repo), "commit": git("rev-parse", "HEAD", cwd=user_repo),
-                                 "dirty": True}  # results/ is untracked
+    assert m["module"]["name"] == "signals_study" and m["analysis"] == {
+        "module": "signals_analysis",
+        "root": str(user_repo / "signals"),
+    }
+    assert m["git"]["study"] == {
+        "root": str(user_repo),
+        "commit": git("rev-parse", "HEAD", cwd=user_repo),
+        "dirty": True,
+    }  # results/ is untracked
     assert m["git"]["studies"]["root"] == str(ROOT) and m["git_commit"] == m["git"]["studies"]["commit"]
     line = reproduce_line(run / "report.md")
     assert line == f"cd {user_repo} && {m['command']}"
@@ -83,8 +89,9 @@ def test_the_example_runs_from_a_folder_outside_the_repository(user_repo):
     # and python -m analysis finds the analysis module again from the manifest, from anywhere
     shutil.rmtree(run / "figures")
     (run / "claims.csv").unlink()
-    rendered = subprocess.run([sys.executable, "-m", "analysis", str(run)], cwd="/", env=ENV, capture_output=True,
-                              text=True, timeout=120)
+    rendered = subprocess.run(
+        [sys.executable, "-m", "analysis", str(run)], cwd="/", env=ENV, capture_output=True, text=True, timeout=120
+    )
     assert rendered.returncode == 0, rendered.stderr
     assert len(pd.read_csv(run / "claims.csv")) == 2 and (run / "figures" / "accuracy_vs_kernel.png").is_file()
 
@@ -92,16 +99,28 @@ def test_the_example_runs_from_a_folder_outside_the_repository(user_repo):
 @pytest.mark.slow
 def test_the_example_runs_by_module_name(user_repo, tmp_path):
     folder = user_repo / "signals"
-    out = studies_cli("signals_study", "--budget", "smoke", "--seeds", "2", "--num-samples", "1", "--storage",
-                      str(tmp_path / "res"), cwd=folder)
+    out = studies_cli(
+        "signals_study",
+        "--budget",
+        "smoke",
+        "--seeds",
+        "2",
+        "--num-samples",
+        "1",
+        "--storage",
+        str(tmp_path / "res"),
+        cwd=folder,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     run = tmp_path / "res" / "signals" / "smoke"
     trials = pd.read_parquet(run / "trials.parquet")
     assert len(trials) == 4 and sorted(trials["config.seed"]) == [0, 0, 1, 1]  # 2 kernels x 1 lr x 2 seeds
     assert trials.groupby("trial")["config.kernel"].nunique().eq(1).all()  # a trial trains both seeds of a kernel
     m = json.loads((run / "manifest.json").read_text())
-    assert m["command"] == f"python -m studies signals_study --budget smoke --seeds 2 --num-samples 1 --storage " \
-                           f"{tmp_path / 'res'}"
+    assert (
+        m["command"] == f"python -m studies signals_study --budget smoke --seeds 2 --num-samples 1 --storage "
+        f"{tmp_path / 'res'}"
+    )
     assert m["module"]["root"] == str(folder) and len(pd.read_csv(run / "claims.csv")) == 2
 
 
@@ -130,8 +149,9 @@ TRAINABLE = '''
 @pytest.mark.slow
 def test_a_plain_trainable_reports_per_seed_metrics_that_the_tables_read(tmp_path):
     write_module(tmp_path / "proj", "own_trainable", TRAINABLE)
-    out = studies_cli("own_trainable.py", "--budget", "smoke", "--storage", str(tmp_path / "res"),
-                      cwd=tmp_path / "proj")
+    out = studies_cli(
+        "own_trainable.py", "--budget", "smoke", "--storage", str(tmp_path / "res"), cwd=tmp_path / "proj"
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     run = tmp_path / "res" / "own_trainable" / "smoke"
     trials = pd.read_parquet(run / "trials.parquet").sort_values(["config.x", "config.seed"])
@@ -140,25 +160,35 @@ def test_a_plain_trainable_reports_per_seed_metrics_that_the_tables_read(tmp_pat
     assert trials["best.val_acc"].round(6).tolist() == [0.3, 0.31, 0.6, 0.61]
     assert trials["metric.test_acc"].tolist() == [0.5, 0.5, 1.0, 1.0] and (trials["iterations"] == 3).all()
     curves = pd.read_parquet(run / "curves.parquet")
-    assert sorted(curves.loc[curves["trial_id"] == trials["trial_id"].iloc[1], "metric.train_loss"].round(6)) == \
-        [round(1 / 3, 6), 0.5, 1.0]
+    assert sorted(curves.loc[curves["trial_id"] == trials["trial_id"].iloc[1], "metric.train_loss"].round(6)) == [
+        round(1 / 3, 6),
+        0.5,
+        1.0,
+    ]
     assert json.loads((run / "manifest.json").read_text())["analysis"]["module"] == "own_trainable"
 
 
-STUDY_WITH = '''
+STUDY_WITH = """
     from ray import tune
     from studies import Budget, Study, cross
     STUDY = Study(name="broken", doc="", grid=cross(lr=[1e-3]), fixed=dict(task="image", model="mlp", hidden=(8,)),
                   analysis="broken_analysis", budgets={{"smoke": Budget(iterations=1, fixed=dict(n_train=64))}})
-'''
+"""
 
 
-@pytest.mark.parametrize("analysis, expected", [
-    ("import no_such_package\nCLAIMS = []\n",
-     "cannot import the analysis module broken_analysis (from {folder}): ModuleNotFoundError"),
-    ("from analysis.verdicts import Claim\nCLAIMS = [Claim('x', 'y', lambda t, c, m: undefined_name)]\n",
-     "the claims of broken_analysis fail on a run's (empty) tables: NameError"),
-])
+@pytest.mark.parametrize(
+    "analysis, expected",
+    [
+        (
+            "import no_such_package\nCLAIMS = []\n",
+            "cannot import the analysis module broken_analysis (from {folder}): ModuleNotFoundError",
+        ),
+        (
+            "from analysis.verdicts import Claim\nCLAIMS = [Claim('x', 'y', lambda t, c, m: undefined_name)]\n",
+            "the claims of broken_analysis fail on a run's (empty) tables: NameError",
+        ),
+    ],
+)
 def test_a_broken_analysis_module_fails_before_ray_starts(tmp_path, analysis, expected):
     folder = tmp_path / "proj"
     write_module(folder, "broken", STUDY_WITH.format())
@@ -179,21 +209,30 @@ def test_an_analysis_that_fails_on_the_real_tables_keeps_them_and_says_how_to_go
     run = tmp_path / "res" / "broken" / "smoke"
     assert out.returncode == 1, out.stderr[-2000:]
     line = out.stderr.strip().splitlines()[-1]
-    assert line == (f"python -m studies broken.py: error: rendering the report failed (AttributeError: "
-                    f"'numpy.float64' object has no attribute 'nope'); the tables are safe in {run} (trials.parquet, "
-                    f"curves.parquet): fix the analysis module, then run python -m analysis {run}"), line
+    assert line == (
+        f"python -m studies broken.py: error: rendering the report failed (AttributeError: "
+        f"'numpy.float64' object has no attribute 'nope'); the tables are safe in {run} (trials.parquet, "
+        f"curves.parquet): fix the analysis module, then run python -m analysis {run}"
+    ), line
     assert "Traceback" not in out.stderr and len(pd.read_parquet(run / "trials.parquet")) == 1
     (folder / "broken_analysis.py").write_text("CLAIMS = []\ndef figures(t, c, m):\n    return {}\n")
-    again = subprocess.run([sys.executable, "-m", "analysis", str(run)], env=ENV, capture_output=True, text=True,
-                           timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "analysis", str(run)], env=ENV, capture_output=True, text=True, timeout=120
+    )
     assert again.returncode == 0, again.stderr
     assert (run / "report.md").is_file()
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--grid", "kernel=4"], "kernel=4: expected an odd whole number >= 1 (signals); fix the value or the --grid flag"),
-    (["--grid", "kernel=3,5"], None),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (
+            ["--grid", "kernel=4"],
+            "kernel=4: expected an odd whole number >= 1 (signals); fix the value or the --grid flag",
+        ),
+        (["--grid", "kernel=3,5"], None),
+    ],
+)
 def test_the_users_own_hyperparameters_are_checked_before_ray_starts(tmp_path, flags, expected):
     folder = tmp_path / "proj" / "signals"
     shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__"))
@@ -220,8 +259,11 @@ def test_the_users_own_hyperparameters_are_checked_before_ray_starts(tmp_path, f
 
 def test_a_study_module_that_is_not_there_or_defines_no_study_says_so(tmp_path):
     write_module(tmp_path, "empty", "X = 1\n")
-    for ref, expected in (("nope.py", "nope.py: no such file"), ("empty.py", "empty.py: defines no STUDY"),
-                          ("no_such_module", "no_such_module: no module 'no_such_module' here")):
+    for ref, expected in (
+        ("nope.py", "nope.py: no such file"),
+        ("empty.py", "empty.py: defines no STUDY"),
+        ("no_such_module", "no_such_module: no module 'no_such_module' here"),
+    ):
         out = studies_cli(ref, cwd=tmp_path, timeout=60)
         assert out.returncode == 2 and out.stderr.startswith(f"python -m studies: error: {expected}"), out.stderr
         assert out.stderr.count("\n") == 1

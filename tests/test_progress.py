@@ -24,13 +24,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def trial(tid, status, it=0, acc=None, **config):
     result = {"training_iteration": it, **({"val_acc": acc} if acc is not None else {})}
-    return SimpleNamespace(trial_id=tid, status=status, config={**config, "seeds": [0, 1, 2]},
-                           last_result=result if it else {}, path=f"/runs/x/tune/trial_{tid}")
+    return SimpleNamespace(
+        trial_id=tid,
+        status=status,
+        config={**config, "seeds": [0, 1, 2]},
+        last_result=result if it else {},
+        path=f"/runs/x/tune/trial_{tid}",
+    )
 
 
 def view(**kw):
-    args = dict(study="optimizer_comparison", scientific=["optimizer"], nuisance=["lr"], metric="val_acc",
-                mode="max", max_t=10, total=6, seeds=[0, 1, 2])
+    args = dict(
+        study="optimizer_comparison",
+        scientific=["optimizer"],
+        nuisance=["lr"],
+        metric="val_acc",
+        mode="max",
+        max_t=10,
+        total=6,
+        seeds=[0, 1, 2],
+    )
     return Progress(**{**args, **kw})
 
 
@@ -47,8 +60,9 @@ def test_the_view_counts_trials_and_shows_the_best_and_the_running_ones():
     v = view()
     v.setup(total_num_samples=6)
     lines = v.lines(TRIALS)
-    assert lines[0].startswith("[0:00] optimizer_comparison: 6 trials: 1 done, 2 running, 1 stopped, 1 failed, "
-                               "1 waiting; ETA ~")
+    assert lines[0].startswith(
+        "[0:00] optimizer_comparison: 6 trials: 1 done, 2 running, 1 stopped, 1 failed, 1 waiting; ETA ~"
+    )
     assert lines[1] == "  best val_acc so far 0.9100: optimizer=adam  lr=0.001 (iteration 10/10)"
     assert lines[2] == "  running  optimizer=sgd  lr=0.05: iteration 4/10, val_acc 0.8500"  # scientific, nuisance
     assert lines[3] == "  running  optimizer=nadam  lr=0.002: iteration 0/10, no result yet"
@@ -170,8 +184,14 @@ def test_clock():
 @pytest.mark.slow
 def test_a_smoke_run_prints_a_screen_and_ends_with_where_the_results_are(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run([sys.executable, "-m", "studies.lr_scan", "--budget", "smoke", "--storage", str(tmp_path)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # stdout: a pipe
+    out = subprocess.run(
+        [sys.executable, "-m", "studies.lr_scan", "--budget", "smoke", "--storage", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # stdout: a pipe
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     run = tmp_path / "lr_scan" / "smoke"
     lines = out.stdout.splitlines()

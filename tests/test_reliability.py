@@ -26,9 +26,14 @@ SMOKE = ["--budget", "smoke", "--seeds", "1"]
 
 
 def start(tmp_path, *extra, env=None):
-    return subprocess.Popen([sys.executable, "-m", "studies.palindrome", *SMOKE, "--storage", str(tmp_path), *extra],
-                            cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "studies.palindrome", *SMOKE, "--storage", str(tmp_path), *extra],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(predicate, proc, timeout=120):
@@ -71,10 +76,18 @@ def test_sigkill_at_any_moment_then_rerun_completes(tmp_path, moment):
         proc.kill()
     if moment == "tables":
         assert not (run_dir / "trials.parquet").exists()  # killed mid-write: no truncated table
-    reported = {d.name.removeprefix("trial_"): (d / "result.json").read_text()
-                for d in run_dir.glob("tune/trial_*") if (d / "result.json").exists()}
-    again = subprocess.run([sys.executable, "-m", "studies.palindrome", *SMOKE, "--storage", str(tmp_path)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    reported = {
+        d.name.removeprefix("trial_"): (d / "result.json").read_text()
+        for d in run_dir.glob("tune/trial_*")
+        if (d / "result.json").exists()
+    }
+    again = subprocess.run(
+        [sys.executable, "-m", "studies.palindrome", *SMOKE, "--storage", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     t = check_complete(run_dir, n=4)
     assert not list(run_dir.glob(".*.tmp"))
@@ -130,10 +143,15 @@ def test_crashing_trials_are_retried_from_their_checkpoint(ray_session, tmp_path
 
 @pytest.mark.slow
 def test_divergence_marks_the_trial_and_the_study_goes_on(ray_session, tmp_path):
-    study = Study(name="divergence", doc="SGD on an MLP with a huge lr", grid=cross(lr=[0.05, 1e8]),
-                  fixed=dict(task="image", model="mlp", hidden=(64,), optimizer="sgd", batch_size=64,
-                             dataset="digits", n_train=256),
-                  budgets={b: Budget(iterations=3, grace=3) for b in ("smoke", "quick", "full")})
+    study = Study(
+        name="divergence",
+        doc="SGD on an MLP with a huge lr",
+        grid=cross(lr=[0.05, 1e8]),
+        fixed=dict(
+            task="image", model="mlp", hidden=(64,), optimizer="sgd", batch_size=64, dataset="digits", n_train=256
+        ),
+        budgets={b: Budget(iterations=3, grace=3) for b in ("smoke", "quick", "full")},
+    )
     assert run(study, ["--budget", "smoke", "--storage", str(tmp_path)]) == 0
     r = analysis.load(tmp_path / "divergence" / "smoke")
     t = r.trials.set_index("config.lr")
@@ -209,8 +227,9 @@ FASHION_CASES = {  # name -> set-up
     "truncated gzip": lambda c: _fashion(c, "truncate"),
     "bad magic": lambda c: _fashion(c, lambda raw: b"\x00\x00\x09\x99" + raw[4:]),
     "14x14 images": lambda c: _fashion(c, lambda raw: _idx(np.zeros((120, 14, 14)), 0x803)),
-    "labels missing for images": lambda c: _fashion(c, lambda raw: _idx(np.zeros(100), 0x801),
-                                                    "train-labels-idx1-ubyte.gz"),
+    "labels missing for images": lambda c: _fashion(
+        c, lambda raw: _idx(np.zeros(100), 0x801), "train-labels-idx1-ubyte.gz"
+    ),
     "label 12": lambda c: _fashion(c, lambda raw: _idx(np.full(40, 12), 0x801), "t10k-labels-idx1-ubyte.gz"),
     "a file of four missing": lambda c: _fashion(c, "delete", "t10k-labels-idx1-ubyte.gz"),
 }
@@ -299,18 +318,25 @@ BAD = [  # (study, argv, set-up, words the message must contain)
     ("lr_scan", ["--dataset", "cifar10", "--data-dir", "{tmp}/afile"], _data_dir_is_a_file, "could not be downloaded"),
     ("lr_scan", ["--dataset", "cifar10", "--data-dir", "{tmp}/cifar"], _corrupt_cifar, "test_batch is corrupted"),
     ("lr_scan", ["--dataset", "cifar10", "--data-dir", "{tmp}/cifar"], _cifar_truncated, "data_batch_1 is corrupted"),
-    ("lr_scan", ["--dataset", "cifar10", "--data-dir", "{tmp}/cifar"], _cifar_without_labels,
-     "data_batch_2 is corrupted"),
+    (
+        "lr_scan",
+        ["--dataset", "cifar10", "--data-dir", "{tmp}/cifar"],
+        _cifar_without_labels,
+        "data_batch_2 is corrupted",
+    ),
     ("lr_scan", ["--dataset", "cifar10", "--data-dir", "{tmp}/cifar"], _cifar_batch_missing, "could not be downloaded"),
-    *[("lr_scan", [*SMOKE1, "--dataset", "fashion_mnist", "--data-dir", "{tmp}/fm"], setup, words) for setup, words in [
-        (FASHION_CASES["missing"], "Fashion-MNIST is not in"),
-        (FASHION_CASES["truncated gzip"], "train-images-idx3-ubyte.gz is corrupted"),
-        (FASHION_CASES["bad magic"], "magic number 0x00000999, expected 0x00000803"),
-        (FASHION_CASES["14x14 images"], "holds 14x14 images, not 28x28"),
-        (FASHION_CASES["labels missing for images"], "holds 100 labels for the 120 images"),
-        (FASHION_CASES["label 12"], "holds label 12, not one of 0-9"),
-        (FASHION_CASES["a file of four missing"], "Fashion-MNIST is not in"),
-    ]],
+    *[
+        ("lr_scan", [*SMOKE1, "--dataset", "fashion_mnist", "--data-dir", "{tmp}/fm"], setup, words)
+        for setup, words in [
+            (FASHION_CASES["missing"], "Fashion-MNIST is not in"),
+            (FASHION_CASES["truncated gzip"], "train-images-idx3-ubyte.gz is corrupted"),
+            (FASHION_CASES["bad magic"], "magic number 0x00000999, expected 0x00000803"),
+            (FASHION_CASES["14x14 images"], "holds 14x14 images, not 28x28"),
+            (FASHION_CASES["labels missing for images"], "holds 100 labels for the 120 images"),
+            (FASHION_CASES["label 12"], "holds label 12, not one of 0-9"),
+            (FASHION_CASES["a file of four missing"], "Fashion-MNIST is not in"),
+        ]
+    ],
     # --grid
     ("optimizer_comparison", ["--grid", "optimizer=adam,lion"], None, "optimizer='lion'"),
     ("palindrome", ["--grid", "cell=lstm,transformer"], None, "cell='transformer'"),
@@ -397,15 +423,23 @@ def test_at_least_45_bad_input_cases():
     assert len(BAD) >= 45
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--storage", "/proc/studies-test/results"], "cannot write /proc/studies-test"),
-    (["--address", "127.0.0.1:1"], "nothing answers at 127.0.0.1:1"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--storage", "/proc/studies-test/results"], "cannot write /proc/studies-test"),
+        (["--address", "127.0.0.1:1"], "nothing answers at 127.0.0.1:1"),
+    ],
+)
 def test_bad_input_fails_fast_in_a_real_process(tmp_path, argv, words):
     """In a process of its own: one line, exit 2, before Ray starts (within seconds), nothing written."""
     t0 = time.time()
-    out = subprocess.run([sys.executable, "-m", "studies.lr_scan", "--budget", "smoke", "--storage",
-                          str(tmp_path / "r"), *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "studies.lr_scan", "--budget", "smoke", "--storage", str(tmp_path / "r"), *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     took = time.time() - t0
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and words in lines[0], out.stderr
@@ -454,8 +488,9 @@ def test_local_ray_listens_on_loopback_only(tmp_path):
 
 
 def test_unknown_study_is_one_line_exit_2():
-    out = subprocess.run([sys.executable, "-m", "studies", "lr_scna"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "studies", "lr_scna"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
     # neither a catalogue name nor a module here: the message says so and lists the catalogue's names
     assert out.stderr.startswith("python -m studies: error: lr_scna: no module 'lr_scna' here")

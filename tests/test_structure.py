@@ -21,8 +21,21 @@ from analysis.verdicts import CONTRADICTED, INCONCLUSIVE, REPRODUCED, Claim, Ver
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 420
 # Each module of analysis/ imports only from lower layers: helpers are never borrowed sideways.
-LAYERS = {"modules": 0, "style": 0, "data": 0, "files": 0, "verdicts": 1, "draw": 1, "plots": 2, "curves": 2,
-          "findings": 3, "report": 3, "index": 3, "__init__": 4, "__main__": 5}
+LAYERS = {
+    "modules": 0,
+    "style": 0,
+    "data": 0,
+    "files": 0,
+    "verdicts": 1,
+    "draw": 1,
+    "plots": 2,
+    "curves": 2,
+    "findings": 3,
+    "report": 3,
+    "index": 3,
+    "__init__": 4,
+    "__main__": 5,
+}
 STUDY_LAYER = 2.5  # studies/NAME_analysis.py: above the plots, below findings and report
 
 
@@ -35,6 +48,7 @@ def _close_figures():
 
 
 # ---- studies: two halves each ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", studies.STUDIES)
 def test_every_study_has_a_declaration_and_an_analysis_module(name):
@@ -58,6 +72,7 @@ def test_studies_are_found_by_file_name(tmp_path):
 
 
 # ---- modules ------------------------------------------------------------------------------------
+
 
 def test_no_module_is_long_and_io_is_gone():
     paths = [*ROOT.glob("analysis/*.py"), *ROOT.glob("studies/*.py"), *ROOT.glob("studies/engine/*.py")]
@@ -102,11 +117,21 @@ def _imported_modules(path: Path, package: str | None = None) -> set[str]:
 
 def test_imported_modules_sees_every_form_of_import(tmp_path):
     f = tmp_path / "probe.py"
-    f.write_text("import studies.engine.loop\nfrom studies import lr_scan\ndef g():\n    from . import style\n"
-                 "    from studies.lr_scan_analysis import CLAIMS\n    import os\n")
+    f.write_text(
+        "import studies.engine.loop\nfrom studies import lr_scan\ndef g():\n    from . import style\n"
+        "    from studies.lr_scan_analysis import CLAIMS\n    import os\n"
+    )
     got = _imported_modules(f, package="analysis")
-    assert got == {"studies.engine.loop", "studies", "studies.lr_scan", "analysis", "analysis.style",
-                   "studies.lr_scan_analysis", "studies.lr_scan_analysis.CLAIMS", "os"}
+    assert got == {
+        "studies.engine.loop",
+        "studies",
+        "studies.lr_scan",
+        "analysis",
+        "analysis.style",
+        "studies.lr_scan_analysis",
+        "studies.lr_scan_analysis.CLAIMS",
+        "os",
+    }
 
 
 def test_no_import_cycle_between_the_engine_the_catalogue_and_analysis():
@@ -145,6 +170,7 @@ def test_files_reads_the_umask_without_changing_it_at_import():
 
 # ---- what a study declares, analysis reads from the manifest -----------------------------------
 
+
 def test_the_fixed_lr_and_the_class_names_come_from_the_manifest():
     from analysis.findings import findings
     from studies.optimizer_comparison_analysis import fixed_lr
@@ -173,8 +199,9 @@ def test_the_manifest_records_search_first_and_class_names(tmp_path):
     # what `python -m analysis` imports again, and the command that reruns the study
     assert m["analysis"] == {"module": "studies.optimizer_comparison_analysis", "root": str(ROOT)}
     assert m["module"]["name"] == "studies.optimizer_comparison" and m["cwd"] == os.getcwd()
-    assert m["command"] == shlex.join(["python", "-m", "studies.optimizer_comparison", "--budget", "quick",
-                                       "--storage", str(tmp_path), "--name", "x"])
+    assert m["command"] == shlex.join(
+        ["python", "-m", "studies.optimizer_comparison", "--budget", "quick", "--storage", str(tmp_path), "--name", "x"]
+    )
     assert datasets.class_names("cifar10")[:2] == ("airplane", "automobile")
     assert len(datasets.class_names("fashion_mnist")) == 10 and datasets.class_names("palindrome")[9] == "9"
 
@@ -183,8 +210,13 @@ def test_the_study_figures_come_first_then_the_generic_ones_coloured_by_curve_hu
     from test_analysis import REG_MANIFEST, synthetic_regularization
 
     trials = synthetic_regularization().assign(stopped_early=False)
-    curves = pd.DataFrame([{"trial_id": t, "iteration": it, "metric.val_acc": 0.5, "metric.train_loss": 1.0}
-                           for t in trials["trial_id"] for it in (1, 2)])
+    curves = pd.DataFrame(
+        [
+            {"trial_id": t, "iteration": it, "metric.val_acc": 0.5, "metric.train_loss": 1.0}
+            for t in trials["trial_id"]
+            for it in (1, 2)
+        ]
+    )
     figs = analysis.figures(trials, curves, REG_MANIFEST)
     assert list(figs) == ["gap_vs_strength", "hparam_axes", "curves_all_trials"]
     labels = {t.get_text() for t in figs["curves_all_trials"].axes[-1].get_legend().texts}
@@ -193,12 +225,20 @@ def test_the_study_figures_come_first_then_the_generic_ones_coloured_by_curve_hu
 
 # ---- claims -------------------------------------------------------------------------------------
 
+
 def _claims():
-    beats = Claim("lr 1e-3 beats lr 1e-2", "hand-run report, 1 run",
-                  lambda t, c, m: greater(sample(t, "lr 1e-3", "best.val_acc", lr=1e-3),
-                                          sample(t, "lr 1e-2", "best.val_acc", lr=1e-2)))
-    fixed = Claim("a fixed verdict", "made up", lambda t, c, m: Verdict(INCONCLUSIVE, "0.5 (1 seed)", "rule two",
-                                                                        "one seed never decides"))
+    beats = Claim(
+        "lr 1e-3 beats lr 1e-2",
+        "hand-run report, 1 run",
+        lambda t, c, m: greater(
+            sample(t, "lr 1e-3", "best.val_acc", lr=1e-3), sample(t, "lr 1e-2", "best.val_acc", lr=1e-2)
+        ),
+    )
+    fixed = Claim(
+        "a fixed verdict",
+        "made up",
+        lambda t, c, m: Verdict(INCONCLUSIVE, "0.5 (1 seed)", "rule two", "one seed never decides"),
+    )
     return [beats, fixed]
 
 
@@ -209,10 +249,11 @@ def test_the_report_opens_with_the_claims_table(tmp_path, monkeypatch):
     assert out["claims"] == {REPRODUCED: 1, CONTRADICTED: 0, INCONCLUSIVE: 1}
     lines = out["report"].read_text().splitlines()
     assert lines[0] == "# lr_scan: synthetic" and [l for l in lines if l.startswith("## ")][0] == "## Claims"
-    table = lines[lines.index("## Claims") + 2:]
+    table = lines[lines.index("## Claims") + 2 :]
     assert table[0] == "| claim | reference | this run | verdict |"
-    assert table[2].startswith("| lr 1e-3 beats lr 1e-2 | hand-run report, 1 run | lr 1e-3 0.910 (0.900–0.920 over 2 "
-                               "seeds) vs lr 1e-2 0.710") and table[2].endswith("| reproduced |")
+    assert table[2].startswith(
+        "| lr 1e-3 beats lr 1e-2 | hand-run report, 1 run | lr 1e-3 0.910 (0.900–0.920 over 2 seeds) vs lr 1e-2 0.710"
+    ) and table[2].endswith("| reproduced |")
     assert table[3].endswith("| inconclusive: one seed never decides |")
     rules = [l for l in lines if l.startswith("Rule: ")]
     assert len(rules) == 2 and rules[1] == "Rule: rule two" and "Mann-Whitney" in rules[0]
@@ -235,8 +276,12 @@ def test_a_study_without_claims_says_so_in_one_line(tmp_path, monkeypatch):
     text = analysis.render(run)["report"].read_text()
     section = text.split("## Claims\n\n", 1)[1].split("\n\n## ", 1)[0]
     assert section.strip().count("\n") == 0 and "no claims" in section
-    assert analysis.claims(run).empty and list(analysis.claims(run).columns)[:4] == ["claim", "reference", "value",
-                                                                                    "verdict"]
+    assert analysis.claims(run).empty and list(analysis.claims(run).columns)[:4] == [
+        "claim",
+        "reference",
+        "value",
+        "verdict",
+    ]
 
 
 def test_the_index_card_shows_the_verdict_counts(tmp_path, monkeypatch):

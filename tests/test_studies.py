@@ -48,17 +48,20 @@ def test_plan_resolves_budget_seeds_and_dataset(tmp_path):
     assert full.fixed["dataset"] == "cifar10" and full.budget.iterations == 100
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--budget", "huge"], "invalid choice: 'huge'"),
-    (["--gpus-per-trial", "-1"], "must be 0 or more"),
-    (["--gpus-per-trial", "1"], "no GPU is visible"),
-    (["--cpus-per-trial", "0"], "must be positive"),
-    (["--seeds", "0"], "must be positive"),
-    (["--seeds", "two"], "is not a number"),
-    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
-    (["--num-samples", "3"], "no nuisance search"),
-    (["--name", "../up"], "plain folder name"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--budget", "huge"], "invalid choice: 'huge'"),
+        (["--gpus-per-trial", "-1"], "must be 0 or more"),
+        (["--gpus-per-trial", "1"], "no GPU is visible"),
+        (["--cpus-per-trial", "0"], "must be positive"),
+        (["--seeds", "0"], "must be positive"),
+        (["--seeds", "two"], "is not a number"),
+        (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--num-samples", "3"], "no nuisance search"),
+        (["--name", "../up"], "plain folder name"),
+    ],
+)
 def test_bad_flags_are_usage_errors(argv, match):
     from studies.lr_scan import STUDY
 
@@ -68,8 +71,13 @@ def test_bad_flags_are_usage_errors(argv, match):
 
 @pytest.mark.parametrize("argv", [["--budget", "huge"], ["--gpus-per-trial", "-1"], ["--dataset", "nope"]])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, argv):
-    out = subprocess.run([sys.executable, "-m", "studies.lr_scan", *argv, "--storage", str(tmp_path / "r")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "studies.lr_scan", *argv, "--storage", str(tmp_path / "r")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("python -m studies.lr_scan: error:"), out.stderr
@@ -77,11 +85,24 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, argv):
 
 
 def test_help_lists_the_shared_flags():
-    out = subprocess.run([sys.executable, "-m", "studies.palindrome", "--help"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "studies.palindrome", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0
-    for flag in ("--budget", "--num-samples", "--seeds", "--max-concurrent", "--cpus-per-trial", "--gpus-per-trial",
-                 "--address", "--storage", "--name", "--dataset", "--data-dir", "--resume"):
+    for flag in (
+        "--budget",
+        "--num-samples",
+        "--seeds",
+        "--max-concurrent",
+        "--cpus-per-trial",
+        "--gpus-per-trial",
+        "--address",
+        "--storage",
+        "--name",
+        "--dataset",
+        "--data-dir",
+        "--resume",
+    ):
         assert flag in out.stdout
 
 
@@ -121,8 +142,16 @@ def test_grid_search_tunes_nuisance_per_point_and_tells_optuna_the_seed_mean():
     from optuna.trial import TrialState
     from ray import tune
 
-    s = GridSearch([{"optimizer": "adam"}, {"optimizer": "sgd"}], seeds=[0, 1], fixed={"iterations": 4}, metric="acc",
-                   mode="max", space={"lr": tune.loguniform(1e-5, 1e-1)}, samples=3, first={"lr": 1e-4})
+    s = GridSearch(
+        [{"optimizer": "adam"}, {"optimizer": "sgd"}],
+        seeds=[0, 1],
+        fixed={"iterations": 4},
+        metric="acc",
+        mode="max",
+        space={"lr": tune.loguniform(1e-5, 1e-1)},
+        samples=3,
+        first={"lr": 1e-4},
+    )
     assert s.total == 6
     configs = {str(i): s.suggest(str(i)) for i in range(6)}
     assert s.suggest("x") == GridSearch.FINISHED

@@ -91,8 +91,20 @@ def test_the_shared_loop_trains_both_implementations_alike():
     from studies.engine.loop import make_replicas, make_unit, measure, train_block
     from studies.engine.tasks import TOY
 
-    c = full_config({"task": "toy", "model": "mlp", "hidden": (20,), "dataset": "moons", "optimizer": "sgd",
-                     "momentum": 0.0, "lr": 0.3, "steps_per_report": 200, "seeds": [3]}, TOY)
+    c = full_config(
+        {
+            "task": "toy",
+            "model": "mlp",
+            "hidden": (20,),
+            "dataset": "moons",
+            "optimizer": "sgd",
+            "momentum": 0.0,
+            "lr": 0.3,
+            "steps_per_report": 200,
+            "seeds": [3],
+        },
+        TOY,
+    )
     cpu = torch.device("cpu")
     out = {}
     for impl in ("numpy", "torch"):
@@ -147,9 +159,20 @@ def _trials() -> pd.DataFrame:
     for impl, hidden in (("numpy", "20"), ("torch", "20"), ("torch", "")):
         for lr, acc in ((0.01, 0.8), (0.3, 0.99 if hidden else 0.5)):
             for seed in range(3):
-                rows.append({"config.dataset": "circles", "config.impl": impl, "config.hidden": hidden,
-                             "config.lr": lr, "config.seed": seed, "status": "completed", "diverged": False,
-                             "metric.val_acc": acc, "metric.val_loss": 1 - acc, "metric.test_acc": acc + 0.001 * seed})
+                rows.append(
+                    {
+                        "config.dataset": "circles",
+                        "config.impl": impl,
+                        "config.hidden": hidden,
+                        "config.lr": lr,
+                        "config.seed": seed,
+                        "status": "completed",
+                        "diverged": False,
+                        "metric.val_acc": acc,
+                        "metric.val_loss": 1 - acc,
+                        "metric.test_acc": acc + 0.001 * seed,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -169,8 +192,9 @@ def test_toy_mlp_smoke(ray_session, tmp_path):
     from test_integration import run_smoke
 
     t, c, r = run_smoke("toy_mlp", tmp_path)
-    assert set(zip(t["config.dataset"], t["config.impl"])) == {(d, i) for d in ("moons", "circles")
-                                                              for i in ("numpy", "torch")}
+    assert set(zip(t["config.dataset"], t["config.impl"])) == {
+        (d, i) for d in ("moons", "circles") for i in ("numpy", "torch")
+    }
     first = t[np.isclose(t["config.lr"], 1e-2)]  # the hand-run lr: tried first, always to the end
     assert (first["status"] == "completed").all() and len(first) == 8
     assert (t["step"][t["status"] == "completed"] == 300).all()  # 3 reports of 100 full-batch steps

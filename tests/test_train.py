@@ -41,8 +41,17 @@ def patch_tune(monkeypatch, fake) -> None:
     monkeypatch.setattr(ray, "tune", fake)
 
 
-BASE = {"task": "palindrome", "model": "rnn", "cell": "lstm", "seq_len": 5, "steps_per_report": 15, "iterations": 3,
-        "n_eval": 256, "batch_size": 32, "checkpoint_every": 2}
+BASE = {
+    "task": "palindrome",
+    "model": "rnn",
+    "cell": "lstm",
+    "seq_len": 5,
+    "steps_per_report": 15,
+    "iterations": 3,
+    "n_eval": 256,
+    "batch_size": 32,
+    "checkpoint_every": 2,
+}
 
 
 def _run(monkeypatch, **config) -> list[dict]:
@@ -58,23 +67,50 @@ def test_a_packed_trial_trains_each_seed_as_if_alone(monkeypatch):
     assert len(packed) == 3
     for s in (0, 1):
         for k in ("train_loss", "val_acc", "val_loss", "test_acc"):
-            np.testing.assert_allclose([r[f"seed{s}/{k}"] for r in packed], [r[f"seed{s}/{k}"] for r in alone[s]],
-                                       rtol=1e-5, atol=1e-6, err_msg=f"seed {s} {k}")
+            np.testing.assert_allclose(
+                [r[f"seed{s}/{k}"] for r in packed],
+                [r[f"seed{s}/{k}"] for r in alone[s]],
+                rtol=1e-5,
+                atol=1e-6,
+                err_msg=f"seed {s} {k}",
+            )
     for r in packed:  # what ASHA and Optuna see: the mean over the seeds
         assert r["val_acc"] == pytest.approx((r["seed0/val_acc"] + r["seed1/val_acc"]) / 2)
         assert r["step"] == packed[0]["step"] * (packed.index(r) + 1)
-    assert packed[0]["seed0/val_acc"] != packed[0]["seed1/val_acc"] or \
-        packed[0]["seed0/train_loss"] != packed[0]["seed1/train_loss"]  # the seeds differ
+    assert (
+        packed[0]["seed0/val_acc"] != packed[0]["seed1/val_acc"]
+        or packed[0]["seed0/train_loss"] != packed[0]["seed1/train_loss"]
+    )  # the seeds differ
 
 
 PACKED_CASES = {  # every model that packs, with the per-seed penalty and clipping on
     "rnn": dict(cell="rnn", seq_len=6, clip=0.5),
     "lstm": dict(cell="lstm", seq_len=6, clip=0.5, forget_bias=1.0),
     "gru": dict(cell="gru", seq_len=6, clip=0.5, impl="scratch"),
-    "mlp": dict(task="image", model="mlp", hidden=(32, 16), dataset="digits", n_train=512, batch_size=64,
-                l2=1e-3, clip=1.0, lr_schedule="step", lr_step_size=1, lr_gamma=0.5),
-    "numpy mlp": dict(task="toy", model="mlp", impl="numpy", hidden=(20,), dataset="moons", optimizer="sgd",
-                      lr=0.5, batch_size=200, clip=1.0),
+    "mlp": dict(
+        task="image",
+        model="mlp",
+        hidden=(32, 16),
+        dataset="digits",
+        n_train=512,
+        batch_size=64,
+        l2=1e-3,
+        clip=1.0,
+        lr_schedule="step",
+        lr_step_size=1,
+        lr_gamma=0.5,
+    ),
+    "numpy mlp": dict(
+        task="toy",
+        model="mlp",
+        impl="numpy",
+        hidden=(20,),
+        dataset="moons",
+        optimizer="sgd",
+        lr=0.5,
+        batch_size=200,
+        clip=1.0,
+    ),
 }
 
 
@@ -85,8 +121,13 @@ def test_a_packed_model_trains_each_seed_as_k_separate_runs(monkeypatch, case):
     for s in (0, 1, 2):
         alone = _run(monkeypatch, seeds=[s], pack="off", **PACKED_CASES[case])
         for k in ("train_loss", "train_acc", "val_loss", "val_acc", "test_acc"):
-            np.testing.assert_allclose([r[f"seed{s}/{k}"] for r in packed], [r[f"seed{s}/{k}"] for r in alone],
-                                       rtol=1e-4, atol=1e-5, err_msg=f"{case} seed {s} {k}")
+            np.testing.assert_allclose(
+                [r[f"seed{s}/{k}"] for r in packed],
+                [r[f"seed{s}/{k}"] for r in alone],
+                rtol=1e-4,
+                atol=1e-5,
+                err_msg=f"{case} seed {s} {k}",
+            )
     assert len({packed[-1][f"seed{s}/val_loss"] for s in (0, 1, 2)}) == 3  # three different seeds
     if case == "mlp":  # StepLR halves the lr after every iteration
         assert [r["lr_current"] for r in packed] == [1e-3, 5e-4, 2.5e-4]
@@ -108,13 +149,14 @@ class _Saved:
 def test_a_resumed_trial_goes_on_as_if_never_stopped(monkeypatch, pack):
     """Resume from the checkpoint of iteration 2 (every seed's weights, the pack's optimizer and
     lr schedule, the generators): iterations 3-4 report what the uninterrupted run reported."""
-    config = dict(cell="gru", seeds=[0, 1], iterations=4, pack=pack, lr_schedule="step", lr_step_size=1,
-                  lr_gamma=0.5)
+    config = dict(cell="gru", seeds=[0, 1], iterations=4, pack=pack, lr_schedule="step", lr_step_size=1, lr_gamma=0.5)
     saved = {}
     fake = _Tune()
     fake.Checkpoint = type("Checkpoint", (), {"from_directory": staticmethod(_Saved)})
-    fake.report = lambda metrics, checkpoint=None: (fake.reports.append(dict(metrics)),
-                                                    checkpoint and saved.setdefault(len(fake.reports), checkpoint))
+    fake.report = lambda metrics, checkpoint=None: (
+        fake.reports.append(dict(metrics)),
+        checkpoint and saved.setdefault(len(fake.reports), checkpoint),
+    )
     patch_tune(monkeypatch, fake)
     train_mod.train({**BASE, **config})
     whole, fake.reports = fake.reports, []
@@ -127,8 +169,18 @@ def test_a_resumed_trial_goes_on_as_if_never_stopped(monkeypatch, pack):
 
 
 def test_a_trial_whose_seeds_all_diverge_stops_at_that_report(monkeypatch):
-    reports = _run(monkeypatch, seeds=[0, 1], lr=1e8, optimizer="sgd", task="image", model="mlp", hidden=(64,),
-                   dataset="digits", n_train=256, batch_size=64)
+    reports = _run(
+        monkeypatch,
+        seeds=[0, 1],
+        lr=1e8,
+        optimizer="sgd",
+        task="image",
+        model="mlp",
+        hidden=(64,),
+        dataset="digits",
+        n_train=256,
+        batch_size=64,
+    )
     ends = {s: reports[-1][f"seed{s}/diverged_at"] for s in (0, 1)}
     assert all(ends.values()) and reports[-1]["diverged"]  # both diverge at once: the trial stops there
     assert len(reports) == max(ends.values())

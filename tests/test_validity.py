@@ -9,10 +9,17 @@ from benchmarks import validity
 
 
 def _claims(repeat: int, verdicts: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"claim": ["A beats B", "C holds"], "reference": ["0.9 vs 0.8 (hand-run)", "ref"],
-                         "value": [f"A {0.9 + repeat / 100:.2f} vs B 0.80", "C 1.0"], "verdict": verdicts,
-                         "rule": ["Welch", "bound"], "why": ["", "the seeds do not separate the two"],
-                         "repeat": repeat})
+    return pd.DataFrame(
+        {
+            "claim": ["A beats B", "C holds"],
+            "reference": ["0.9 vs 0.8 (hand-run)", "ref"],
+            "value": [f"A {0.9 + repeat / 100:.2f} vs B 0.80", "C 1.0"],
+            "verdict": verdicts,
+            "rule": ["Welch", "bound"],
+            "why": ["", "the seeds do not separate the two"],
+            "repeat": repeat,
+        }
+    )
 
 
 def test_summary_counts_the_repeats_that_reproduce_each_claim():
@@ -27,15 +34,19 @@ def test_every_rule_that_decided_is_listed_once():
     from analysis.verdicts import RULE_BOUND, RULE_GREATER
 
     assert validity.rules([RULE_GREATER, f"{RULE_GREATER}; {RULE_BOUND}", "", "the best lr per optimizer"]) == [
-        RULE_GREATER, RULE_BOUND, "the best lr per optimizer"]
+        RULE_GREATER,
+        RULE_BOUND,
+        "the best lr per optimizer",
+    ]
 
 
 def test_a_rerun_replaces_its_own_section_and_keeps_the_others(tmp_path):
     out = tmp_path / "VALIDITY.md"
     table = validity.summary(_claims(1, ["reproduced", "contradicted"]), repeats=1)
     validity.write_section(out, "palindrome", "quick", validity.section("palindrome", "quick", table, [], "Welch"))
-    validity.write_section(out, "lr_scan", "quick", validity.section("lr_scan", "quick", table, [("cmd", 1.0, "ok")],
-                                                                       "Welch"))
+    validity.write_section(
+        out, "lr_scan", "quick", validity.section("lr_scan", "quick", table, [("cmd", 1.0, "ok")], "Welch")
+    )
     validity.write_section(out, "palindrome", "quick", "## palindrome (quick)\n\nrerun\n")
     text = out.read_text()
     assert text.startswith("# Validity") and text.count("## palindrome (quick)") == 1 and "rerun" in text
@@ -46,8 +57,12 @@ def test_a_rerun_replaces_its_own_section_and_keeps_the_others(tmp_path):
 @pytest.mark.slow
 def test_validity_runs_a_study_and_reads_its_claims(tmp_path):
     out = tmp_path / "V.md"
-    assert validity.main(["lr_scan", "--budget", "smoke", "--repeats", "1", "--storage", str(tmp_path / "r"),
-                          "--out", str(out)]) == 0
+    assert (
+        validity.main(
+            ["lr_scan", "--budget", "smoke", "--repeats", "1", "--storage", str(tmp_path / "r"), "--out", str(out)]
+        )
+        == 0
+    )
     text = out.read_text()
     assert "## lr_scan (smoke)" in text and "--first-seed 0" in text and "/1 |" in text
     assert "lr 1e-3 converges faster than 1e-4" in text  # the study's claims, with a verdict each

@@ -68,8 +68,9 @@ def test_not_below_and_bounds():
 
 
 def test_only_seeds_that_ran_to_the_end_count():
-    t = pd.DataFrame({"config.lr": [1e-3] * 3, "status": ["completed", "stopped", "diverged"],
-                      "metric.test_acc": [0.9, 0.8, 0.0]})
+    t = pd.DataFrame(
+        {"config.lr": [1e-3] * 3, "status": ["completed", "stopped", "diverged"], "metric.test_acc": [0.9, 0.8, 0.0]}
+    )
     s = sample(t, "lr 1e-3", "metric.test_acc", lr=1e-3)
     assert sorted(s.values) == [0.0, 0.9] and s.left_out == 1
 

@@ -4,8 +4,10 @@ from analysis.plots import best_per_value_figure
 from analysis.verdicts import Claim, at_least, every, not_below, tuned
 
 HEADLINE = "accuracy_vs_kernel"
-CAPTIONS = {"accuracy_vs_kernel": "Validation accuracy of each kernel size at its best lr (where the claims read the "
-                                  "test accuracy); spread over seeds."}
+CAPTIONS = {
+    "accuracy_vs_kernel": "Validation accuracy of each kernel size at its best lr (where the claims read the "
+    "test accuracy); spread over seeds."
+}
 
 
 def _at_tuned_lr(kernel: int):
@@ -14,18 +16,25 @@ def _at_tuned_lr(kernel: int):
 
 
 CLAIMS = [
-    Claim("Both kernel sizes learn the task: at the tuned lr, test accuracy is at least 0.8 (chance 1/3).",
-          "a CNN that learns separates the three waves",
-          lambda t, c, m: every([at_least(_at_tuned_lr(k)(t, m), 0.8) for k in (3, 9)])),
-    Claim("A wider kernel is not worse: at the tuned lr, kernel 9 is not below kernel 3 (within 0.02).",
-          "a kernel of 9 samples sees more of a cycle", lambda t, c, m: not_below(_at_tuned_lr(9)(t, m),
-                                                                                  _at_tuned_lr(3)(t, m), 0.02)),
+    Claim(
+        "Both kernel sizes learn the task: at the tuned lr, test accuracy is at least 0.8 (chance 1/3).",
+        "a CNN that learns separates the three waves",
+        lambda t, c, m: every([at_least(_at_tuned_lr(k)(t, m), 0.8) for k in (3, 9)]),
+    ),
+    Claim(
+        "A wider kernel is not worse: at the tuned lr, kernel 9 is not below kernel 3 (within 0.02).",
+        "a kernel of 9 samples sees more of a cycle",
+        lambda t, c, m: not_below(_at_tuned_lr(9)(t, m), _at_tuned_lr(3)(t, m), 0.02),
+    ),
 ]
 
 
 def figures(trials, curves, manifest):
-    return {"accuracy_vs_kernel": best_per_value_figure(trials, "kernel", ["lr"], "metric.val_acc",
-                                                        "Validation accuracy per kernel size, at its best lr")}
+    return {
+        "accuracy_vs_kernel": best_per_value_figure(
+            trials, "kernel", ["lr"], "metric.val_acc", "Validation accuracy per kernel size, at its best lr"
+        )
+    }
 
 
 def findings(trials, curves, manifest):

@@ -54,8 +54,13 @@ class CNN1d(nn.Module):
     def __init__(self, channels: int, kernel: int, num_classes: int):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv1d(1, channels, kernel, padding=kernel // 2), nn.ReLU(), nn.MaxPool1d(2),
-            nn.Conv1d(channels, channels, kernel, padding=kernel // 2), nn.ReLU(), nn.AdaptiveAvgPool1d(1))
+            nn.Conv1d(1, channels, kernel, padding=kernel // 2),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Conv1d(channels, channels, kernel, padding=kernel // 2),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+        )
         self.head = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, L) -> (B, classes)

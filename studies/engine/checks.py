@@ -52,8 +52,10 @@ def _check_folder(p: Plan, path: Path) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"--storage {p.args.storage}: {existing} is not writable; choose a writable folder")
     if path.exists() and not os.access(path, os.R_OK | os.W_OK | os.X_OK):
-        raise UsageError(f"--storage {p.args.storage}: {path} is not readable and writable; fix its permissions "
-                         "or choose another --name")
+        raise UsageError(
+            f"--storage {p.args.storage}: {path} is not readable and writable; fix its permissions "
+            "or choose another --name"
+        )
     _try_create(path)
 
 
@@ -70,8 +72,9 @@ def check_storage(p: Plan) -> None:
         _check_folder(p, path)
     except OSError as e:  # a name too long, a virtual filesystem such as /proc, a read-only one
         where = f" {e.filename}" if e.filename else ""
-        raise UsageError(f"--storage {p.args.storage}: cannot write{where} ({e.strerror or e}); choose a writable "
-                         "folder") from None
+        raise UsageError(
+            f"--storage {p.args.storage}: cannot write{where} ({e.strerror or e}); choose a writable folder"
+        ) from None
     manifest = path / "manifest.json"
     if p.args.resume and not (path / "tune").is_dir():
         raise UsageError(f"--resume: {path} holds no run to resume; leave out --resume to start one")
@@ -82,8 +85,9 @@ def check_storage(p: Plan) -> None:
             old = None
         if old is not None and old != json.loads(json.dumps(p.signature)):
             what = "another study" if old.get("study") != p.study.name else "a different search space"
-            raise UsageError(f"{path} holds a run of {what}: pass --name NEW for a new run, "
-                             "or --overwrite to replace it")
+            raise UsageError(
+                f"{path} holds a run of {what}: pass --name NEW for a new run, or --overwrite to replace it"
+            )
 
 
 def check_address(p: Plan) -> None:
@@ -113,8 +117,7 @@ def prepare_data(p: Plan) -> str | None:
         if p.args.dataset is not None or p.fixed["dataset"] != FALLBACK[0]:
             raise UsageError(str(e)) from None
         p.fixed["dataset"] = FALLBACK[1]
-        return (f"{e}. This run uses {FALLBACK[1]} instead; claims that need {FALLBACK[0]} are reported as "
-                "inconclusive")
+        return f"{e}. This run uses {FALLBACK[1]} instead; claims that need {FALLBACK[0]} are reported as inconclusive"
     return None
 
 
@@ -135,8 +138,10 @@ def check_analysis(p: Plan) -> None:
     except AnalysisImportError as e:
         raise UsageError(f"{e}; fix it, then run the same command again") from None
     except Exception as e:  # a bug in the study's claims: NameError, TypeError, AttributeError, ...
-        raise UsageError(f"the claims of {m['analysis']['module']} fail on a run's (empty) tables: "
-                         f"{type(e).__name__}: {e}; fix them, then run the same command again") from None
+        raise UsageError(
+            f"the claims of {m['analysis']['module']} fail on a run's (empty) tables: "
+            f"{type(e).__name__}: {e}; fix them, then run the same command again"
+        ) from None
 
 
 def parse_value(s: str) -> int | float | str:

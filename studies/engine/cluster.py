@@ -28,8 +28,22 @@ EXCLUDES = [".git", ".venv", "results", "data", ".gpu", "**/__pycache__", "*.par
 
 # Filesystem types (as in /proc/mounts) that several machines can mount: a folder on one of them
 # may be shared by all nodes of a cluster.
-NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "fuse.glusterfs",
-              "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs", "fuse.mountpoint-s3")
+NETWORK_FS = (
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "ceph",
+    "glusterfs",
+    "fuse.glusterfs",
+    "fuse.s3fs",
+    "fuse.gcsfuse",
+    "fuse.juicefs",
+    "fuse.mountpoint-s3",
+)
 
 
 def this_host() -> set[str]:
@@ -77,9 +91,11 @@ def storage_problem(storage: str, nodes: list[dict], here: set[str] | None = Non
     elsewhere = [ip for ip in ips if not is_this_host(ip, here)]
     if not elsewhere or network_fs(storage):
         return None
-    return (f"--storage {storage} is a folder on this machine, but the Ray cluster has nodes elsewhere "
-            f"({', '.join(elsewhere[:3])}{', ...' if len(elsewhere) > 3 else ''}) that write there too: "
-            "use a shared path (NFS) mounted on every node, or a URI such as s3://bucket/results")
+    return (
+        f"--storage {storage} is a folder on this machine, but the Ray cluster has nodes elsewhere "
+        f"({', '.join(elsewhere[:3])}{', ...' if len(elsewhere) > 3 else ''}) that write there too: "
+        "use a shared path (NFS) mounted on every node, or a URI such as s3://bucket/results"
+    )
 
 
 def cuda_available() -> bool:
@@ -105,8 +121,12 @@ def runtime_env(address: str | None = None, source=None) -> dict:
     if (job.get("runtime_env") or {}).get("working_dir"):  # the job ships the code (Ray refuses a second one)
         return {"env_vars": env}
     if external:
-        return {"working_dir": source.root, "py_modules": [str(ROOT / p) for p in PACKAGES], "env_vars": env,
-                "excludes": EXCLUDES}
+        return {
+            "working_dir": source.root,
+            "py_modules": [str(ROOT / p) for p in PACKAGES],
+            "env_vars": env,
+            "excludes": EXCLUDES,
+        }
     return {"working_dir": str(ROOT), "env_vars": env, "excludes": EXCLUDES}
 
 
@@ -136,8 +156,9 @@ def unschedulable(cpus: float, gpus: float, address: str | None, resources: dict
         have = resources.get(kind, 0)
         if need > have:
             where = f"the Ray cluster at {address}" if address else "this machine's Ray"
-            return (f"a trial needs {need:g} {kind} but {where} has {have:g}: lower --{kind.lower()}s-per-trial"
-                    + ("" if address else " or run on a cluster with --address"))
+            return f"a trial needs {need:g} {kind} but {where} has {have:g}: lower --{kind.lower()}s-per-trial" + (
+                "" if address else " or run on a cluster with --address"
+            )
     return None
 
 
@@ -204,8 +225,10 @@ def address_problem(address: str, timeout: float | None = None) -> str | None:
 
             address = services.canonicalize_bootstrap_address_or_die("auto")
         except ConnectionError:
-            return ("--address auto: no running Ray cluster found on this machine (nor in RAY_ADDRESS): start "
-                    "one with `ray start --head`, or give --address HOST:PORT of the head")
+            return (
+                "--address auto: no running Ray cluster found on this machine (nor in RAY_ADDRESS): start "
+                "one with `ray start --head`, or give --address HOST:PORT of the head"
+            )
         except Exception:  # Ray's own lookup changed or failed otherwise: let ray.init say it
             return None
         if not re.fullmatch(r"(ray://)?[\w.\-]+:\d+", address or ""):
@@ -217,16 +240,21 @@ def address_problem(address: str, timeout: float | None = None) -> str | None:
         missing = [m for m in ("grpc", "ray.util.client") if find_spec(m) is None]
         if missing:
             version = metadata.version("ray")
-            return (f"--address {given}: Ray Client (ray://) needs `pip install \"ray[client]=={version}\"` "
-                    f"({missing[0].replace('grpc', 'grpcio')} is missing), or run the command on the head with "
-                    "--address auto (ray job submit)")
+            return (
+                f'--address {given}: Ray Client (ray://) needs `pip install "ray[client]=={version}"` '
+                f"({missing[0].replace('grpc', 'grpcio')} is missing), or run the command on the head with "
+                "--address auto (ray job submit)"
+            )
     host, port = split_address(address)
     problem = probe(host, port, PROBE_TIMEOUT_S if timeout is None else timeout)
     if problem is None:
         return None
     shown = given if given == address else f"{given} ({address})"
-    what = ("the Ray Client server (`ray start --head` opens it on port 10001)" if address.startswith("ray://")
-            else "the head's GCS port (`ray start --head --port`, 6379 by default)")
+    what = (
+        "the Ray Client server (`ray start --head` opens it on port 10001)"
+        if address.startswith("ray://")
+        else "the head's GCS port (`ray start --head --port`, 6379 by default)"
+    )
     return f"--address {shown}: {problem}: check that the Ray head is running there and that the port is {what}"
 
 
@@ -244,8 +272,10 @@ def uri_problem(uri: str, timeout: float | None = None) -> str | None:
     t.start()
     t.join(timeout)
     if t.is_alive():
-        return (f"--storage {uri}: no answer within {timeout:g} s: check the network, the credentials and the "
-                "bucket name, or use a local path")
+        return (
+            f"--storage {uri}: no answer within {timeout:g} s: check the network, the credentials and the "
+            "bucket name, or use a local path"
+        )
     return found.get("problem")
 
 
@@ -255,8 +285,10 @@ def _uri_write_test(uri: str) -> str | None:
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except Exception as e:
-        return (f"--storage {uri}: not a storage that pyarrow knows ({_one_line(e)}): use a path, or a URI "
-                "such as s3://bucket/results, gs://bucket/results or hdfs://host/path")
+        return (
+            f"--storage {uri}: not a storage that pyarrow knows ({_one_line(e)}): use a path, or a URI "
+            "such as s3://bucket/results, gs://bucket/results or hdfs://host/path"
+        )
     folder = path.rstrip("/")
     while True:  # object stores need no folders; a filesystem with folders is tried in the deepest one there
         name = f".studies-write-test-{uuid.uuid4().hex[:12]}"
@@ -271,5 +303,7 @@ def _uri_write_test(uri: str) -> str | None:
                 return f"--storage {uri}: cannot write there ({_one_line(e)}): check that the bucket or path exists"
             folder = folder.rpartition("/")[0]
         except Exception as e:
-            return (f"--storage {uri}: cannot write there ({_one_line(e)}): check that the bucket exists, the "
-                    "credentials and the permissions")
+            return (
+                f"--storage {uri}: cannot write there ({_one_line(e)}): check that the bucket exists, the "
+                "credentials and the permissions"
+            )

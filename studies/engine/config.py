@@ -24,16 +24,20 @@ OPTIMIZERS = {
     "adam": lambda p, c: _fused(torch.optim.Adam, p, lr=c["lr"], weight_decay=c["weight_decay"]),
     "nadam": lambda p, c: torch.optim.NAdam(p, lr=c["lr"], weight_decay=c["weight_decay"]),
     "rmsprop": lambda p, c: torch.optim.RMSprop(p, lr=c["lr"], weight_decay=c["weight_decay"]),
-    "sgd": lambda p, c: _fused(torch.optim.SGD, p, lr=c["lr"], momentum=c["momentum"],
-                               weight_decay=c["weight_decay"]),
+    "sgd": lambda p, c: _fused(torch.optim.SGD, p, lr=c["lr"], momentum=c["momentum"], weight_decay=c["weight_decay"]),
 }
 DEFAULTS = dict(  # every key the loop reads, with its default; a task adds its own (Task.defaults)
     task="image",  # a built-in task (image, palindrome, toy, arithmetic, lm), a Task, or module:NAME
-    optimizer="adam", lr=1e-3, momentum=0.9, weight_decay=0.0, batch_size=128,
+    optimizer="adam",
+    lr=1e-3,
+    momentum=0.9,
+    weight_decay=0.0,
+    batch_size=128,
     l2=0.0,  # lambda of the penalty lambda * sum of parameter 2-norms, added to the loss
     clip=None,  # max gradient norm (of each seed's gradient); None: no clipping
     lr_schedule="none",  # none | step (lr x lr_gamma every lr_step_size iterations) | cosine (to 0 at the end)
-    lr_step_size=10, lr_gamma=0.7,  # StepLR, counted in iterations (report blocks)
+    lr_step_size=10,
+    lr_gamma=0.7,  # StepLR, counted in iterations (report blocks)
     pack="auto",  # train the seeds as one batched model (models.packed): auto (see loop.packs) | on | off
     double_softmax=False,  # the hand-run flaw: softmax before CrossEntropyLoss
     precision="auto",  # matmuls and convolutions: auto (bf16 autocast on a GPU, fp32 on the CPU) | bf16 | fp32
@@ -53,7 +57,10 @@ CHECKS = {  # config key -> (valid?, what is valid)
     "momentum": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)"),
     "l2": (lambda v: isinstance(v, (int, float)) and v >= 0, "0 or more"),
     "weight_decay": (lambda v: isinstance(v, (int, float)) and v >= 0, "0 or more"),
-    "batch_size": _whole, "iterations": _whole, "lr_step_size": _whole, "eval_batch": _whole,
+    "batch_size": _whole,
+    "iterations": _whole,
+    "lr_step_size": _whole,
+    "eval_batch": _whole,
     "checkpoint_every": _whole,
     "precision": (lambda v: v in PRECISIONS, ", ".join(PRECISIONS)),
     "lr_schedule": (lambda v: v in SCHEDULES, ", ".join(SCHEDULES)),
@@ -61,8 +68,10 @@ CHECKS = {  # config key -> (valid?, what is valid)
     "pack": (lambda v: v in ("auto", "on", "off"), "auto, on or off"),
     "clip": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "a positive number"),
     "fault_rate": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a probability in [0, 1]"),
-    "seeds": (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(s, int) for s in v),
-              "a non-empty list of whole numbers"),
+    "seeds": (
+        lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(s, int) for s in v),
+        "a non-empty list of whole numbers",
+    ),
 }
 
 

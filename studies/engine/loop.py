@@ -221,12 +221,21 @@ def save_state(path: str, units: list[Unit], **counters) -> None:
     for u in units:
         u.sync()
     replicas = [r for u in units for r in u.replicas]
-    torch.save({"replicas": [{"seed": r.seed, "model": r.model.state_dict(), "gen": r.gen.get_state(),
-                              "diverged_at": r.diverged_at} for r in replicas],
-                "units": [{"optimizer": u.opt.state_dict(), "sched": u.sched.state_dict() if u.sched else None}
-                          for u in units],
-                "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(), **counters},
-               os.path.join(path, "state.pt"))
+    torch.save(
+        {
+            "replicas": [
+                {"seed": r.seed, "model": r.model.state_dict(), "gen": r.gen.get_state(), "diverged_at": r.diverged_at}
+                for r in replicas
+            ],
+            "units": [
+                {"optimizer": u.opt.state_dict(), "sched": u.sched.state_dict() if u.sched else None} for u in units
+            ],
+            "torch_rng": torch.get_rng_state(),
+            "py_rng": random.getstate(),
+            **counters,
+        },
+        os.path.join(path, "state.pt"),
+    )
 
 
 def load_state(path: str, units: list[Unit], dev: torch.device) -> dict:
@@ -292,8 +301,14 @@ def train(config: dict, task: Task | None = None) -> None:
         step += steps  # every live seed takes the same steps
         if iteration == crash_at:  # after the work, before the report: as a real crash would
             raise RuntimeError(f"injected fault at iteration {iteration} (fault_rate={c['fault_rate']})")
-        metrics = seed_metrics({r.seed: last[r.seed] for r in replicas}, {r.seed: r.diverged_at for r in replicas},
-                               step=step, samples=step * c["batch_size"], lr_current=lr, restarts=restarts)
+        metrics = seed_metrics(
+            {r.seed: last[r.seed] for r in replicas},
+            {r.seed: r.diverged_at for r in replicas},
+            step=step,
+            samples=step * c["batch_size"],
+            lr_current=lr,
+            restarts=restarts,
+        )
         if metrics["diverged"]:  # every seed diverged: stop at once; the study goes on
             tune.report(metrics)
             return

@@ -65,45 +65,84 @@ def prog(study: Study, source: Source | None = None) -> str:
 
 
 def parser(study: Study, source: Source | None = None) -> argparse.ArgumentParser:
-    p = _Parser(prog=prog(study, source), description=study.doc,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", choices=BUDGETS, default="quick",
-                   help="smoke: seconds, for tests; quick (default): a miniature that runs offline on a "
-                        "laptop CPU; full: the hand-run setup, for GPUs")
-    p.add_argument("--num-samples", type=_positive(int), help="Optuna samples of the nuisance hyperparameters "
-                   "per scientific value (studies with a nuisance search)")
+    p = _Parser(prog=prog(study, source), description=study.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--budget",
+        choices=BUDGETS,
+        default="quick",
+        help="smoke: seconds, for tests; quick (default): a miniature that runs offline on a "
+        "laptop CPU; full: the hand-run setup, for GPUs",
+    )
+    p.add_argument(
+        "--num-samples",
+        type=_positive(int),
+        help="Optuna samples of the nuisance hyperparameters per scientific value (studies with a nuisance search)",
+    )
     p.add_argument("--seeds", type=_positive(int), help="repeats of every configuration, seeds 0..N-1")
-    p.add_argument("--first-seed", type=int, default=0, metavar="K",
-                   help="the seeds are K..K+N-1 (default 0): a repeat of the study with new seeds")
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        metavar="K",
+        help="the seeds are K..K+N-1 (default 0): a repeat of the study with new seeds",
+    )
     p.add_argument("--max-concurrent", type=_positive(int), help="at most this many trials at once")
     p.add_argument("--cpus-per-trial", type=_positive(float), default=1.0)
-    p.add_argument("--gpus-per-trial", type=_non_negative, default=None,
-                   help="GPUs per trial, fractions allowed (default: 1 if a GPU is visible, else 0)")
-    p.add_argument("--address", help="an existing Ray cluster: auto, HOST:PORT or ray://HOST:PORT "
-                   "(default: start Ray here)")
+    p.add_argument(
+        "--gpus-per-trial",
+        type=_non_negative,
+        default=None,
+        help="GPUs per trial, fractions allowed (default: 1 if a GPU is visible, else 0)",
+    )
+    p.add_argument(
+        "--address", help="an existing Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start Ray here)"
+    )
     p.add_argument("--storage", default="./results", help="results root, a path or a URI (default ./results)")
     p.add_argument("--name", help="run name (default: the budget); the same name again resumes")
     p.add_argument("--dataset", help=f"dataset: {', '.join(study.datasets)}")
     p.add_argument("--data-dir", default="./data", help="where datasets are read and downloaded")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run of this --name")
     p.add_argument("--overwrite", action="store_true", help="replace the run of this --name")
-    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help=f"replace the values of a scientific hyperparameter ({', '.join(study.scientific)}), "
-                        "e.g. --grid lr=1e-3,1.0")
-    p.add_argument("--iterations", type=_positive(int), help="iterations per trial (epochs, or report blocks): "
-                   "ASHA's max_t")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
-                   help="arithmetic of matmuls and convolutions: auto (default: bf16 autocast on a GPU, fp32 on "
-                        "the CPU), bf16 (autocast on the CPU too, for CPUs with bf16 units: avx512_bf16, AMX), fp32")
-    p.add_argument("--pack", choices=("auto", "on", "off"),
-                   help="train the seeds of a trial as one batched model (models.packed): auto (default: on a GPU, "
-                        "and for the MLP on the CPU), on (wherever the model packs), off (one model per seed)")
-    p.add_argument("--verbose", action="store_true",
-                   help="show Ray's and Tune's full output here (it always goes to <run>/ray.log)")
-    p.add_argument("--yes", action="store_true", help=f"run even above {LARGE_RUNS:,} seed runs (trials x seeds) "
-                   f"or {LARGE_ITERATIONS:,} iterations per trial")
-    p.add_argument("--inject-faults", type=float, default=0.0, metavar="P",
-                   help="testing: each trial crashes once with probability P, and is retried from its checkpoint")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help=f"replace the values of a scientific hyperparameter ({', '.join(study.scientific)}), "
+        "e.g. --grid lr=1e-3,1.0",
+    )
+    p.add_argument(
+        "--iterations", type=_positive(int), help="iterations per trial (epochs, or report blocks): ASHA's max_t"
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        help="arithmetic of matmuls and convolutions: auto (default: bf16 autocast on a GPU, fp32 on "
+        "the CPU), bf16 (autocast on the CPU too, for CPUs with bf16 units: avx512_bf16, AMX), fp32",
+    )
+    p.add_argument(
+        "--pack",
+        choices=("auto", "on", "off"),
+        help="train the seeds of a trial as one batched model (models.packed): auto (default: on a GPU, "
+        "and for the MLP on the CPU), on (wherever the model packs), off (one model per seed)",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's and Tune's full output here (it always goes to <run>/ray.log)",
+    )
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help=f"run even above {LARGE_RUNS:,} seed runs (trials x seeds) or {LARGE_ITERATIONS:,} iterations per trial",
+    )
+    p.add_argument(
+        "--inject-faults",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="testing: each trial crashes once with probability P, and is retried from its checkpoint",
+    )
     return p
 
 
@@ -137,9 +176,15 @@ class Plan:
     @property
     def signature(self) -> dict:
         """What makes two runs the same study: compared before a run is resumed."""
-        return {"study": self.study.name, "points": self.points, "seeds": self.seeds,
-                "fixed": self.fixed, "search": {k: describe(v) for k, v in self.study.search.items()},
-                "samples": self.budget.samples, "iterations": self.budget.iterations}
+        return {
+            "study": self.study.name,
+            "points": self.points,
+            "seeds": self.seeds,
+            "fixed": self.fixed,
+            "search": {k: describe(v) for k, v in self.study.search.items()},
+            "samples": self.budget.samples,
+            "iterations": self.budget.iterations,
+        }
 
     @property
     def n_trials(self) -> int:
@@ -163,8 +208,11 @@ class Plan:
 
         from studies.engine.loop import train
 
-        fn = resolve_trainable(self.study.trainable) if self.study.trainable else tune.with_parameters(
-            train, task=self.task)
+        fn = (
+            resolve_trainable(self.study.trainable)
+            if self.study.trainable
+            else tune.with_parameters(train, task=self.task)
+        )
         return tune.with_resources(fn, {"cpu": self.cpus, "gpu": self.gpus})
 
     def tune_config(self, search: Any, scheduler: Any) -> tune.TuneConfig:
@@ -173,10 +221,16 @@ class Plan:
         from ray import tune
 
         reuse = self.args.address is None if self.reuse_actors is None else self.reuse_actors
-        return tune.TuneConfig(metric=self.study.metric, mode=self.study.mode, search_alg=search,
-                               scheduler=scheduler, num_samples=search.total,
-                               max_concurrent_trials=self.args.max_concurrent,
-                               trial_dirname_creator=_trial_dirname, reuse_actors=reuse)
+        return tune.TuneConfig(
+            metric=self.study.metric,
+            mode=self.study.mode,
+            search_alg=search,
+            scheduler=scheduler,
+            num_samples=search.total,
+            max_concurrent_trials=self.args.max_concurrent,
+            trial_dirname_creator=_trial_dirname,
+            reuse_actors=reuse,
+        )
 
     def run_config(self) -> tune.RunConfig:
         """Where Tune writes (`tune_dir`), how often a crashed trial is retried, the checkpoints kept,
@@ -186,11 +240,24 @@ class Plan:
 
         from studies.engine.progress import Progress
 
-        view = Progress(self.study.name, self.study.scientific, list(self.study.search), self.study.metric,
-                        self.study.mode, self.budget.iterations, self.n_trials, self.seeds)
-        return tune.RunConfig(name="tune", storage_path=self.run_dir, verbose=1, callbacks=[view],
-                              failure_config=tune.FailureConfig(max_failures=2),
-                              checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
+        view = Progress(
+            self.study.name,
+            self.study.scientific,
+            list(self.study.search),
+            self.study.metric,
+            self.study.mode,
+            self.budget.iterations,
+            self.n_trials,
+            self.seeds,
+        )
+        return tune.RunConfig(
+            name="tune",
+            storage_path=self.run_dir,
+            verbose=1,
+            callbacks=[view],
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        )
 
 
 def _trial_dirname(trial) -> str:
@@ -244,11 +311,14 @@ def plan(study: Study, argv: list[str] | None = None, source: Source | None = No
     if args.first_seed < 0:
         raise UsageError(f"--first-seed {args.first_seed}: expected a whole number >= 0")
     if args.first_seed + b.seeds > MAX_SEED:
-        raise UsageError(f"--first-seed {args.first_seed}: the seeds must stay below 2^32 ({MAX_SEED:,}); "
-                         "choose a smaller K")
+        raise UsageError(
+            f"--first-seed {args.first_seed}: the seeds must stay below 2^32 ({MAX_SEED:,}); choose a smaller K"
+        )
     if b.iterations > LARGE_ITERATIONS and not args.yes:
-        raise UsageError(f"--iterations {b.iterations:,}: more than {LARGE_ITERATIONS:,} iterations per trial "
-                         f"(the full budget has {study.budgets['full'].iterations}); pass --yes if you mean it")
+        raise UsageError(
+            f"--iterations {b.iterations:,}: more than {LARGE_ITERATIONS:,} iterations per trial "
+            f"(the full budget has {study.budgets['full'].iterations}); pass --yes if you mean it"
+        )
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite contradict each other: give one of them")
     if not 0 <= args.inject_faults <= 1:
@@ -256,11 +326,15 @@ def plan(study: Study, argv: list[str] | None = None, source: Source | None = No
     if args.address is not None and not re.fullmatch(r"auto|ray://[\w.\-]+:\d+|[\w.\-]+:\d+", args.address):
         raise UsageError(f"--address {args.address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
     if args.address not in (None, "auto") and not 0 < int(args.address.rpartition(":")[2]) < 65536:
-        raise UsageError(f"--address {args.address}: the port must be 1 to 65535 (a Ray head listens on 6379 "
-                         "by default, its Ray Client server on 10001)")
+        raise UsageError(
+            f"--address {args.address}: the port must be 1 to 65535 (a Ray head listens on 6379 "
+            "by default, its Ray Client server on 10001)"
+        )
     if args.address is None and args.cpus_per_trial > (os.cpu_count() or 1):
-        raise UsageError(f"--cpus-per-trial {args.cpus_per_trial:g}: this machine has {os.cpu_count()} CPUs, so no "
-                         "trial could ever start; ask for fewer")
+        raise UsageError(
+            f"--cpus-per-trial {args.cpus_per_trial:g}: this machine has {os.cpu_count()} CPUs, so no "
+            "trial could ever start; ask for fewer"
+        )
     fixed = {**study.fixed, **b.fixed, "iterations": b.iterations}
     if args.inject_faults:
         fixed["fault_rate"] = args.inject_faults
@@ -270,8 +344,10 @@ def plan(study: Study, argv: list[str] | None = None, source: Source | None = No
         fixed["pack"] = args.pack
     if args.dataset is not None:
         if args.dataset not in study.datasets:
-            raise UsageError(f"--dataset: unknown dataset {args.dataset!r} for {study.name}; "
-                             f"choose one of {', '.join(study.datasets)}")
+            raise UsageError(
+                f"--dataset: unknown dataset {args.dataset!r} for {study.name}; "
+                f"choose one of {', '.join(study.datasets)}"
+            )
         fixed["dataset"] = args.dataset
     if "dataset" in fixed:
         fixed["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
@@ -279,16 +355,20 @@ def plan(study: Study, argv: list[str] | None = None, source: Source | None = No
     given = [spec.partition("=")[0] for spec in args.grid]
     repeated = next((k for k in given if given.count(k) > 1), None)
     if repeated is not None:
-        raise UsageError(f"--grid {repeated} is given {given.count(repeated)} times: put all its values in one "
-                         f"flag, e.g. --grid {repeated}=V1,V2")
+        raise UsageError(
+            f"--grid {repeated} is given {given.count(repeated)} times: put all its values in one "
+            f"flag, e.g. --grid {repeated}=V1,V2"
+        )
     for spec in args.grid:
         points = replace_axis(study, points, spec)
     if not points:
         raise UsageError(f"{study.name}: empty search space; give the study at least one grid point")
     trials = len(points) * (b.samples if study.search else 1)
     if trials * b.seeds > LARGE_RUNS and not args.yes:
-        raise UsageError(f"{trials:,} trials x {b.seeds:,} seeds = {trials * b.seeds:,} seed runs, more than "
-                         f"{LARGE_RUNS:,}: pass --yes if you mean it, or give fewer --seeds or --grid values")
+        raise UsageError(
+            f"{trials:,} trials x {b.seeds:,} seeds = {trials * b.seeds:,} seed runs, more than "
+            f"{LARGE_RUNS:,}: pass --yes if you mean it, or give fewer --seeds or --grid values"
+        )
     task = None
     if study.trainable is not None:
         resolve_trainable(study.trainable)
@@ -309,18 +389,21 @@ def plan(study: Study, argv: list[str] | None = None, source: Source | None = No
     if gpus is None:
         gpus = 1.0 if (args.address is None and cuda_available()) else 0.0
     elif gpus > 0 and args.address is None and not cuda_available():
-        raise UsageError(f"--gpus-per-trial {gpus:g}: no GPU is visible on this machine; "
-                         "use --gpus-per-trial 0, or --address to run on a cluster with GPUs")
+        raise UsageError(
+            f"--gpus-per-trial {gpus:g}: no GPU is visible on this machine; "
+            "use --gpus-per-trial 0, or --address to run on a cluster with GPUs"
+        )
     storage = args.storage.removeprefix("file://") if args.storage.startswith("file:///") else args.storage
     storage = storage if "://" in storage else str(Path(storage).expanduser().resolve())
     name = args.budget if args.name is None else args.name
     if not re.fullmatch(r"[\w.\-]{1,100}", name) or name.startswith("."):
-        raise UsageError(f"--name {name!r}: use a plain folder name such as 'quick' or 'try2' (letters, digits, "
-                         "'.', '_' and '-'; at most 100)")
+        raise UsageError(
+            f"--name {name!r}: use a plain folder name such as 'quick' or 'try2' (letters, digits, "
+            "'.', '_' and '-'; at most 100)"
+        )
     run_dir = f"{storage.rstrip('/')}/{study.name}/{name}"
     seeds = list(range(args.first_seed, args.first_seed + b.seeds))
     cmd = cmd or command(source, argv)
-    return Plan(study, args.budget, b, args, points, seeds, fixed, run_dir, args.cpus_per_trial, gpus, source, cmd,
-                task)
-
-
+    return Plan(
+        study, args.budget, b, args, points, seeds, fixed, run_dir, args.cpus_per_trial, gpus, source, cmd, task
+    )

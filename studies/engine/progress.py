@@ -74,10 +74,27 @@ def seeds_text(seeds: list[int]) -> str:
 class Progress(tune.Callback):
     """The compact view of a study's trials (see the module's docstring)."""
 
-    def __init__(self, study: str, scientific: list[str], nuisance: list[str], metric: str, mode: str,
-                 max_t: int, total: int, seeds: list[int]):
-        self.settings = dict(study=study, scientific=list(scientific), nuisance=list(nuisance), metric=metric,
-                             mode=mode, max_t=max_t, total=total, seeds=list(seeds))
+    def __init__(
+        self,
+        study: str,
+        scientific: list[str],
+        nuisance: list[str],
+        metric: str,
+        mode: str,
+        max_t: int,
+        total: int,
+        seeds: list[int],
+    ):
+        self.settings = dict(
+            study=study,
+            scientific=list(scientific),
+            nuisance=list(nuisance),
+            metric=metric,
+            mode=mode,
+            max_t=max_t,
+            total=total,
+            seeds=list(seeds),
+        )
         self.study, self.keys, self.metric, self.mode = study, [*scientific, *nuisance], metric, mode
         self.max_t, self.total, self.seeds = max_t, total, list(seeds)
         self.out: TextIO | None = None
@@ -125,7 +142,7 @@ class Progress(tune.Callback):
         try:
             if self.tty:
                 width, height = shutil.get_terminal_size((100, 30))
-                lines = [line[:width - 1] for line in self.lines(trials, final, rows=max(3, height - 8))]
+                lines = [line[: width - 1] for line in self.lines(trials, final, rows=max(3, height - 8))]
                 up = f"\x1b[{self.drawn}F" if self.drawn else ""
                 self.out.write(up + "\x1b[J" + "\n".join(lines) + "\n")
                 self.drawn = len(lines)
@@ -291,8 +308,10 @@ class RunLog(_Stream):
         saved = list(ray_logger.handlers)
         consoles = [h for h in saved if type(h) is not logging.FileHandler and isinstance(h, logging.StreamHandler)]
         mine = logging.StreamHandler(self.stderr)
-        mine.setFormatter(next((h.formatter for h in consoles if h.formatter), None)
-                          or logging.Formatter("%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"))
+        mine.setFormatter(
+            next((h.formatter for h in consoles if h.formatter), None)
+            or logging.Formatter("%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s")
+        )
         ray_logger.handlers = [h for h in saved if h not in consoles] + [mine]
         try:
             with redirect_stdout(self), redirect_stderr(self.stderr):

@@ -43,8 +43,14 @@ def _best(values: pd.Series, metric: str) -> float:
 def _extra(metrics: dict, key: str) -> list[str]:
     """What a task reports beyond METRICS and the per-class test accuracies (e.g. `train_loss_var`):
     kept in both tables, the last value in `trials` and every report's in `curves`."""
-    return [k.removeprefix(key) for k in metrics if k.startswith(key) and k.removeprefix(key) not in METRICS
-            and not k.startswith(key + "test_acc_") and k != key + "diverged_at"]
+    return [
+        k.removeprefix(key)
+        for k in metrics
+        if k.startswith(key)
+        and k.removeprefix(key) not in METRICS
+        and not k.startswith(key + "test_acc_")
+        and k != key + "diverged_at"
+    ]
 
 
 def tables(grid, p) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -71,10 +77,16 @@ def tables(grid, p) -> tuple[pd.DataFrame, pd.DataFrame]:
             row = {"study": p.study.name, "trial_id": f"{trial}-{seed}", "trial": trial}
             row.update({f"config.{k}": _value(v) for k, v in sorted({**config, "seed": seed}.items())})
             status = _status(r, iterations, bool(ended), p.budget.iterations)
-            row.update(status=status, stopped_early=status == "stopped", diverged=status == "diverged",
-                       iterations=iterations, step=int(c["step"].iloc[-1]) if c is not None and len(c) else 0,
-                       restarts=int(m.get("restarts", 0)),
-                       wall_time_s=float(m.get("time_total_s", math.nan)), node=m.get("node_ip"))
+            row.update(
+                status=status,
+                stopped_early=status == "stopped",
+                diverged=status == "diverged",
+                iterations=iterations,
+                step=int(c["step"].iloc[-1]) if c is not None and len(c) else 0,
+                restarts=int(m.get("restarts", 0)),
+                wall_time_s=float(m.get("time_total_s", math.nan)),
+                node=m.get("node_ip"),
+            )
             last = c.iloc[-1] if c is not None and len(c) else {}
             extra = _extra(m, key)
             for k in METRICS:
@@ -83,14 +95,24 @@ def tables(grid, p) -> tuple[pd.DataFrame, pd.DataFrame]:
             obj = p.study.metric  # the objective's best as well where it is not one of METRICS (val_ppl)
             if obj in extra and c is not None and key + obj in c:
                 row[f"best.{obj}"] = _best(c[key + obj], obj)
-            row.update({f"metric.{k.removeprefix(key)}": float(v) for k, v in (last.items() if len(last) else ())
-                        if k.startswith(key + "test_acc_") or k.removeprefix(key) in extra})
+            row.update(
+                {
+                    f"metric.{k.removeprefix(key)}": float(v)
+                    for k, v in (last.items() if len(last) else ())
+                    if k.startswith(key + "test_acc_") or k.removeprefix(key) in extra
+                }
+            )
             rows.append(row)
             if c is not None and len(c):
                 cols = [k for k in ("step", "samples", "time_total_s", "lr_current") if k in c]
                 cdf = c[["training_iteration", *cols, *[key + k for k in (*METRICS, *extra) if key + k in c]]]
-                cdf = cdf.rename(columns={"training_iteration": "iteration", "time_total_s": "time_s",
-                                          **{key + k: f"metric.{k}" for k in (*METRICS, *extra)}})
+                cdf = cdf.rename(
+                    columns={
+                        "training_iteration": "iteration",
+                        "time_total_s": "time_s",
+                        **{key + k: f"metric.{k}" for k in (*METRICS, *extra)},
+                    }
+                )
                 cdf.insert(0, "trial_id", row["trial_id"])
                 cdf.insert(0, "study", p.study.name)
                 for k in varied:
@@ -107,10 +129,36 @@ def empty_tables(p) -> tuple[pd.DataFrame, pd.DataFrame]:
     varied = list(dict.fromkeys([*p.study.scientific, *p.study.search, "seed"]))
     config = [f"config.{k}" for k in sorted({*p.fixed, *varied} - {"seeds"})]
     metrics = [f"{kind}.{m}" for kind in ("metric", "best") for m in METRICS]
-    trials = pd.DataFrame(columns=["study", "trial_id", "trial", *config, "status", "stopped_early", "diverged",
-                                   "iterations", "step", "restarts", "wall_time_s", "node", *metrics])
-    curves = pd.DataFrame(columns=["study", "trial_id", "iteration", "step", "samples", "time_s", "lr_current",
-                                   *[f"metric.{m}" for m in METRICS], *[f"config.{k}" for k in varied]])
+    trials = pd.DataFrame(
+        columns=[
+            "study",
+            "trial_id",
+            "trial",
+            *config,
+            "status",
+            "stopped_early",
+            "diverged",
+            "iterations",
+            "step",
+            "restarts",
+            "wall_time_s",
+            "node",
+            *metrics,
+        ]
+    )
+    curves = pd.DataFrame(
+        columns=[
+            "study",
+            "trial_id",
+            "iteration",
+            "step",
+            "samples",
+            "time_s",
+            "lr_current",
+            *[f"metric.{m}" for m in METRICS],
+            *[f"config.{k}" for k in varied],
+        ]
+    )
     return trials, curves
 
 
@@ -127,8 +175,12 @@ def _versions() -> dict:
 def _hardware() -> dict:
     import torch
 
-    hw = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
-          "cuda": torch.cuda.is_available()}
+    hw = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+    }
     if torch.cuda.is_available():
         hw["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return hw
@@ -151,18 +203,28 @@ def manifest(p, started: float, finished: float | None) -> dict:
     except ValueError:
         classes = None
     return {
-        "study": p.study.name, "name": Path(p.run_dir).name, "budget": p.budget_name,
-        "command": p.command, "cwd": os.getcwd(),
+        "study": p.study.name,
+        "name": Path(p.run_dir).name,
+        "budget": p.budget_name,
+        "command": p.command,
+        "cwd": os.getcwd(),
         "module": {"name": p.source.module, "root": p.source.root, "file": p.source.file},
         "analysis": analysis_spec(p.study, p.source),
         "argv": vars(p.args),
-        "metric": p.study.metric, "mode": p.study.mode,
-        "scientific": p.study.scientific, "nuisance": list(p.study.search), "seeds": p.seeds,
-        "search_first": {k: _value(v) for k, v in p.study.search_first.items()}, "classes": classes,
+        "metric": p.study.metric,
+        "mode": p.study.mode,
+        "scientific": p.study.scientific,
+        "nuisance": list(p.study.search),
+        "seeds": p.seeds,
+        "search_first": {k: _value(v) for k, v in p.study.search_first.items()},
+        "classes": classes,
         "fixed": {k: _value(v) for k, v in p.fixed.items()},
-        "iterations": p.budget.iterations, "asha": {"grace": p.budget.grace, "reduction": p.budget.reduction},
+        "iterations": p.budget.iterations,
+        "asha": {"grace": p.budget.grace, "reduction": p.budget.reduction},
         "signature": p.signature,
-        "versions": _versions(), "git_commit": (ours or {}).get("commit"), "git": {"studies": ours, "study": theirs},
+        "versions": _versions(),
+        "git_commit": (ours or {}).get("commit"),
+        "git": {"studies": ours, "study": theirs},
         "hardware": _hardware(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(finished)) if finished else None,
@@ -216,6 +278,8 @@ def write(p, trials: pd.DataFrame, curves: pd.DataFrame, started: float) -> dict
         except Exception as e:  # anything the study's own figures, findings or claims raise
             raise RenderError(f"{type(e).__name__}: {e}") from e
     base = p.run_dir
-    return {"tables": f"{base}/trials.parquet, {base}/curves.parquet (and .csv)",
-            "figures": f"{base}/figures/ ({len(written['figures'])} PNG)",
-            "report": f"{base}/report.md, report.html (summary.csv: results over seeds)"}
+    return {
+        "tables": f"{base}/trials.parquet, {base}/curves.parquet (and .csv)",
+        "figures": f"{base}/figures/ ({len(written['figures'])} PNG)",
+        "report": f"{base}/report.md, report.html (summary.csv: results over seeds)",
+    }

@@ -38,8 +38,13 @@ def _say(who: str, kind: str, message: str, file=None) -> None:
     print(f"{who}: {kind}: {message}", file=file or sys.stderr)
 
 
-def run(study: Study, argv: list[str] | None = None, source: Source | None = None, command: str | None = None,
-        **plan_fields: Any) -> int:
+def run(
+    study: Study,
+    argv: list[str] | None = None,
+    source: Source | None = None,
+    command: str | None = None,
+    **plan_fields: Any,
+) -> int:
     """`python -m studies.NAME`: plan, check, run on Ray Tune, write results. Returns the exit code.
     `source` is where the study's module lives and `command` what was typed (both found where not
     given); `plan_fields` set fields of the Plan after the command line is read (e.g. reuse_actors=False)."""
@@ -67,9 +72,11 @@ def _header(p: Plan) -> str:
 
     where = "this machine's Ray" if p.args.address is None else f"the Ray cluster at {p.args.address}"
     later = " (uploaded at the end)" if "://" in p.run_dir else ""
-    return (f"{p.study.name}, budget {p.budget_name}: {p.n_trials} trials, each trains {seeds_text(p.seeds)}, on "
-            f"{where}; results in {p.run_dir}\n  Ray's output: {p.log_path}{later}; curves: "
-            f"tensorboard --logdir {p.tune_dir}")
+    return (
+        f"{p.study.name}, budget {p.budget_name}: {p.n_trials} trials, each trains {seeds_text(p.seeds)}, on "
+        f"{where}; results in {p.run_dir}\n  Ray's output: {p.log_path}{later}; curves: "
+        f"tensorboard --logdir {p.tune_dir}"
+    )
 
 
 def execute(p: Plan) -> int:
@@ -126,11 +133,24 @@ def execute(p: Plan) -> int:
                     print(f"  resuming {exp}", file=out, flush=True)
                     tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True, resume_errored=True)
                 else:
-                    search = GridSearch(p.points, p.seeds, p.fixed, p.study.metric, p.study.mode,
-                                        p.study.search, p.budget.samples, p.study.search_first)
-                    asha = GroupedASHA(p.study.asha_groups, keep=p.study.search_first, time_attr="training_iteration",
-                                       max_t=p.budget.iterations, grace_period=p.budget.grace,
-                                       reduction_factor=p.budget.reduction)
+                    search = GridSearch(
+                        p.points,
+                        p.seeds,
+                        p.fixed,
+                        p.study.metric,
+                        p.study.mode,
+                        p.study.search,
+                        p.budget.samples,
+                        p.study.search_first,
+                    )
+                    asha = GroupedASHA(
+                        p.study.asha_groups,
+                        keep=p.study.search_first,
+                        time_attr="training_iteration",
+                        max_t=p.budget.iterations,
+                        grace_period=p.budget.grace,
+                        reduction_factor=p.budget.reduction,
+                    )
                     tuner = tune.Tuner(trainable, tune_config=p.tune_config(search, asha), run_config=p.run_config())
                 grid = tuner.fit()
                 trials, curves = results.tables(grid, p)
@@ -139,8 +159,13 @@ def execute(p: Plan) -> int:
                     ray.shutdown()
     except BaseException:
         if log.path is not None:
-            _say(p.prog, "error", f"the run stopped; Ray's and Tune's output up to here is in {p.log_path}"
-                 + (f" (here: {log.path})" if remote else ""), file=err)
+            _say(
+                p.prog,
+                "error",
+                f"the run stopped; Ray's and Tune's output up to here is in {p.log_path}"
+                + (f" (here: {log.path})" if remote else ""),
+                file=err,
+            )
         raise
     finally:
         log.end()
@@ -151,12 +176,18 @@ def execute(p: Plan) -> int:
     try:
         paths = results.write(p, trials, curves, started=started)
     except results.RenderError as e:  # the study's analysis failed on the real tables, which are written
-        _say(p.prog, "error", f"rendering the report failed ({e}); the tables are safe in {p.run_dir} "
-             f"(trials.parquet, curves.parquet): fix the analysis module, then run python -m analysis {p.run_dir}")
+        _say(
+            p.prog,
+            "error",
+            f"rendering the report failed ({e}); the tables are safe in {p.run_dir} "
+            f"(trials.parquet, curves.parquet): fix the analysis module, then run python -m analysis {p.run_dir}",
+        )
         return RENDER_FAILED
     configs = trials.drop_duplicates("trial")
-    print(f"\n{p.study.name}: {len(configs)} trials ({len(trials)} seed runs), {int(configs['stopped_early'].sum())} "
-          f"stopped early by ASHA, {int(trials['diverged'].sum())} seed runs diverged, {time.time() - started:.0f} s")
+    print(
+        f"\n{p.study.name}: {len(configs)} trials ({len(trials)} seed runs), {int(configs['stopped_early'].sum())} "
+        f"stopped early by ASHA, {int(trials['diverged'].sum())} seed runs diverged, {time.time() - started:.0f} s"
+    )
     print(f"  {'log':8s} {p.log_path} (Ray's and Tune's output)")
     print(f"  {'curves':8s} tensorboard --logdir {p.tune_dir}")
     for label, path in paths.items():

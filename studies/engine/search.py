@@ -21,9 +21,18 @@ from ray.tune.search import Searcher
 
 
 class GridSearch(Searcher):
-    def __init__(self, points: list[dict], seeds: list[int], fixed: dict, metric: str, mode: str,
-                 space: dict | None = None, samples: int = 1, first: dict | None = None,
-                 max_t: int | None = None):
+    def __init__(
+        self,
+        points: list[dict],
+        seeds: list[int],
+        fixed: dict,
+        metric: str,
+        mode: str,
+        space: dict | None = None,
+        samples: int = 1,
+        first: dict | None = None,
+        max_t: int | None = None,
+    ):
         super().__init__(metric=metric, mode=mode)
         self.points, self.seeds, self.fixed = points, list(seeds), fixed
         self.max_t = max_t or fixed.get("iterations")  # a trial that ends before it was stopped by ASHA
@@ -40,8 +49,12 @@ class GridSearch(Searcher):
             self.distributions = OptunaSearch.convert_search_space(space)
             startup = max(2, min(10, self.samples // 2))  # TPE needs a few random points first
             direction = "maximize" if mode == "max" else "minimize"
-            self.studies = [optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(
-                seed=p, n_startup_trials=startup)) for p in range(len(points))]
+            self.studies = [
+                optuna.create_study(
+                    direction=direction, sampler=optuna.samplers.TPESampler(seed=p, n_startup_trials=startup)
+                )
+                for p in range(len(points))
+            ]
             for s in self.studies if first else ():  # the nuisance values every scientific value tries first
                 s.enqueue_trial(dict(first))
 

@@ -81,8 +81,10 @@ def load_study(ref: str) -> tuple[Study, Source]:
         module = _import(name, root)
     except ModuleNotFoundError as e:
         if e.name and name.startswith(e.name):
-            raise UsageError(f"{ref}: no module {e.name!r} here; give a study module's path or its dotted name "
-                             "(from the folder it imports from)") from None
+            raise UsageError(
+                f"{ref}: no module {e.name!r} here; give a study module's path or its dotted name "
+                "(from the folder it imports from)"
+            ) from None
         raise UsageError(f"{ref}: importing it failed: {type(e).__name__}: {e}") from None
     except Exception as e:  # the user's module may raise anything at import
         raise UsageError(f"{ref}: importing it failed: {type(e).__name__}: {e}") from None
@@ -132,6 +134,7 @@ def analysis_spec(study: Study, source: Source) -> dict | None:
 def git_state(folder: str | Path) -> dict | None:
     """The git repository that holds `folder`: its top folder, commit and whether its work tree has
     changes (tracked or untracked); None outside a repository or without git."""
+
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=10)
@@ -143,8 +146,11 @@ def git_state(folder: str | Path) -> dict | None:
     if not top:
         return None
     status = git("status", "--porcelain")
-    return {"root": top.strip(), "commit": (git("rev-parse", "HEAD") or "").strip() or None,
-            "dirty": bool(status.strip()) if status is not None else None}
+    return {
+        "root": top.strip(),
+        "commit": (git("rev-parse", "HEAD") or "").strip() or None,
+        "dirty": bool(status.strip()) if status is not None else None,
+    }
 
 
 def command(source: Source, argv: list[str]) -> str:

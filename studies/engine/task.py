@@ -129,9 +129,16 @@ def evaluate(model, x, y, c, amp=nullcontext) -> tuple[float, float, torch.Tenso
 def diverged_metrics(d: Data, train_loss: float) -> dict:
     """What a seed whose loss is NaN or inf reports: accuracy 0 and no held-out loss."""
     tests = list(d.tests) or range(len(d.classes))
-    return {"train_loss": train_loss, "train_acc": 0.0, "val_loss": math.nan, "val_acc": 0.0,
-            "test_loss": math.nan, "test_acc": 0.0, **{f"test_acc_{k}": 0.0 for k in tests},
-            "train_loss_var": math.nan}
+    return {
+        "train_loss": train_loss,
+        "train_acc": 0.0,
+        "val_loss": math.nan,
+        "val_acc": 0.0,
+        "test_loss": math.nan,
+        "test_acc": 0.0,
+        **{f"test_acc_{k}": 0.0 for k in tests},
+        "train_loss_var": math.nan,
+    }
 
 
 def classify(model, c: dict, d: Data, train_loss: float, batch_acc: float, amp=nullcontext) -> dict:

@@ -23,24 +23,36 @@ from studies.engine.task import Data, Task, epochs, loss_fn
 
 DEFAULTS = dict(  # every key the built-in tasks read, with its default (config key = model kwarg = column)
     model="cnn",  # cnn | mlp | split_mlp (models.split_mlp: an MLP along the rows and one along the columns) | rnn
-    dataset="digits", data_dir="data", n_train=None,  # images; n_train caps the training set
+    dataset="digits",
+    data_dir="data",
+    n_train=None,  # images; n_train caps the training set
     augment=False,  # random flips and shifts, on the device
     image_size=None,  # images: downsample to image_size x image_size (area average) if larger; None keeps them
     width=1.0,  # cnn: channels x width (1.0: the hand-run 64..512); mlp, split_mlp: hidden sizes x width
-    hidden=(128, 64), dropout=0.0,  # mlp sizes (or text: "128-64"); dropout in mlp and cnn head
+    hidden=(128, 64),
+    dropout=0.0,  # mlp sizes (or text: "128-64"); dropout in mlp and cnn head
     axis_hidden=(128,),  # split_mlp: sizes of its row MLP and of its column MLP (then `hidden` after them)
     # impl: rnn scratch | fused (see models.rnn); mlp torch (torch.nn layers) | numpy (models.numpy_mlp)
-    cell="lstm", impl="fused", seq_len=5, hidden_size=128, steps_per_report=100,  # palindrome
+    cell="lstm",
+    impl="fused",
+    seq_len=5,
+    hidden_size=128,
+    steps_per_report=100,  # palindrome
     forget_bias=None,  # lstm forget gate, gru update gate: None keeps torch's init; 1.0 sets its bias to 1
     # arithmetic (datasets.arithmetic): training set A | B at train_scale x the hand-run sizes (A 50k + 50k, B 1M),
     # an embedding of `embed` numbers per character; an iteration trains on samples_per_report expressions (None:
     # one epoch), so that training sets of different sizes can get the same steps
-    train_set="A", train_scale=1.0, embed=32, samples_per_report=None,
+    train_set="A",
+    train_scale=1.0,
+    embed=32,
+    samples_per_report=None,
     # lm (word-level Penn Treebank, datasets.ptb; dataset="ptb"): cell lstm | gru | transformer of `layers` layers
     # (`heads` attention heads) and width hidden_size; TBPTT over batch_size streams in windows of seq_len words;
     # an iteration is an epoch over the first n_train words; n_eval words of valid and test; the `vocab` most
     # frequent words (None: all 10k)
-    layers=1, heads=2, vocab=None,
+    layers=1,
+    heads=2,
+    vocab=None,
     n_eval=None,  # held-out set size (palindromes and arithmetic: 4096 if None; images and text: all)
 )
 
@@ -66,12 +78,19 @@ _whole = (lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1")
 _whole_or_none = (lambda v: v is None or (isinstance(v, int) and v >= 1), "a whole number >= 1, or None")
 _positive = (lambda v: isinstance(v, (int, float)) and v > 0, "a positive number")
 CHECKS = {  # config key -> (valid?, what is valid)
-    "layers": _whole, "heads": _whole, "embed": _whole, "seq_len": _whole, "hidden_size": _whole,
+    "layers": _whole,
+    "heads": _whole,
+    "embed": _whole,
+    "seq_len": _whole,
+    "hidden_size": _whole,
     "steps_per_report": _whole,
     "vocab": (lambda v: v is None or (isinstance(v, int) and v >= 2), "a whole number >= 2, or None"),
     "train_set": (lambda v: v in arith.TRAIN_SETS, " or ".join(arith.TRAIN_SETS)),
-    "train_scale": _positive, "width": _positive,
-    "samples_per_report": _whole_or_none, "image_size": _whole_or_none, "n_eval": _whole_or_none,
+    "train_scale": _positive,
+    "width": _positive,
+    "samples_per_report": _whole_or_none,
+    "image_size": _whole_or_none,
+    "n_eval": _whole_or_none,
     "model": (lambda v: v in ("cnn", "mlp", "split_mlp", "rnn"), "cnn, mlp, split_mlp or rnn"),
     "hidden": (lambda v: _sizes_ok(v), "layer sizes: whole numbers >= 1, such as (128, 64) or 128-64"),
     "axis_hidden": (lambda v: _sizes_ok(v) and len(sizes(v)) > 0, "layer sizes: whole numbers >= 1, such as (128,)"),
@@ -105,14 +124,28 @@ def build_model(c: dict, shape: tuple[int, ...], num_classes: int, vocab: int | 
             raise ValueError("impl=numpy has no dropout: use impl=torch, or dropout=0")
         return NumpyMLP(math.prod(shape), hidden=sizes(c["hidden"], c["width"]), num_classes=num_classes)
     if c["model"] == "mlp":
-        return MLP(math.prod(shape), hidden=sizes(c["hidden"], c["width"]), num_classes=num_classes,
-                   dropout=c["dropout"])
+        return MLP(
+            math.prod(shape), hidden=sizes(c["hidden"], c["width"]), num_classes=num_classes, dropout=c["dropout"]
+        )
     if c["model"] == "split_mlp":
-        return SplitMLP(shape, axis_hidden=sizes(c["axis_hidden"], c["width"]), hidden=sizes(c["hidden"], c["width"]),
-                        num_classes=num_classes, dropout=c["dropout"])
+        return SplitMLP(
+            shape,
+            axis_hidden=sizes(c["axis_hidden"], c["width"]),
+            hidden=sizes(c["hidden"], c["width"]),
+            num_classes=num_classes,
+            dropout=c["dropout"],
+        )
     if c["model"] == "rnn":
-        return RecurrentClassifier(c["cell"], c["impl"], 1, c["hidden_size"], num_classes,
-                                   forget_bias=c["forget_bias"], vocab=vocab, embed=c["embed"])
+        return RecurrentClassifier(
+            c["cell"],
+            c["impl"],
+            1,
+            c["hidden_size"],
+            num_classes,
+            forget_bias=c["forget_bias"],
+            vocab=vocab,
+            embed=c["embed"],
+        )
     raise ValueError(f"unknown model {c['model']!r}")
 
 
@@ -122,11 +155,13 @@ def classifier(c: dict, d: Data) -> torch.nn.Module:
 
 def builtin(name: str, load, **fields) -> Task:
     """A built-in task: the shared model builder, keys and rules unless given."""
-    return Task(name=name, load=load, **{"model": classifier, "defaults": DEFAULTS, "checks": CHECKS,
-                                         "rules": rules, **fields})
+    return Task(
+        name=name, load=load, **{"model": classifier, "defaults": DEFAULTS, "checks": CHECKS, "rules": rules, **fields}
+    )
 
 
 # ---- image: one dataset shared by the seeds, an epoch per iteration ---------------------------------
+
 
 def load_images(c: dict, dev: torch.device) -> Data:
     data = datasets.load_images(c["dataset"], c["data_dir"], c["n_train"])
@@ -152,6 +187,7 @@ IMAGE = builtin("image", load_images, batches=image_batches)
 
 # ---- palindrome: fresh samples every step, fixed held-out sets per seed ------------------------------
 
+
 def palindrome_sets(c: dict, loaded, seed: int, dev: torch.device) -> Data:
     n = c["n_eval"] or 4096
     val = datasets.palindromes(n, c["seq_len"], stream_generator(seed, 1, dev))
@@ -164,11 +200,17 @@ def palindrome_batches(c: dict, d: Data, gen: torch.Generator):
         yield datasets.palindromes(c["batch_size"], c["seq_len"], gen)
 
 
-PALINDROME = builtin("palindrome", lambda c, dev: None, for_seed=palindrome_sets, batches=palindrome_batches,
-                     generator=lambda c, seed, dev: stream_generator(seed, 0, dev))
+PALINDROME = builtin(
+    "palindrome",
+    lambda c, dev: None,
+    for_seed=palindrome_sets,
+    batches=palindrome_batches,
+    generator=lambda c, seed, dev: stream_generator(seed, 0, dev),
+)
 
 
 # ---- toy: each seed its own sample of a 2-D dataset, trained full batch ------------------------------
+
 
 def toy_sample(c: dict, loaded, seed: int, dev: torch.device) -> Data:
     d = datasets.toy(c["dataset"], seed).to(dev)  # a pure function of the seed
@@ -185,13 +227,21 @@ TOY = builtin("toy", lambda c, dev: None, for_seed=toy_sample, batches=full_batc
 
 # ---- arithmetic: each seed its own training set and test distributions --------------------------------
 
+
 def arithmetic_sets(c: dict, loaded, seed: int, dev: torch.device) -> Data:
     """The seed's sets (datasets.arithmetic.sets, the same in every trial); training accuracy on as many
     training expressions as validation has."""
     s = arith.sets(c["train_set"], c["train_scale"], c["n_eval"] or 4096, seed, dev)
     n = len(s["val"][1])
-    return Data(s["train"], s["val"], s["test"], arith.CLASSES, train_eval=(s["train"][0][:n], s["train"][1][:n]),
-                tests={k: s[k] for k in arith.RANGES}, shape=(arith.MAX_LEN,))
+    return Data(
+        s["train"],
+        s["val"],
+        s["test"],
+        arith.CLASSES,
+        train_eval=(s["train"][0][:n], s["train"][1][:n]),
+        tests={k: s[k] for k in arith.RANGES},
+        shape=(arith.MAX_LEN,),
+    )
 
 
 def arithmetic_batches(c: dict, d: Data, gen: torch.Generator):
@@ -206,9 +256,14 @@ def arithmetic_batches(c: dict, d: Data, gen: torch.Generator):
         yield x[idx], y[idx]
 
 
-ARITHMETIC = builtin("arithmetic", lambda c, dev: None, for_seed=arithmetic_sets, batches=arithmetic_batches,
-                     model=lambda c, d: build_model(c, d.shape, len(d.classes), vocab=arith.VOCAB),
-                     generator=lambda c, seed, dev: arith.generator(seed, arith.ORDER, dev))
+ARITHMETIC = builtin(
+    "arithmetic",
+    lambda c, dev: None,
+    for_seed=arithmetic_sets,
+    batches=arithmetic_batches,
+    model=lambda c, d: build_model(c, d.shape, len(d.classes), vocab=arith.VOCAB),
+    generator=lambda c, seed, dev: arith.generator(seed, arith.ORDER, dev),
+)
 
 
 # ---- lm: Penn Treebank as parallel streams, truncated BPTT --------------------------------------------
@@ -226,9 +281,13 @@ def load_text(c: dict, dev: torch.device) -> Data:
         s = ptb.streams(ids, n).to(dev)
         return s[:, :-1], s[:, 1:]
 
-    return Data(pairs(corpus.train[: c["n_train"]], c["batch_size"]), pairs(corpus.valid[: c["n_eval"]],
-                LM_EVAL_STREAMS), pairs(corpus.test[: c["n_eval"]], LM_EVAL_STREAMS), corpus.words,
-                shape=(c["seq_len"],))
+    return Data(
+        pairs(corpus.train[: c["n_train"]], c["batch_size"]),
+        pairs(corpus.valid[: c["n_eval"]], LM_EVAL_STREAMS),
+        pairs(corpus.test[: c["n_eval"]], LM_EVAL_STREAMS),
+        corpus.words,
+        shape=(c["seq_len"],),
+    )
 
 
 def windows(x: torch.Tensor, y: torch.Tensor, length: int):
@@ -269,8 +328,14 @@ def evaluate_lm(model, x, y, c, amp) -> tuple[float, float]:
 def measure_lm(model, c: dict, d: Data, train_loss: float, batch_acc: float, amp) -> dict:
     """A language model's metrics: loss, next-word accuracy and perplexity (e^loss) on the epoch's
     training windows (as trained, dropout on), the validation and the test text; inf where it diverged."""
-    m = {"train_loss": train_loss, "train_acc": batch_acc, "val_loss": math.nan, "val_acc": 0.0,
-         "test_loss": math.nan, "test_acc": 0.0}
+    m = {
+        "train_loss": train_loss,
+        "train_acc": batch_acc,
+        "val_loss": math.nan,
+        "val_acc": 0.0,
+        "test_loss": math.nan,
+        "test_acc": 0.0,
+    }
     if math.isfinite(train_loss):
         m["val_loss"], m["val_acc"] = evaluate_lm(model, *d.val, c, amp)
         m["test_loss"], m["test_acc"] = evaluate_lm(model, *d.test, c, amp)
