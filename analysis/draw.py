@@ -161,3 +161,16 @@ def curve_axis(ax: Axes, values: pd.Series, m: str, x: str, xlabel: str | None, 
         acc_ylim(ax)
     ax.set(xlabel=xlabel or label(x), ylabel=label(m))
     ax.grid(alpha=0.3)
+
+
+def bar_note(ax: Axes, x, text: str, fontsize: float = 9) -> None:
+    """`text` at the foot of the bar at `x`, on a white box (the bar's mean, its lr, its rank)."""
+    ax.annotate(
+        text,
+        (x, 0.03),
+        ha="center",
+        va="bottom",
+        fontsize=fontsize,
+        zorder=7,
+        bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.85, lw=0),
+    )

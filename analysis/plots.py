@@ -107,15 +107,7 @@ def best_per_value_figure(trials: pd.DataFrame, sci: str, nuisance: list[str], m
             sel = sel[sel[f"config.{k}"] == r[f"config.{k}"]]
         draw.points(ax, sel.assign(_x=xs[i]), "_x", metric, "black")
         extra = "\n".join(f"{k}={fmt_sci(r[f'config.{k}'])}" for k in nuisance)
-        ax.annotate(
-            f"{r[f'{metric}.mean']:.3f}" + (f"\n{extra}" if extra else ""),
-            (i, 0.03),
-            ha="center",
-            va="bottom",
-            fontsize=9,
-            zorder=7,
-            bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.85, lw=0),
-        )
+        draw.bar_note(ax, i, f"{r[f'{metric}.mean']:.3f}" + (f"\n{extra}" if extra else ""))
     nuis = f" (its best {', '.join(nuisance)})" if nuisance else ""
     ax.set(xlabel=label(sci), ylabel=f"{label(metric)}{nuis}")
     ax.set_title(f"{title}\n{spread_note(s, [metric], kind)}", fontsize=11)

@@ -95,8 +95,3 @@ def decode(x: torch.Tensor) -> list[str]:
 
 STRIDE = palindrome.STRIDE  # seeds of one seed's streams: STRIDE * seed + stream (palindrome.generator)
 ORDER = 6  # the stream of the training order (0 draws the training set, 1 and 2 validation and test, 3-5 RANGES)
-
-
-def seed_of(gen: torch.Generator) -> int:
-    """The seed of a generator made by `generator(seed, stream)`."""
-    return gen.initial_seed() // STRIDE

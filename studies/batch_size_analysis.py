@@ -44,7 +44,7 @@ HAND_LR = 1e-4  # the hand-run reports' lr
 # quick budget (validation accuracy ~0.03), and a claim never rests on a metric at chance; at 1e-3 every batch learns
 FIXED_LR = 1e-3
 METRIC = "metric.val_acc"
-VAR = "metric.train_loss_var"  # the step-to-step variance of the training loss (studies/train.py, train_block)
+VAR = "metric.train_loss_var"  # the step-to-step variance of the training loss (studies/engine/loop.py, train_block)
 
 
 def _grid(trials: pd.DataFrame) -> pd.DataFrame:
@@ -71,16 +71,7 @@ def best_lr_data(trials: pd.DataFrame) -> pd.DataFrame:
             c2, c1, _ = np.polyfit(lrs[j - 1 : j + 2], a[j - 1 : j + 2], 2)
             if c2 < 0:  # the vertex, kept within those three lrs
                 best = float(np.clip(-c1 / (2 * c2), lrs[j - 1], lrs[j + 1]))
-        rows.append(
-            {
-                "batch_size": int(bs),
-                "seed": int(seed),
-                "grid_lr": 10 ** lrs[i],
-                "best_lr": 10**best,
-                "edge": edge,
-                "acc": a[i],
-            }
-        )
+        rows.append((int(bs), int(seed), 10 ** lrs[i], 10**best, edge, a[i]))
     return pd.DataFrame(rows, columns=["batch_size", "seed", "grid_lr", "best_lr", "edge", "acc"])
 
 
@@ -91,7 +82,7 @@ def exponents(d: pd.DataFrame) -> pd.DataFrame:
     for seed, g in d.groupby("seed"):
         if g["batch_size"].nunique() >= 2:
             a = np.polyfit(np.log(g["batch_size"]), np.log(g["best_lr"]), 1)[0]
-            rows.append({"seed": seed, "exponent": a, "edge": bool(g["edge"].any())})
+            rows.append((seed, a, bool(g["edge"].any())))
     return pd.DataFrame(rows, columns=["seed", "exponent", "edge"])
 
 
@@ -106,15 +97,9 @@ def heatmap_figure(trials: pd.DataFrame) -> Figure:
     for _, r in s.iterrows():
         i, j = bss.index(r["config.batch_size"]), lrs.index(r["config.lr"])
         ci = r[f"{METRIC}.ci95"] if r[f"{METRIC}.n"] >= 3 else (r[f"{METRIC}.max"] - r[f"{METRIC}.min"]) / 2
-        ax.text(
-            j,
-            i,
-            f"{r[f'{METRIC}.mean']:.3f}\n±{ci:.3f}" if np.isfinite(ci) else f"{r[f'{METRIC}.mean']:.3f}",
-            ha="center",
-            va="center",
-            fontsize=8,
-            color="white" if grid[i, j] < 0.6 * np.nanmax(grid) else "black",
-        )
+        text = f"{r[f'{METRIC}.mean']:.3f}" + (f"\n±{ci:.3f}" if np.isfinite(ci) else "")
+        color = "white" if grid[i, j] < 0.6 * np.nanmax(grid) else "black"
+        ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
     for i in range(len(bss)):  # the best lr of each batch size, framed
         if np.isfinite(grid[i]).any():
             j = int(np.nanargmax(grid[i]))
@@ -155,10 +140,8 @@ def best_lr_figure(trials: pd.DataFrame) -> Figure:
         for v in lrs:
             ax.axhline(v, color="0.85", lw=0.8, zorder=0)
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="best learning rate (final validation accuracy)")
-    ax.set_xticks(
-        sorted(d["batch_size"].unique()) if len(d) else [],
-        [str(b) for b in sorted(d["batch_size"].unique())] if len(d) else [],
-    )
+    ticks = sorted(d["batch_size"].unique())
+    ax.set_xticks(ticks, [str(b) for b in ticks])
     ax.minorticks_off()
     ax.set_title("Best lr against batch size: dots one seed each (grey lines: the lr grid)", fontsize=10)
     draw.legend(ax, outside=True)
@@ -193,16 +176,8 @@ def loss_variance_figure(trials: pd.DataFrame) -> Figure:
         g = d[d["view"] == view].set_index("batch_size").reindex(bss)
         x = np.arange(len(bss)) + (k - (len(views) - 1) / 2) * width
         err = np.vstack([g["mean"] - g["lo"], g["hi"] - g["mean"]]).clip(0)
-        ax.bar(
-            x,
-            g["mean"],
-            width,
-            color=f"C{k}",
-            alpha=0.85,
-            yerr=np.nan_to_num(err),
-            capsize=4,
-            label=view + ("" if view != "best lr" else ": " + ", ".join(fmt_sci(v) for v in g["lr"])),
-        )
+        lrs = ": " + ", ".join(fmt_sci(v) for v in g["lr"]) if view == "best lr" else ""
+        ax.bar(x, g["mean"], width, color=f"C{k}", alpha=0.85, yerr=np.nan_to_num(err), capsize=4, label=view + lrs)
     first = d[d["view"] == views[0]].set_index("batch_size")["mean"].reindex(bss) if views else pd.Series(dtype=float)
     if len(first) and np.isfinite(first.iloc[0]):  # a batch mean's variance ~ 1/batch: sampling noise alone
         ax.plot(
@@ -262,14 +237,9 @@ def curves_figure(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) ->
             if not len(g):
                 continue
             m = g.groupby("iteration")[[METRIC, "epoch", "step"]].mean()
+            name = f"batch {bs}" + (f", lr {fmt_sci(lr_of(bs))}" if i == 2 else "")
             for ax, x in zip(axes[i], ("epoch", "step")):
-                ax.plot(
-                    m[x],
-                    m[METRIC],
-                    color=pal[bs],
-                    lw=2,
-                    label=f"batch {bs}" + (f", lr {fmt_sci(lr_of(bs))}" if i == 2 else ""),
-                )
+                ax.plot(m[x], m[METRIC], color=pal[bs], lw=2, label=name)
         for ax, x in zip(axes[i], ("epoch", "step")):
             ax.set(
                 xlabel="epochs (= samples / training set)" if x == "epoch" else "optimizer steps",
@@ -330,15 +300,12 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
     e = exponents(d)
     if len(e) >= 2:
         s = spread(e["exponent"])
-        rule = (
-            "the square-root rule (1/2)"
-            if s.lo <= 0.5 <= s.hi and not s.lo <= 1 <= s.hi
-            else "the linear rule (1)"
-            if s.lo <= 1 <= s.hi and not s.lo <= 0.5 <= s.hi
-            else "both rules"
-            if s.lo <= 0.5 and s.hi >= 1
-            else "neither rule"
-        )
+        rules = {
+            (True, False): "the square-root rule (1/2)",
+            (False, True): "the linear rule (1)",
+            (True, True): "both rules",
+        }
+        rule = rules.get((bool(s.lo <= 0.5 <= s.hi), bool(s.lo <= 1 <= s.hi)), "neither rule")
         out.append(f"Best lr ~ batch size^a with a = {s.text(2)} over seeds: the data support {rule}.")
     v = summarize(ended(trials), ["config.batch_size", "config.lr"], [VAR]).pivot(
         index="config.lr", columns="config.batch_size", values=f"{VAR}.mean"

@@ -10,6 +10,8 @@ more than COLLAPSE (0.3). Beside it the reports show the best and the final test
 
 from __future__ import annotations
 
+from functools import partial
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -60,10 +62,6 @@ def _clips(trials: pd.DataFrame) -> list:
     return [np.nan] * bool(np.isnan(vals).any()) + sorted(v for v in vals if not np.isnan(v))
 
 
-def _clip_index(clips: list, v) -> int:
-    return next(i for i, c in enumerate(clips) if (np.isnan(c) and np.isnan(v)) or c == v)
-
-
 def _same_clip(col: pd.Series, v) -> pd.Series:
     col = col.astype(float)
     return col.isna() if np.isnan(v) else np.isclose(col, v)
@@ -75,13 +73,18 @@ def _panels(trials: pd.DataFrame) -> list[tuple[str, int]]:
     return sorted(((c, int(t)) for c, t in pairs.itertuples(index=False)), key=lambda p: (p[0] != "rnn", p))
 
 
+def _per_setting(t: pd.DataFrame):
+    """Each setting's cell, T, schedule and clip (the first columns of a table) and its trials, sorted so."""
+    for (cell, T, sched), g in t.groupby(["config.cell", "config.seq_len", "config.lr_schedule"], sort=True):
+        for v in _clips(g):
+            s = g[_same_clip(g["config.clip"], v)]
+            yield {"cell": cell, "T": int(T), "schedule": sched, "clip": clip_name(v)}, s
+
+
 def setting(trials: pd.DataFrame) -> pd.Series:
     """Each trial's schedule and clip as one label: 'constant lr, clip 1', 'StepLR, no clip', ..."""
-    return (
-        trials["config.lr_schedule"].map(SCHEDULE_NAMES).fillna(trials["config.lr_schedule"])
-        + ", "
-        + trials["config.clip"].map(clip_name)
-    )
+    names = trials["config.lr_schedule"].map(SCHEDULE_NAMES).fillna(trials["config.lr_schedule"])
+    return names + ", " + trials["config.clip"].map(clip_name)
 
 
 # ---- the collapse of each seed, from its curve -----------------------------------------------------
@@ -95,8 +98,7 @@ def fall(acc: np.ndarray) -> float:
 
 
 def with_collapse(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-    """The trials with `metric.collapse` (each seed's deepest fall of test accuracy below an earlier
-    peak, from its curve), `collapsed` (a fall of more than COLLAPSE) and `setting`."""
+    """The trials with `metric.collapse` (the `fall` of each seed's test accuracy), `collapsed` and `setting`."""
     if not len(curves) or "metric.test_acc" not in curves:
         falls = pd.Series(np.nan, index=trials["trial_id"])
     else:
@@ -106,26 +108,18 @@ def with_collapse(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def collapse_summary(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-    """Per cell, T, schedule and clip (the seeds that ran to the end): mean best and final test
-    accuracy, how many seeds collapsed, and the mean final training loss."""
-    t = ended(with_collapse(trials, curves))
-    rows = []
-    for (cell, T, sched), g in t.groupby(["config.cell", "config.seq_len", "config.lr_schedule"], sort=True):
-        for v in _clips(g):
-            s = g[_same_clip(g["config.clip"], v)]
-            rows.append(
-                {
-                    "cell": cell,
-                    "T": int(T),
-                    "schedule": sched,
-                    "clip": clip_name(v),
-                    "best": s["best.test_acc"].mean(),
-                    "final": s["metric.test_acc"].mean(),
-                    "collapsed": int(s["collapsed"].sum()),
-                    "seeds": len(s),
-                    "train_loss": s["metric.train_loss"].mean(),
-                }
-            )
+    """Per setting (seeds that ran to the end): mean best and final test accuracy, seeds collapsed, final train loss."""
+    rows = [
+        {
+            **key,
+            "best": s["best.test_acc"].mean(),
+            "final": s["metric.test_acc"].mean(),
+            "collapsed": int(s["collapsed"].sum()),
+            "seeds": len(s),
+            "train_loss": s["metric.train_loss"].mean(),
+        }
+        for key, s in _per_setting(ended(with_collapse(trials, curves)))
+    ]
     return pd.DataFrame(rows)
 
 
@@ -139,9 +133,8 @@ def _lr_axis(ax, curves: pd.DataFrame, x: str) -> None:
     twin = ax.twinx()
     for sched, g in curves.groupby("config.lr_schedule"):
         one = g[g["trial_id"] == g["trial_id"].iloc[0]].sort_values(x)
-        twin.step(
-            one[x], one["lr_current"], where="pre", color=SCHEDULE_COLORS.get(sched, "gray"), ls="--", lw=1.1, alpha=0.8
-        )
+        color = SCHEDULE_COLORS.get(sched, "gray")
+        twin.step(one[x], one["lr_current"], where="pre", color=color, ls="--", lw=1.1, alpha=0.8)
     twin.set_yscale("log")
     lrs = curves["lr_current"].dropna()
     if len(lrs):
@@ -150,19 +143,14 @@ def _lr_axis(ax, curves: pd.DataFrame, x: str) -> None:
     twin.tick_params(labelsize=7)
 
 
-def curves_figure(trials: pd.DataFrame, curves: pd.DataFrame, metric: str, title: str) -> Figure:
-    """`metric` against steps: one row per (cell, T), one column per clip; each seed thin, the mean over
-    seeds thick, coloured by schedule; the lr on a right axis."""
+def curves_figure(trials: pd.DataFrame, curves: pd.DataFrame, metric: str, what: str) -> Figure:
+    """`metric` against steps per (cell, T) and clip; seeds thin, their mean thick, by schedule; lr on the right."""
     panels, clips = _panels(trials), _clips(trials)
+    rows, cols = len(panels), len(clips)
     x = "step" if "step" in curves else "iteration"
-    fig, axes = plt.subplots(
-        len(panels), len(clips), figsize=(4.6 * len(clips), 3.3 * len(panels)), squeeze=False, sharex=True
-    )
-    c = curves.merge(
-        trials[["trial_id", "config.cell", "config.seq_len", "config.lr_schedule", "config.clip"]],
-        on="trial_id",
-        suffixes=("_curve", ""),
-    )
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.3 * rows), squeeze=False, sharex=True)
+    keys = ["trial_id", "config.cell", "config.seq_len", "config.lr_schedule", "config.clip"]
+    c = curves.merge(trials[keys], on="trial_id", suffixes=("_curve", ""))
     for i, (cell, T) in enumerate(panels):
         for j, v in enumerate(clips):
             ax = axes[i][j]
@@ -178,7 +166,7 @@ def curves_figure(trials: pd.DataFrame, curves: pd.DataFrame, metric: str, title
             else:
                 ax.set_yscale("log")
             ax.set_title(f"{cell.upper()} T={T}, {clip_name(v)}", fontsize=10)
-            ax.set(xlabel=label(x) if i == len(panels) - 1 else "", ylabel=label(metric) if j == 0 else "")
+            ax.set(xlabel=label(x) if i == rows - 1 else "", ylabel=label(metric) if j == 0 else "")
             ax.grid(alpha=0.3)
             _lr_axis(ax, p, x)
     handles = [
@@ -190,7 +178,7 @@ def curves_figure(trials: pd.DataFrame, curves: pd.DataFrame, metric: str, title
         Line2D([], [], color="gray", lw=1.1, ls="--", label="lr (right axis)"),
     ]
     fig.legend(handles=handles, loc="upper right", fontsize=9, framealpha=0.9)
-    fig.suptitle(title)
+    fig.suptitle(f"{what} per schedule and clip, with the lr")
     fig.tight_layout(rect=(0, 0, 0.9, 1))
     return fig
 
@@ -201,9 +189,7 @@ def _settings(trials: pd.DataFrame) -> list[tuple[str, float]]:
 
 
 def collapse_figure(trials: pd.DataFrame, curves: pd.DataFrame) -> Figure | None:
-    """The collapse of every seed per (schedule, clip), one panel per (cell, T): seeds as dots, the mean
-    and its spread over seeds (95% CI from 3 seeds, else min-max), and how many collapsed; None when no
-    seed ran to the end."""
+    """The collapse of every seed per (schedule, clip), a panel per (cell, T); None when no seed ran to the end."""
     t = ended(with_collapse(trials, curves))
     if not len(t):
         return None
@@ -224,16 +210,8 @@ def collapse_figure(trials: pd.DataFrame, curves: pd.DataFrame) -> Figure | None
             sp = spread(vals)
             kinds.add(sp.kind)
             lo, hi = max(sp.lo, 0.0), min(sp.hi, 1.0)  # a fall lies in [0, 1]: the bars are clipped there
-            ax.errorbar(
-                [k + 0.25],
-                [sp.mean],
-                yerr=[[sp.mean - lo], [hi - sp.mean]],
-                fmt="D",
-                color=color,
-                ms=5,
-                capsize=3,
-                zorder=4,
-            )
+            err = [[sp.mean - lo], [hi - sp.mean]]
+            ax.errorbar([k + 0.25], [sp.mean], yerr=err, fmt="D", color=color, ms=5, capsize=3, zorder=4)
             ax.annotate(f"{int((vals > COLLAPSE).sum())}/{len(vals)}", (k, 1.05), ha="center", fontsize=8)
         ax.axhline(COLLAPSE, color="gray", ls="--", lw=1)
         ax.set_xticks(range(len(settings)))
@@ -253,13 +231,12 @@ def collapse_figure(trials: pd.DataFrame, curves: pd.DataFrame) -> Figure | None
 
 
 def final_vs_best_figure(trials: pd.DataFrame, curves: pd.DataFrame) -> Figure | None:
-    """Final against best test accuracy of every seed that ran to the end, one panel per (cell, T),
-    coloured by schedule, marked by clip; the seeds that collapsed ringed. None when no seed ran to the end."""
+    """Final against best test accuracy of every seed that ran to the end, one panel per (cell, T); None if none."""
     t = ended(with_collapse(trials, curves))
     if not len(t):
         return None
-    panels, clips = _panels(t), _clips(t)
-    markers = dict(zip(range(len(clips)), "o^s"))
+    panels, clips = _panels(t), [clip_name(v) for v in _clips(t)]
+    markers = dict(zip(clips, "o^s"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
     rng = np.random.default_rng(0)
     for ax, (cell, T) in zip(axes[0], panels):
@@ -267,29 +244,13 @@ def final_vs_best_figure(trials: pd.DataFrame, curves: pd.DataFrame) -> Figure |
         ax.plot(ACC_LIM, ACC_LIM, color="gray", lw=0.8, ls=":")
         for sched, v in _settings(p):
             s = p[(p["config.lr_schedule"] == sched) & _same_clip(p["config.clip"], v)]
-            s = s.assign(
-                **{k: s[k] + rng.uniform(-JITTER, JITTER, len(s)) for k in ("best.test_acc", "metric.test_acc")}
-            )
-            m = markers.get(_clip_index(clips, v), "o")
+            best = s["best.test_acc"] + rng.uniform(-JITTER, JITTER, len(s))
+            final = s["metric.test_acc"] + rng.uniform(-JITTER, JITTER, len(s))
+            c = s["collapsed"]
+            color = SCHEDULE_COLORS.get(sched, "gray")
+            ax.scatter(best, final, marker=markers.get(clip_name(v), "o"), s=28, alpha=0.75, color=color, zorder=3)
             ax.scatter(
-                s["best.test_acc"],
-                s["metric.test_acc"],
-                marker=m,
-                s=28,
-                alpha=0.75,
-                color=SCHEDULE_COLORS.get(sched, "gray"),
-                zorder=3,
-            )
-            c = s[s["collapsed"]]
-            ax.scatter(
-                c["best.test_acc"],
-                c["metric.test_acc"],
-                marker="o",
-                s=150,
-                facecolors="none",
-                edgecolors="red",
-                linewidths=1.2,
-                zorder=4,
+                best[c], final[c], marker="o", s=150, facecolors="none", edgecolors="red", linewidths=1.2, zorder=4
             )
         ax.set(xlim=ACC_LIM, ylim=ACC_LIM, xlabel="best test accuracy", title=f"{cell.upper()} T={T}")
         ax.grid(alpha=0.3)
@@ -298,9 +259,7 @@ def final_vs_best_figure(trials: pd.DataFrame, curves: pd.DataFrame) -> Figure |
         Line2D([], [], color=SCHEDULE_COLORS.get(s, "gray"), marker="o", ls="", label=SCHEDULE_NAMES.get(s, s))
         for s in sorted(t["config.lr_schedule"].unique())
     ]
-    handles += [
-        Line2D([], [], color="gray", marker=markers.get(i, "o"), ls="", label=clip_name(c)) for i, c in enumerate(clips)
-    ]
+    handles += [Line2D([], [], color="gray", marker=markers.get(c, "o"), ls="", label=c) for c in clips]
     handles.append(Line2D([], [], marker="o", ms=11, mfc="none", mec="red", ls="", label="collapsed"))
     draw.legend(axes[0][-1], handles, outside=True)
     fig.suptitle("Final against best test accuracy of every seed")
@@ -312,12 +271,8 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
     if not len(curves) or "metric.test_acc" not in curves:
         return {}
     figs = {
-        "accuracy_curves": curves_figure(
-            trials, curves, "metric.test_acc", "Test accuracy per schedule and clip, with the lr"
-        ),
-        "loss_curves": curves_figure(
-            trials, curves, "metric.train_loss", "Training loss per schedule and clip, with the lr"
-        ),
+        "accuracy_curves": curves_figure(trials, curves, "metric.test_acc", "Test accuracy"),
+        "loss_curves": curves_figure(trials, curves, "metric.train_loss", "Training loss"),
         "collapse": collapse_figure(trials, curves),
         "final_vs_best": final_vs_best_figure(trials, curves),
     }
@@ -327,15 +282,15 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
 # ---- findings ----------------------------------------------------------------------------------------
 
 
-def _first_decay(trials: pd.DataFrame) -> str:
+def _first_decay(trials: pd.DataFrame) -> list[str]:
     step = trials.loc[trials["config.lr_schedule"] == "step"]
     if not len(step) or "config.lr_step_size" not in step:
-        return ""
+        return []
     k = int(step["config.lr_step_size"].iloc[0])
     spr = int(step["config.steps_per_report"].iloc[0]) if "config.steps_per_report" in step else None
     gamma = float(step["config.lr_gamma"].iloc[0]) if "config.lr_gamma" in step else None
     steps = f" ({k * spr:,} steps)" if spr else ""
-    return f"StepLR multiplies the lr by {gamma:g} every {k} report blocks{steps}." if gamma else ""
+    return [f"StepLR multiplies the lr by {gamma:g} every {k} report blocks{steps}."] if gamma else []
 
 
 def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list[str]:
@@ -362,30 +317,22 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
                 f"{cell.upper()} T={int(g['T'].iloc[0])}: final training loss {loss['none']:.2g} with a "
                 f"constant lr, {loss['step']:.2g} with StepLR (mean over seeds and clips)."
             )
-    decay = _first_decay(trials)
-    return out + ([decay] if decay else [])
+    return out + _first_decay(trials)
 
 
 def reference_table(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
-    """Best and final test accuracy per setting (mean and spread over the seeds that ran to the end),
-    beside what the hand-run reports and the palindrome study saw."""
-    t = ended(trials)
+    """Best and final test accuracy per setting (over the seeds that ran to the end) beside the hand-run reports'."""
     hand = {("rnn", 20, "none"): "1.00 at ~3k steps, 0.46 at 10k (clip 1)", ("rnn", 20, "step"): "100% (clip 10)"}
-    rows = []
-    for (cell, T, sched), g in t.groupby(["config.cell", "config.seq_len", "config.lr_schedule"], sort=True):
-        for v in _clips(g):
-            s = g[_same_clip(g["config.clip"], v)]
-            rows.append(
-                {
-                    "cell": cell,
-                    "T": int(T),
-                    "schedule": SCHEDULE_NAMES.get(sched, sched),
-                    "clip": clip_name(v),
-                    "best": spread(s["best.test_acc"]).text(2),
-                    "final": spread(s["metric.test_acc"]).text(2),
-                    "hand-run": hand.get((cell, int(T), sched), "–"),
-                }
-            )
+    rows = [
+        {
+            **key,
+            "schedule": SCHEDULE_NAMES.get(key["schedule"], key["schedule"]),  # in place: the columns keep their order
+            "best": spread(s["best.test_acc"]).text(2),
+            "final": spread(s["metric.test_acc"]).text(2),
+            "hand-run": hand.get((key["cell"], key["T"], key["schedule"]), "–"),
+        }
+        for key, s in _per_setting(ended(trials))
+    ]
     return pd.DataFrame(rows)
 
 
@@ -393,8 +340,6 @@ def reference_table(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
 
 LOG_LOSS = "metric.log10_train_loss"
 CLIP = 1.0  # the palindrome study's clip, where the collapse was measured (1.00 at ~3k steps, 0.46 at 10k)
-
-
 ANY_CLIP = "any clip"  # pooled over every clip setting of the run (no clip, 1, 10)
 
 
@@ -410,9 +355,8 @@ def _sample(trials, curves, metric, cell="rnn", seq_len=20, lr_schedule="none", 
     return sample(trials, label, metric, **where)
 
 
-def _collapse(t, c, **where):
-    return _sample(t, c, "metric.collapse", **where)
-
+_collapse = partial(_sample, metric="metric.collapse")
+_acc = partial(_sample, metric="metric.test_acc")
 
 CLAIMS = [
     Claim(
@@ -429,10 +373,7 @@ CLAIMS = [
         lambda t, c, m: every(
             [
                 greater(_collapse(t, c, clip=ANY_CLIP), _collapse(t, c, lr_schedule="step", clip=ANY_CLIP)),
-                not_below(
-                    _sample(t, c, "metric.test_acc", lr_schedule="step", clip=ANY_CLIP),
-                    _sample(t, c, "metric.test_acc", clip=ANY_CLIP),
-                ),
+                not_below(_acc(t, c, lr_schedule="step", clip=ANY_CLIP), _acc(t, c, clip=ANY_CLIP)),
             ]
         ),
     ),
@@ -442,7 +383,7 @@ CLAIMS = [
         "StepLR slows T=5 (hand-run, STUDIES.md section 4)",
         lambda t, c, m: every(
             [
-                at_least(_sample(t, c, "metric.test_acc", seq_len=5, lr_schedule="step"), 0.95),
+                at_least(_acc(t, c, seq_len=5, lr_schedule="step"), 0.95),
                 greater(_sample(t, c, LOG_LOSS, seq_len=5, lr_schedule="step"), _sample(t, c, LOG_LOSS, seq_len=5)),
             ]
         ),

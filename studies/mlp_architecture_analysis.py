@@ -107,14 +107,8 @@ def parameters(trials: pd.DataFrame, manifest: dict) -> pd.Series:
     cache: dict = {}
 
     def one(r):
-        c = full_config(
-            {
-                k: r[f"config.{k}"]
-                for k in ("model", "hidden", "axis_hidden", "width")
-                if f"config.{k}" in r and pd.notna(r[f"config.{k}"])
-            },
-            IMAGE,
-        )
+        model = [k for k in ("model", "hidden", "axis_hidden", "width") if pd.notna(r.get(f"config.{k}"))]
+        c = full_config({k: r[f"config.{k}"] for k in model}, IMAGE)
         shape = SHAPES.get(r.get("config.dataset"), SHAPES["cifar10"])
         size = r.get("config.image_size")
         if size is not None and pd.notna(size) and int(size) < shape[-1]:

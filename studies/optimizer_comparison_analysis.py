@@ -63,15 +63,12 @@ def optimizer_views(
     """Both views of an optimizer comparison, per optimizer: at the hand-run fixed lr, and at the
     lr whose mean `objective` is best (the isolation view). `shown` is summarised for that lr; rank
     1 = best mean `shown` within the view."""
+    keep = pd.Series(False, index=trials.index)
+    for _, b in best_per_value(trials, "optimizer", ["lr"], objective).iterrows():
+        keep |= (trials["config.optimizer"] == b["config.optimizer"]) & (trials["config.lr"] == b["config.lr"])
     rows = []
     fixed = fixed_value_trials(not_diverged(trials), "lr", fixed_lr)
-    for view, sel in (("fixed lr", fixed), ("tuned lr", None)):
-        if sel is None:
-            best = best_per_value(trials, "optimizer", ["lr"], objective)
-            keep = pd.Series(False, index=trials.index)
-            for _, b in best.iterrows():
-                keep |= (trials["config.optimizer"] == b["config.optimizer"]) & (trials["config.lr"] == b["config.lr"])
-            sel = not_diverged(trials[keep])
+    for view, sel in (("fixed lr", fixed), ("tuned lr", not_diverged(trials[keep]))):
         if not len(sel):
             continue
         s = summarize(sel, ["config.optimizer", "config.lr"], [objective, shown])
@@ -108,24 +105,25 @@ def per_class(
     best = best_per_value(trials, sci, nuisance, objective)
     out = []
     for _, b in best.iterrows():
+        config = {f"config.{k}": b[f"config.{k}"] for k in [sci, *nuisance]}
         sel = not_diverged(trials)
-        for k in [sci, *nuisance]:
-            sel = sel[sel[f"config.{k}"] == b[f"config.{k}"]]
+        for col, value in config.items():
+            sel = sel[sel[col] == value]
         s = summarize(sel.assign(_all=0), ["_all"], cols)
         for c, cname in zip(cols, names):
-            row = {f"config.{k}": b[f"config.{k}"] for k in [sci, *nuisance]}
-            row.update(
-                {
-                    "class": int(c.rsplit("_", 1)[1]),
-                    "class_name": cname,
-                    **{f"acc.{st}": s[f"{c}.{st}"].iloc[0] for st in ("mean", "ci95", "min", "max", "n")},
-                }
-            )
-            out.append(row)
+            acc = {f"acc.{st}": s[f"{c}.{st}"].iloc[0] for st in ("mean", "ci95", "min", "max", "n")}
+            out.append({**config, "class": int(c.rsplit("_", 1)[1]), "class_name": cname, **acc})
     return pd.DataFrame(out)
 
 
 # ---- figures -------------------------------------------------------------------------------------
+
+
+def _spread_bars(ax, xs, s: pd.DataFrame, m: str, kind: str, **kw) -> None:
+    """Black error bars (the spread over seeds of `m`, within [0, 1]) on bars at `xs`."""
+    ax.errorbar(
+        xs, s[f"{m}.mean"].astype(float), yerr=draw.errors(s, m, kind, (0.0, 1.0)), fmt="none", ecolor="black", **kw
+    )
 
 
 def optimizer_views_figure(
@@ -143,38 +141,13 @@ def optimizer_views_figure(
         g = v[v["view"] == view].set_index("config.optimizer").reindex(opts)
         xs = np.arange(len(opts)) + (j - 0.5) * w
         have = g[f"{shown}.mean"].notna().to_numpy()
+        g, xs = g[have], xs[have]
         lab = f"lr = {fmt_sci(fixed_lr)} for all (hand-run view)" if view == "fixed lr" else "lr tuned per optimizer"
-        ax.bar(
-            xs[have],
-            g.loc[have, f"{shown}.mean"],
-            w,
-            color=[pal[o] for o in np.array(opts)[have]],
-            alpha=alpha,
-            hatch=hatch,
-            edgecolor="black",
-            lw=0.6,
-            label=lab,
-        )
-        ax.errorbar(
-            xs[have],
-            g.loc[have, f"{shown}.mean"].astype(float),
-            fmt="none",
-            ecolor="black",
-            capsize=3,
-            yerr=draw.errors(g[have], shown, kind, (0.0, 1.0)),
-            lw=1.1,
-            label=f"_{view} spread",
-        )
-        for x, (_, r) in zip(xs[have], g[have].iterrows()):
-            ax.annotate(
-                f"{r[f'{shown}.mean']:.3f}\n#{int(r['rank'])}",
-                (x, 0.03),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                zorder=7,
-                bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.85, lw=0),
-            )
+        color = [pal[o] for o in np.array(opts)[have]]
+        ax.bar(xs, g[f"{shown}.mean"], w, color=color, alpha=alpha, hatch=hatch, edgecolor="black", lw=0.6, label=lab)
+        _spread_bars(ax, xs, g, shown, kind, capsize=3, lw=1.1, label=f"_{view} spread")
+        for x, (_, r) in zip(xs, g.iterrows()):
+            draw.bar_note(ax, x, f"{r[f'{shown}.mean']:.3f}\n#{int(r['rank'])}", fontsize=8)
     tuned = v[v["view"] == "tuned lr"].set_index("config.optimizer")["config.lr"]
     ax.set_xticks(np.arange(len(opts)), [f"{o}\nbest lr {fmt_sci(tuned[o])}" if o in tuned else o for o in opts])
     ax.set(xlabel=label("optimizer"), ylabel=label(shown))
@@ -207,16 +180,7 @@ def per_class_figure(
         xs = np.arange(len(g)) + (j - (len(vals) - 1) / 2) * w
         extra = ", ".join(f"{k}={fmt_sci(g[f'config.{k}'].iloc[0])}" for k in nuisance)
         ax.bar(xs, g["acc.mean"], w, color=pal[v], label=f"{fmt(v)}" + (f" ({extra})" if extra else ""))
-        ax.errorbar(
-            xs,
-            g["acc.mean"].astype(float),
-            yerr=draw.errors(g, "acc", kind, (0.0, 1.0)),
-            fmt="none",
-            ecolor="black",
-            capsize=1.5,
-            lw=0.8,
-            label="_spread",
-        )
+        _spread_bars(ax, xs, g, "acc", kind, capsize=1.5, lw=0.8, label="_spread")
     ax.set_xticks(np.arange(len(names)), names, rotation=30 if max(map(len, names)) > 2 else 0)
     ax.set(xlabel="class", ylabel="test accuracy of the class (fraction correct)")
     draw.acc_ylim(ax)
@@ -242,31 +206,17 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
         ax = axis(trials, curves, manifest)
         if ax:
             c = curves[curves["trial_id"].isin(fixed["trial_id"])]
+            title = f"Fixed lr = {fmt_sci(lr)} for every optimizer (the hand-run reports' setup)"
+            metrics = [m for m in FOUR if m in curves]
             figs["fixed_lr_curves"] = mean_curves_figure(
-                c,
-                fixed,
-                "optimizer",
-                [m for m in FOUR if m in curves],
-                f"Fixed lr = {fmt_sci(lr)} for every optimizer (the hand-run reports' setup)",
-                ax.x,
-                ax.label,
-                ax.rungs,
+                c, fixed, "optimizer", metrics, title, ax.x, ax.label, ax.rungs
             )
-    figs["lr_per_optimizer"] = metric_vs_figure(
-        trials,
-        "lr",
-        ["best.val_acc"],
-        "What Optuna saw: best validation accuracy against lr, per optimizer (hollow: stopped by ASHA)",
-        hue="optimizer",
-    )
+    title = "What Optuna saw: best validation accuracy against lr, per optimizer (hollow: stopped by ASHA)"
+    figs["lr_per_optimizer"] = metric_vs_figure(trials, "lr", ["best.val_acc"], title, hue="optimizer")
     if any(c.startswith("metric.test_acc_") for c in trials):
+        title = "Per-class test accuracy of each optimizer's best lr"
         figs["per_class_accuracy"] = per_class_figure(
-            full,
-            "optimizer",
-            nuis,
-            "best.val_acc",
-            "Per-class test accuracy of each optimizer's best lr",
-            manifest.get("classes"),
+            full, "optimizer", nuis, "best.val_acc", title, manifest.get("classes")
         )
     return figs
 
@@ -287,16 +237,11 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
         return []
     rank = _ranking(best, "config.optimizer", obj)
     b = best.set_index("config.optimizer")
+    n = f"{int(tried.min())}{'' if tried.min() == tried.max() else f'–{int(tried.max())}'}"
+    at = lambda o: f"{o} {stat(b.loc[o], obj)} at lr {fmt_sci(b.loc[o, 'config.lr'])}"
     out = [
-        "Isolation view (lr tuned per optimizer, the best of "
-        f"{int(tried.min())}{'' if tried.min() == tried.max() else f'–{int(tried.max())}'} lrs each, by "
-        "mean best validation accuracy): "
-        + chain(
-            [
-                (b.loc[o, f"{obj}.mean"], f"{o} {stat(b.loc[o], obj)} at lr {fmt_sci(b.loc[o, 'config.lr'])}")
-                for o in rank
-            ]
-        )
+        f"Isolation view (lr tuned per optimizer, the best of {n} lrs each, by mean best validation accuracy): "
+        + chain([(b.loc[o, f"{obj}.mean"], at(o)) for o in rank])
         + "."
     ]
     lr = fixed_lr(manifest)
@@ -307,12 +252,10 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
         top = rank[0]
         c = pc[pc["config.optimizer"] == top].sort_values("acc.mean")
         word = "class " if c["class_name"].str.isdigit().all() else ""
+        names = lambda rows: ", ".join(f"{word}{r['class_name']} ({r['acc.mean']:.2f})" for _, r in rows.iterrows())
         out.append(
             f"Per-class test accuracy of the best ({top}, lr {fmt_sci(b.loc[top, 'config.lr'])}): weakest "
-            + ", ".join(f"{word}{r['class_name']} ({r['acc.mean']:.2f})" for _, r in c.head(2).iterrows())
-            + "; strongest "
-            + ", ".join(f"{word}{r['class_name']} ({r['acc.mean']:.2f})" for _, r in c.tail(2).iloc[::-1].iterrows())
-            + "."
+            f"{names(c.head(2))}; strongest {names(c.tail(2).iloc[::-1])}."
         )
         if set(c["class_name"]) >= {*VEHICLES, "cat", "dog"}:
             veh = c[c["class_name"].isin(VEHICLES)]["acc.mean"].mean()
@@ -326,20 +269,15 @@ def _views(v: pd.DataFrame, lr: float) -> list[str]:
     fixed, tuned = v[v["view"] == "fixed lr"], v[v["view"] == "tuned lr"]
     if not len(fixed):
         return []
-    rf, rt = (
-        _ranking(fixed, "config.optimizer", "metric.test_acc"),
-        _ranking(tuned, "config.optimizer", "metric.test_acc"),
-    )
+    rf, rt = (_ranking(view, "config.optimizer", "metric.test_acc") for view in (fixed, tuned))
     f = fixed.set_index("config.optimizer")
     out = [
         f"Fixed-lr view (lr = {fmt_sci(lr)} for all, as the hand-run reports; final test accuracy): "
         + chain([(f.loc[o, "metric.test_acc.mean"], f"{o} {stat(f.loc[o], 'metric.test_acc')}") for o in rf])
         + "."
     ]
-    same = np.isclose(tuned["config.lr"].astype(float), lr, rtol=1e-6).all() and sorted(
-        tuned["config.optimizer"]
-    ) == sorted(fixed["config.optimizer"])
-    if same:
+    same = sorted(tuned["config.optimizer"]) == sorted(fixed["config.optimizer"])
+    if same and np.isclose(tuned["config.lr"].astype(float), lr, rtol=1e-6).all():
         out.append(
             f"Every optimizer's best lr among those tried is {fmt_sci(lr)} itself, so both views "
             "coincide: the ranking does not change."
@@ -366,8 +304,10 @@ def _fixed_lr(manifest: dict) -> float:
     return float((manifest.get("search_first") or {}).get("lr", 1e-4))
 
 
-def _tuned(trials: pd.DataFrame, optimizer: str, metric: str) -> float:
-    """The optimizer's tuned lr: the lr whose mean `metric` over its full-length seeds is best."""
+def _tuned(trials: pd.DataFrame, optimizer: str, manifest: dict) -> float:
+    """The optimizer's tuned lr: the lr whose mean objective (the manifest's metric, best over the
+    iterations) over its full-length seeds is best."""
+    metric = f"best.{manifest.get('metric', 'val_acc')}"
     t = ended(trials[trials["config.optimizer"] == optimizer])
     counts = t.groupby("config.lr")[metric].count()
     means = t.groupby("config.lr")[metric].mean()[counts >= 2]
@@ -376,8 +316,8 @@ def _tuned(trials: pd.DataFrame, optimizer: str, metric: str) -> float:
     return float(means.idxmax())
 
 
-def _at(trials, optimizer, lr, metric="metric.test_acc", label=None):
-    return sample(trials, label or f"{optimizer} lr {fmt_sci(lr)}", metric, optimizer=optimizer, lr=lr)
+def _at(trials, optimizer, lr):
+    return sample(trials, f"{optimizer} lr {fmt_sci(lr)}", "metric.test_acc", optimizer=optimizer, lr=lr)
 
 
 def _sgd_below_at_fixed(trials, curves, manifest):
@@ -386,8 +326,7 @@ def _sgd_below_at_fixed(trials, curves, manifest):
 
 
 def _sgd_lr_larger(trials, curves, manifest):
-    obj = f"best.{manifest.get('metric', 'val_acc')}"
-    sgd, adam = _tuned(trials, "sgd", obj), _tuned(trials, "adam", obj)
+    sgd, adam = _tuned(trials, "sgd", manifest), _tuned(trials, "adam", manifest)
     value = f"tuned lr: sgd {fmt_sci(sgd)}, adam {fmt_sci(adam)}"
     rule = "the lr with the best mean over >= 2 full-length seeds, per optimizer (Optuna's tuned value)"
     return Verdict(REPRODUCED if sgd > adam else CONTRADICTED, value, rule)
@@ -403,19 +342,17 @@ def _paired_gap(trials, lr_adam, lr_sgd, label):
 
 
 def _tuning_closes_gap(trials, curves, manifest):
-    obj = f"best.{manifest.get('metric', 'val_acc')}"
     lr = _fixed_lr(manifest)
     fixed = _paired_gap(trials, lr, lr, f"Adam − SGD at lr {fmt_sci(lr)}")
-    tuned = _paired_gap(trials, _tuned(trials, "adam", obj), _tuned(trials, "sgd", obj), "at their tuned lrs")
+    tuned = _paired_gap(trials, _tuned(trials, "adam", manifest), _tuned(trials, "sgd", manifest), "at their tuned lrs")
     return greater(fixed, tuned)
 
 
 def _vehicles(trials, curves, manifest):
     classes = list(manifest.get("classes") or [])
-    obj = f"best.{manifest.get('metric', 'val_acc')}"
     e = ended(trials)
     best = [
-        e[(e["config.optimizer"] == o) & np.isclose(e["config.lr"], _tuned(trials, o, obj))]
+        e[(e["config.optimizer"] == o) & np.isclose(e["config.lr"], _tuned(trials, o, manifest))]
         for o in sorted(e["config.optimizer"].unique())
     ]
     b = pd.concat(best)

@@ -2,12 +2,14 @@
 (NumPy, PyTorch, and the linear model) in both views, every setting at the hand-run lr and each at
 its own tuned lr; the decision boundaries; and what the hand-run fixed lr costs.
 
-The decision boundaries need trained weights, which the tables do not hold: the figure retrains the
-first seed of each drawn setting in the driver with the shared loop (`studies.engine.loop`: make_replicas,
-make_units, train_block), on the CPU, deterministic, and each panel says whether the retrained model
-has the trial's recorded test accuracy (a trial that ran on a GPU, in bf16, may differ slightly)."""
+The decision boundaries need trained weights, which the tables do not hold: the figure retrains the first seed
+of each drawn setting in the driver with the shared loop (`studies.engine.loop`), on the CPU, deterministic; each
+panel says whether it has its trial's recorded test accuracy (a trial that ran on a GPU, in bf16, may differ)."""
 
 from __future__ import annotations
+
+from contextlib import suppress
+from itertools import product
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -46,6 +48,7 @@ CAPTIONS = {
 
 DATASETS = ("moons", "circles", "iris", "blobs", "quantiles")
 SETTINGS = ("numpy MLP", "torch MLP", "torch linear")  # impl and model; the linear model is torch's
+VIEWS = ("hand-run lr", "tuned lr")
 COLORS = {"numpy MLP": "C0", "torch MLP": "C1", "torch linear": "0.55"}
 CHANCE = 0.5
 TOL = 0.02  # test accuracy differences this small (4 of 200 test points) are no difference
@@ -85,10 +88,8 @@ def views(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     out, lr0 = [], hand_lr(manifest)
     for (ds, name), g in t.groupby(["config.dataset", "config.setting"]):
         out.append(g[np.isclose(g["config.lr"], lr0)].assign(view="hand-run lr"))
-        try:
+        with suppress(ValueError):  # no tuned lr: no lr with 2 full-length seeds
             out.append(g[np.isclose(g["config.lr"], tuned_lr(trials, ds, name))].assign(view="tuned lr"))
-        except ValueError:
-            pass
     return pd.concat(out, ignore_index=True) if out else t.iloc[:0].assign(view="")
 
 
@@ -104,6 +105,11 @@ def _order(values) -> list[str]:
     return [d for d in DATASETS if d in set(values)] + sorted(set(values) - set(DATASETS))
 
 
+def _row(s: pd.DataFrame, view: str, ds: str, name: str) -> pd.DataFrame:
+    """The rows of `s` (seeds or their summary) in `view` on dataset `ds` for setting `name`."""
+    return s[(s["view"] == view) & (s["config.dataset"] == ds) & (s["config.setting"] == name)]
+
+
 # ---- figures -------------------------------------------------------------------------------------
 
 
@@ -114,32 +120,23 @@ def accuracy_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
     names = [n for n in SETTINGS if n in set(s["config.setting"])]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), sharey=True)
     w = 0.8 / max(1, len(names))
-    for ax, view in zip(axes, ("hand-run lr", "tuned lr")):
-        order = _order(s["config.dataset"])
+    order = _order(s["config.dataset"])
+    titles = (f"all at the hand-run lr {fmt_sci(hand_lr(manifest))}", "each at its own tuned lr")
+    for ax, view, title in zip(axes, VIEWS, titles):
         for j, name in enumerate(names):
             g = s[(s["view"] == view) & (s["config.setting"] == name)].set_index("config.dataset").reindex(order)
             have = g["metric.test_acc.mean"].notna().to_numpy()
-            xs = np.arange(len(order))[have] + (j - (len(names) - 1) / 2) * w
-            ax.bar(xs, g.loc[have, "metric.test_acc.mean"], w, color=COLORS.get(name), alpha=0.85, label=name)
-            ax.errorbar(
-                xs,
-                g.loc[have, "metric.test_acc.mean"].astype(float),
-                fmt="none",
-                ecolor="black",
-                capsize=3,
-                lw=1,
-                yerr=draw.errors(g[have], "metric.test_acc", kind, (0.0, 1.0)),
-            )
+            shift = (j - (len(names) - 1) / 2) * w
+            g, xs = g[have], np.arange(len(order))[have] + shift
+            mean = g["metric.test_acc.mean"]
+            ax.bar(xs, mean, w, color=COLORS.get(name), alpha=0.85, label=name)
+            yerr = draw.errors(g, "metric.test_acc", kind, (0.0, 1.0))
+            ax.errorbar(xs, mean.astype(float), yerr=yerr, fmt="none", ecolor="black", capsize=3, lw=1)
             seeds = v[(v["view"] == view) & (v["config.setting"] == name)]
-            x = seeds["config.dataset"].map({d: i for i, d in enumerate(order)}) + (j - (len(names) - 1) / 2) * w
+            x = seeds["config.dataset"].map({d: i for i, d in enumerate(order)}) + shift
             ax.scatter(x, seeds["metric.test_acc"], s=10, color="black", zorder=5, label="_seed")
         ax.axhline(CHANCE, color="gray", ls=":", lw=1, label="chance (0.5)")
         ax.set_xticks(np.arange(len(order)), order)
-        title = (
-            f"all at the hand-run lr {fmt_sci(hand_lr(manifest))}"
-            if view == "hand-run lr"
-            else "each at its own tuned lr"
-        )
         ax.set(title=title, xlabel="dataset")
         ax.grid(axis="y", alpha=0.3)
         draw.acc_ylim(ax)
@@ -165,17 +162,8 @@ def retrain(manifest: dict, dataset: str, impl: str, hidden: tuple, lr: float, s
     from studies.engine.loop import make_replicas, make_units, train_block
     from studies.engine.tasks import TOY
 
-    c = full_config(
-        {
-            **(manifest.get("fixed") or {}),
-            "dataset": dataset,
-            "impl": impl,
-            "hidden": hidden,
-            "lr": lr,
-            "seeds": [seed],
-        },
-        TOY,
-    )
+    config = dict(manifest.get("fixed") or {}, dataset=dataset, impl=impl, hidden=hidden, lr=lr, seeds=[seed])
+    c = full_config(config, TOY)
     cpu, threads = torch.device("cpu"), torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -205,8 +193,7 @@ def _panel(ax, model, d, recorded: float, title: str) -> None:
     acc = float(ok.mean())
     same = "" if abs(acc - recorded) < 1e-6 else f" (its trial: {recorded:.3f})"
     ax.set_title(f"{title}\ntest acc {acc:.3f}{same}", fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
 
 
 def boundaries_figure(trials: pd.DataFrame, manifest: dict) -> Figure | None:
@@ -216,19 +203,13 @@ def boundaries_figure(trials: pd.DataFrame, manifest: dict) -> Figure | None:
     if not len(v):
         return None
     seed = int(v["config.seed"].min())
-    cols = [(n, view) for view in ("hand-run lr", "tuned lr") for n in ("numpy MLP", "torch MLP")]
-    cols += [("torch linear", "tuned lr")]
+    first = v[v["config.seed"] == seed]
+    cols = [(n, view) for view in VIEWS for n in ("numpy MLP", "torch MLP")] + [("torch linear", "tuned lr")]
     order = _order(v["config.dataset"])
     fig, axes = plt.subplots(len(order), len(cols), figsize=(2.3 * len(cols), 2.2 * len(order)), squeeze=False)
-    for i, ds in enumerate(order):
-        for j, (name, view) in enumerate(cols):
-            ax = axes[i][j]
-            row = v[
-                (v["config.dataset"] == ds)
-                & (v["config.setting"] == name)
-                & (v["view"] == view)
-                & (v["config.seed"] == seed)
-            ]
+    for ds, row_axes in zip(order, axes):
+        for ax, (name, view) in zip(row_axes, cols):
+            row = _row(first, view, ds, name)
             if not len(row):
                 ax.axis("off")
                 continue
@@ -247,12 +228,9 @@ def boundaries_figure(trials: pd.DataFrame, manifest: dict) -> Figure | None:
 
 
 def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
-    figs = {}
-    fig = boundaries_figure(trials, manifest)
-    if fig is not None:
-        figs["decision_boundaries"] = fig
-    figs["accuracy_per_dataset"] = accuracy_figure(trials, manifest)
-    return figs
+    boundaries = boundaries_figure(trials, manifest)
+    figs = {"decision_boundaries": boundaries} if boundaries is not None else {}
+    return {**figs, "accuracy_per_dataset": accuracy_figure(trials, manifest)}
 
 
 # ---- findings ------------------------------------------------------------------------------------
@@ -260,9 +238,7 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
 
 def _paired(v: pd.DataFrame, view: str, ds: str) -> np.ndarray:
     """NumPy's minus PyTorch's test accuracy, seed by seed, in `view` on dataset `ds`."""
-    g = v[(v["view"] == view) & (v["config.dataset"] == ds)]
-    a = g[g["config.setting"] == "numpy MLP"].set_index("config.seed")["metric.test_acc"]
-    b = g[g["config.setting"] == "torch MLP"].set_index("config.seed")["metric.test_acc"]
+    a, b = (_row(v, view, ds, name).set_index("config.seed")["metric.test_acc"] for name in ("numpy MLP", "torch MLP"))
     both = a.index.intersection(b.index)
     return (a[both] - b[both]).to_numpy(dtype=float)
 
@@ -291,14 +267,19 @@ def _moons_gap(trials: pd.DataFrame, v: pd.DataFrame, lr0: float) -> list[str]:
     ]
 
 
+def _said(s: pd.DataFrame, view: str, ds: str) -> str:
+    """Each setting's test accuracy on `ds` in `view`, and its lr."""
+    rows = [(name, r.iloc[0]) for name in SETTINGS if len(r := _row(s, view, ds, name))]
+    return f"{view}: " + "; ".join(f"{name} {stat(r, 'metric.test_acc')} at lr {fmt_sci(r['lr'])}" for name, r in rows)
+
+
 def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list[str]:
     s = view_summary(trials, manifest)
     if not len(s):
         return []
-    v, lr0 = views(trials, manifest), hand_lr(manifest)
-    at = lambda view, ds, name: s[(s["view"] == view) & (s["config.dataset"] == ds) & (s["config.setting"] == name)]
+    v, lr0, order = views(trials, manifest), hand_lr(manifest), _order(s["config.dataset"])
     out = []
-    diffs = {ds: _paired(v, "hand-run lr", ds) for ds in _order(s["config.dataset"])}
+    diffs = {ds: _paired(v, "hand-run lr", ds) for ds in order}
     n = sum(len(d) for d in diffs.values())
     if n:
         worst = max(float(np.abs(d).max()) for d in diffs.values() if len(d))
@@ -307,27 +288,16 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
             f"test accuracies that differ by at most {worst:.3f} on any of {n} seed pairs ({len(diffs)} "
             "datasets): the hand-written forward and backward pass trains as torch.nn does."
         )
-    for ds in _order(s["config.dataset"]):
-        parts = []
-        for view in ("hand-run lr", "tuned lr"):
-            rows = [(name, at(view, ds, name)) for name in SETTINGS]
-            parts.append(
-                f"{view}: "
-                + "; ".join(
-                    f"{name} {stat(r.iloc[0], 'metric.test_acc')} at lr {fmt_sci(r.iloc[0]['lr'])}"
-                    for name, r in rows
-                    if len(r)
-                )
-            )
-        out.append(f"{ds}: " + ". ".join(parts) + ".")
+    for ds in order:
+        out.append(f"{ds}: " + ". ".join(_said(s, view, ds) for view in VIEWS) + ".")
     out += _moons_gap(trials, v, lr0)
     cost = []
-    for ds in _order(s["config.dataset"]):
-        a, b = at("hand-run lr", ds, "torch MLP"), at("tuned lr", ds, "torch MLP")
+    for ds in order:
+        a, b = (_row(s, view, ds, "torch MLP") for view in VIEWS)
         if len(a) and len(b):
+            a, b = a.iloc[0], b.iloc[0]
             cost.append(
-                f"{ds} {a.iloc[0]['metric.test_acc.mean']:.3f} -> {b.iloc[0]['metric.test_acc.mean']:.3f} "
-                f"(lr {fmt_sci(b.iloc[0]['lr'])})"
+                f"{ds} {a['metric.test_acc.mean']:.3f} -> {b['metric.test_acc.mean']:.3f} (lr {fmt_sci(b['lr'])})"
             )
     if cost:
         out.append(
@@ -359,11 +329,9 @@ def agree(a: Sample, b: Sample, tol: float = TOL) -> Verdict:
     return Verdict(INCONCLUSIVE, value, RULE_AGREE, "the means differ by more than the seed noise")
 
 
-def _at(trials, ds, impl, lr, hidden="20", label=None):
-    name = f"{ds} {impl} {'MLP' if hidden else 'linear'}"
-    return sample(
-        trials, label or f"{name} lr {fmt_sci(lr)}", "metric.test_acc", dataset=ds, impl=impl, hidden=hidden, lr=lr
-    )
+def _at(trials, ds, impl, lr, hidden="20"):
+    label = f"{ds} {impl} {'MLP' if hidden else 'linear'} lr {fmt_sci(lr)}"
+    return sample(trials, label, "metric.test_acc", dataset=ds, impl=impl, hidden=hidden, lr=lr)
 
 
 def _tuned(trials, ds, impl, hidden="20"):
@@ -377,28 +345,16 @@ def _agree_every_dataset(t, c, m):
 
 
 def _tuning_pays(t, c, m):
-    lr = hand_lr(m)
-    return every(
-        [
-            greater(_tuned(t, ds, impl), _at(t, ds, impl, lr))
-            for ds in ("moons", "circles")
-            for impl in ("numpy", "torch")
-        ]
-    )
+    lr, pairs = hand_lr(m), product(("moons", "circles"), ("numpy", "torch"))
+    return every([greater(_tuned(t, ds, impl), _at(t, ds, impl, lr)) for ds, impl in pairs])
 
 
 def _hidden_layer_needed(t, c, m):
-    return every(
-        [
-            part
-            for ds in ("circles", "quantiles")
-            for impl in ("numpy", "torch")
-            for part in (
-                at_least(_tuned(t, ds, impl), 0.9),
-                greater(_tuned(t, ds, impl), _tuned(t, ds, "torch", ""), 0.25),
-            )
-        ]
-    )
+    parts = []
+    for ds, impl in product(("circles", "quantiles"), ("numpy", "torch")):
+        mlp = _tuned(t, ds, impl)
+        parts += [at_least(mlp, 0.9), greater(mlp, _tuned(t, ds, "torch", ""), 0.25)]
+    return every(parts)
 
 
 CLAIMS = [
@@ -434,9 +390,9 @@ def reference_table(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     rows = []
     for ds in _order(s["config.dataset"]):
         row = {"dataset": ds}
-        for view in ("hand-run lr", "tuned lr"):
+        for view in VIEWS:
             for name in SETTINGS if view == "tuned lr" else SETTINGS[:2]:
-                r = s[(s["view"] == view) & (s["config.dataset"] == ds) & (s["config.setting"] == name)]
+                r = _row(s, view, ds, name)
                 row[f"{name}, {view}"] = stat(r.iloc[0], "metric.test_acc") if len(r) else "–"
         hand = HAND_RUN.get(ds)
         row["hand-run NumPy / PyTorch"] = f"{hand[0]:.2f} / {hand[1]:.2f}" if hand else "–"

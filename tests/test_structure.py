@@ -19,7 +19,7 @@ import studies
 from analysis.verdicts import CONTRADICTED, INCONCLUSIVE, REPRODUCED, Claim, Verdict, greater, sample
 
 ROOT = Path(__file__).resolve().parent.parent
-MAX_LINES = 420
+MAX_LINES = 410  # lines as `ruff format` writes them
 # Each module of analysis/ imports only from lower layers: helpers are never borrowed sideways.
 LAYERS = {
     "modules": 0,

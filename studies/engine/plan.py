@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from studies.engine.checks import UsageError, replace_axis
 from studies.engine.cluster import cuda_available
-from studies.engine.source import Source, command, source_of
+from studies.engine.source import Source, command, resolve_trainable, source_of
 from studies.engine.study import BUDGETS, Budget, Study
 from studies.engine.task import Task, resolve_task
 
@@ -272,22 +272,6 @@ def describe(domain) -> str:
         sampler = type(domain.get_sampler()).__name__
         return f"{type(domain).__name__}({domain.lower}, {domain.upper}, {sampler})"
     return repr(domain)
-
-
-def resolve_trainable(ref: Any) -> Any:
-    """A study's own trainable, given as a function or as an importable `module:NAME`."""
-    if callable(ref):
-        return ref
-    module, _, attr = str(ref).rpartition(":")
-    try:
-        import importlib
-
-        fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise UsageError(f"trainable={ref!r}: cannot import it ({e}); give a function or module:NAME") from None
-    if not callable(fn):
-        raise UsageError(f"trainable={ref!r} is a {type(fn).__name__}, not a function train(config)")
-    return fn
 
 
 def plan(study: Study, argv: list[str] | None = None, source: Source | None = None, cmd: str | None = None) -> Plan:

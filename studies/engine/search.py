@@ -1,5 +1,5 @@
 """The study's search algorithm and scheduler: a grid of scientific values, each configuration one
-trial that trains all its seeds (see `studies.train`), with the nuisance hyperparameters searched
+trial that trains all its seeds (see `studies.engine.loop`), with the nuisance hyperparameters searched
 by one Optuna study per scientific value, and ASHA that compares a trial only with trials of the
 same scientific values.
 

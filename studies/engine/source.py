@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from studies.engine.checks import UsageError
 from studies.engine.study import Study
@@ -129,6 +130,20 @@ def analysis_spec(study: Study, source: Source) -> dict | None:
     if name is None:  # a catalogue study, or one derived from it (dataclasses.replace), has the catalogue's
         return {"module": f"studies.{study.name}_analysis", "root": str(PROJECT)} if study.name in STUDIES else None
     return {"module": name, "root": source.root}
+
+
+def resolve_trainable(ref: Any) -> Any:
+    """A study's own trainable, given as a function or as an importable `module:NAME`."""
+    if callable(ref):
+        return ref
+    module, _, attr = str(ref).rpartition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UsageError(f"trainable={ref!r}: cannot import it ({e}); give a function or module:NAME") from None
+    if not callable(fn):
+        raise UsageError(f"trainable={ref!r} is a {type(fn).__name__}, not a function train(config)")
+    return fn
 
 
 def git_state(folder: str | Path) -> dict | None:
