@@ -367,6 +367,34 @@ def test_smoke_study_on_a_two_node_cluster(tmp_path):
         )
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         print(f"study in {time.time() - started:.0f} s")
+        # a study of one's own, from a folder outside the project: its folder travels as the working_dir and
+        # the project's packages as py_modules, and the workers import both
+        own = tmp_path / "elsewhere" / "signals"
+        shutil.copytree(ROOT / "examples" / "signals", own, ignore=shutil.ignore_patterns("__pycache__"))
+        mine = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "studies",
+                "signals_study.py",
+                "--budget",
+                "smoke",
+                "--num-samples",
+                "1",
+                "--seeds",
+                "2",
+                "--address",
+                address,
+                "--storage",
+                str(storage),
+            ],
+            cwd=own,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert mine.returncode == 0, mine.stdout[-3000:] + mine.stderr[-3000:]
         # the project travels to every node as the runtime_env's working_dir (not the installed copy)
         found = subprocess.run(
             [sys.executable, "-c", WHERE, address], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90
@@ -393,3 +421,6 @@ def test_smoke_study_on_a_two_node_cluster(tmp_path):
     assert len(t) == 8 and t["trial_id"].is_unique  # 2 cells x 2 lengths x 2 seeds
     assert set(t["status"]) <= {"completed", "stopped"}
     assert set(t["node"]) == {"127.0.0.2", "127.0.0.3"}  # trials ran on both nodes
+    own = analysis.load(storage / "signals" / "smoke").trials
+    assert len(own) == 4 and set(own["status"]) == {"completed"}  # 2 kernels x 1 lr x 2 seeds
+    assert set(own["node"]) <= {"127.0.0.2", "127.0.0.3"}  # the workers imported the user's task and model
