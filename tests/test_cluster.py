@@ -345,56 +345,21 @@ def test_smoke_study_on_a_two_node_cluster(tmp_path):
         print(f"two nodes up in {time.time() - started:.0f} s")
         storage = tmp_path / "results"
         started = time.time()
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "studies.palindrome",
-                "--budget",
-                "smoke",
-                "--seeds",
-                "2",
-                "--address",
-                address,
-                "--storage",
-                str(storage),
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        flags = ["--budget", "smoke", "--seeds", "2", "--address", address, "--storage", str(storage)]
+
+        def study(*args: str, cwd: Path) -> None:
+            out = subprocess.run(
+                [sys.executable, "-m", *args, *flags], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
+            )
+            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+        study("studies.palindrome", cwd=ROOT)
         print(f"study in {time.time() - started:.0f} s")
         # a study of one's own, from a folder outside the project: its folder travels as the working_dir and
         # the project's packages as py_modules, and the workers import both
         own = tmp_path / "elsewhere" / "signals"
         shutil.copytree(ROOT / "examples" / "signals", own, ignore=shutil.ignore_patterns("__pycache__"))
-        mine = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "studies",
-                "signals_study.py",
-                "--budget",
-                "smoke",
-                "--num-samples",
-                "1",
-                "--seeds",
-                "2",
-                "--address",
-                address,
-                "--storage",
-                str(storage),
-            ],
-            cwd=own,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert mine.returncode == 0, mine.stdout[-3000:] + mine.stderr[-3000:]
+        study("studies", "signals_study.py", "--num-samples", "1", cwd=own)
         # the project travels to every node as the runtime_env's working_dir (not the installed copy)
         found = subprocess.run(
             [sys.executable, "-c", WHERE, address], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90
