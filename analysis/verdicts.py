@@ -88,12 +88,18 @@ def ended(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["status"].isin(["completed", "diverged"])]
 
 
-def sample(trials: pd.DataFrame, label: str, metric: str, **where) -> Sample:
-    """The values of `metric` over the seeds of the trials that match `where` (config keys)."""
+def matching(trials: pd.DataFrame, **where) -> pd.DataFrame:
+    """The trials whose config keys have the values of `where` (floats compared with a tolerance)."""
     t = trials
     for k, v in where.items():
         col = t[f"config.{k}"]
         t = t[np.isclose(col.astype(float), float(v))] if isinstance(v, float) else t[col == v]
+    return t
+
+
+def sample(trials: pd.DataFrame, label: str, metric: str, **where) -> Sample:
+    """The values of `metric` over the seeds of the trials that match `where` (config keys)."""
+    t = matching(trials, **where)
     e = ended(t)
     v = e[metric].astype(float).to_numpy() if metric in e else np.array([])
     return Sample(label, v[np.isfinite(v)], len(t) - len(e))
@@ -106,10 +112,7 @@ def tuned(
     (`manifest["nuisance"]`) whose mean of `select` over the seeds that ran to the end is best (by the
     study's mode), then `metric` over that setting's seeds. Select on validation, report on test:
     `tuned(trials, manifest, "Adam", "metric.test_acc", optimizer="adam")`."""
-    t = trials
-    for k, v in where.items():
-        col = t[f"config.{k}"]
-        t = t[np.isclose(col.astype(float), float(v))] if isinstance(v, float) else t[col == v]
+    t = matching(trials, **where)
     keys = [f"config.{k}" for k in manifest.get("nuisance", []) if f"config.{k}" in t]
     e = ended(t)
     if keys and len(e):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from studies.engine.task import Task, resolve_task
+from studies.engine.task import WHOLE, Task, resolve_task
 
 
 def _fused(cls, params, **kwargs) -> torch.optim.Optimizer:
@@ -48,7 +48,6 @@ DEFAULTS = dict(  # every key the loop reads, with its default; a task adds its 
     seeds=(0,),  # the seeds this trial trains, one replica each
 )
 
-_whole = (lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1")
 PRECISIONS = ("auto", "bf16", "fp32")
 SCHEDULES = ("none", "step", "cosine")
 CHECKS = {  # config key -> (valid?, what is valid)
@@ -57,11 +56,11 @@ CHECKS = {  # config key -> (valid?, what is valid)
     "momentum": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)"),
     "l2": (lambda v: isinstance(v, (int, float)) and v >= 0, "0 or more"),
     "weight_decay": (lambda v: isinstance(v, (int, float)) and v >= 0, "0 or more"),
-    "batch_size": _whole,
-    "iterations": _whole,
-    "lr_step_size": _whole,
-    "eval_batch": _whole,
-    "checkpoint_every": _whole,
+    "batch_size": WHOLE,
+    "iterations": WHOLE,
+    "lr_step_size": WHOLE,
+    "eval_batch": WHOLE,
+    "checkpoint_every": WHOLE,
     "precision": (lambda v: v in PRECISIONS, ", ".join(PRECISIONS)),
     "lr_schedule": (lambda v: v in SCHEDULES, ", ".join(SCHEDULES)),
     "lr_gamma": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]"),

@@ -19,6 +19,7 @@ from typing import Any
 
 from studies.engine.checks import UsageError
 from studies.engine.study import Study
+from studies.engine.task import import_ref
 
 PROJECT = Path(__file__).resolve().parents[2]  # the folder that holds studies/, models/, datasets/, analysis/
 
@@ -136,11 +137,10 @@ def resolve_trainable(ref: Any) -> Any:
     """A study's own trainable, given as a function or as an importable `module:NAME`."""
     if callable(ref):
         return ref
-    module, _, attr = str(ref).rpartition(":")
     try:
-        fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise UsageError(f"trainable={ref!r}: cannot import it ({e}); give a function or module:NAME") from None
+        fn = import_ref(str(ref), "trainable", "give a function train(config) or module:NAME")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if not callable(fn):
         raise UsageError(f"trainable={ref!r} is a {type(fn).__name__}, not a function train(config)")
     return fn

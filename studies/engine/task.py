@@ -71,14 +71,18 @@ def seeded(c: dict, seed: int, dev: torch.device) -> torch.Generator:
     return torch.Generator(device=dev).manual_seed(seed)
 
 
+def in_batches(x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch_size: int) -> Iterator[Pair]:
+    """(x, y) in the order of the indices `order`, `batch_size` at a time (the last partial batch dropped)."""
+    for i in range(0, max(len(order) - batch_size, 0) + 1, batch_size):
+        idx = order[i : i + batch_size]
+        yield x[idx], y[idx]
+
+
 def epochs(c: dict, d: Data, gen: torch.Generator) -> Iterator[Pair]:
     """The default `batches`: an epoch over a random permutation of the training set, in batches of
     `batch_size` (the last partial batch dropped)."""
     x, y = d.train
-    perm = torch.randperm(len(y), generator=gen, device=gen.device)
-    for i in range(0, max(len(perm) - c["batch_size"], 0) + 1, c["batch_size"]):
-        idx = perm[i : i + c["batch_size"]]
-        yield x[idx], y[idx]
+    yield from in_batches(x, y, torch.randperm(len(y), generator=gen, device=gen.device), c["batch_size"])
 
 
 def loss_fn(logits: torch.Tensor, y: torch.Tensor, c: dict, per_seed: bool = False) -> torch.Tensor:
@@ -165,6 +169,9 @@ def classify(model, c: dict, d: Data, train_loss: float, batch_acc: float, amp=n
 
 
 Check = tuple[Callable[[Any], bool], str]  # (valid?, what is valid)
+WHOLE: Check = (lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1")
+WHOLE_OR_NONE: Check = (lambda v: v is None or (isinstance(v, int) and v >= 1), "a whole number >= 1, or None")
+POSITIVE: Check = (lambda v: isinstance(v, (int, float)) and v > 0, "a positive number")
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,18 @@ class Task:
     rules: Callable[[dict], str | None] | None = None  # across keys: the first problem, or None
 
 
+def import_ref(ref: str, what: str, hint: str) -> Any:
+    """The object an importable name `package.module:NAME` (or `package.module.NAME`) names; ValueError
+    with `what` and `hint` where it names none."""
+    module, sep, attr = ref.rpartition(":") if ":" in ref else ref.rpartition(".")
+    if not sep or not module:
+        raise ValueError(f"{what}={ref!r}: {hint}")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"{what}={ref!r}: cannot import it ({e}); check the module and the name") from None
+
+
 def resolve_task(ref: Task | str) -> Task:
     """A task given as an object, a built-in name (`image`, `palindrome`, `toy`, `arithmetic`,
     `lm`) or an importable name (`package.module:TASK` or `package.module.TASK`); ValueError with
@@ -195,13 +214,7 @@ def resolve_task(ref: Task | str) -> Task:
         raise ValueError(f"task={ref!r}: expected a Task, a built-in name ({', '.join(BUILTIN)}) or module:NAME")
     if ref in BUILTIN:
         return BUILTIN[ref]
-    module, sep, attr = ref.rpartition(":") if ":" in ref else ref.rpartition(".")
-    if not sep or not module:
-        raise ValueError(f"task={ref!r}: not a built-in task ({', '.join(BUILTIN)}); give a Task or module:NAME")
-    try:
-        task = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"task={ref!r}: cannot import it ({e}); check the module and the name") from None
+    task = import_ref(ref, "task", f"not a built-in task ({', '.join(BUILTIN)}); give a Task or module:NAME")
     if not isinstance(task, Task):
         raise ValueError(f"task={ref!r} is a {type(task).__name__}, not a studies.Task")
     return task

@@ -19,7 +19,7 @@ from datasets.palindrome import generator as stream_generator
 from models import CELLS, IMPLS, MLP, VGG, RecurrentClassifier, SplitMLP
 from models.lm import RECURRENT, RecurrentLM, TransformerLM
 from models.numpy_mlp import MLP_IMPLS, NumpyMLP
-from studies.engine.task import Data, Task, epochs, loss_fn
+from studies.engine.task import POSITIVE, WHOLE, WHOLE_OR_NONE, Data, Task, epochs, in_batches, loss_fn
 
 DEFAULTS = dict(  # every key the built-in tasks read, with its default (config key = model kwarg = column)
     model="cnn",  # cnn | mlp | split_mlp (models.split_mlp: an MLP along the rows and one along the columns) | rnn
@@ -74,23 +74,20 @@ def _sizes_ok(v) -> bool:
         return False
 
 
-_whole = (lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1")
-_whole_or_none = (lambda v: v is None or (isinstance(v, int) and v >= 1), "a whole number >= 1, or None")
-_positive = (lambda v: isinstance(v, (int, float)) and v > 0, "a positive number")
 CHECKS = {  # config key -> (valid?, what is valid)
-    "layers": _whole,
-    "heads": _whole,
-    "embed": _whole,
-    "seq_len": _whole,
-    "hidden_size": _whole,
-    "steps_per_report": _whole,
+    "layers": WHOLE,
+    "heads": WHOLE,
+    "embed": WHOLE,
+    "seq_len": WHOLE,
+    "hidden_size": WHOLE,
+    "steps_per_report": WHOLE,
     "vocab": (lambda v: v is None or (isinstance(v, int) and v >= 2), "a whole number >= 2, or None"),
     "train_set": (lambda v: v in arith.TRAIN_SETS, " or ".join(arith.TRAIN_SETS)),
-    "train_scale": _positive,
-    "width": _positive,
-    "samples_per_report": _whole_or_none,
-    "image_size": _whole_or_none,
-    "n_eval": _whole_or_none,
+    "train_scale": POSITIVE,
+    "width": POSITIVE,
+    "samples_per_report": WHOLE_OR_NONE,
+    "image_size": WHOLE_OR_NONE,
+    "n_eval": WHOLE_OR_NONE,
     "model": (lambda v: v in ("cnn", "mlp", "split_mlp", "rnn"), "cnn, mlp, split_mlp or rnn"),
     "hidden": (lambda v: _sizes_ok(v), "layer sizes: whole numbers >= 1, such as (128, 64) or 128-64"),
     "axis_hidden": (lambda v: _sizes_ok(v) and len(sizes(v)) > 0, "layer sizes: whole numbers >= 1, such as (128,)"),
@@ -250,10 +247,7 @@ def arithmetic_batches(c: dict, d: Data, gen: torch.Generator):
     x, y = d.train
     n = c["samples_per_report"] or len(y)
     perm = torch.cat([torch.randperm(len(y), generator=gen, device=gen.device) for _ in range(-(-n // len(y)))])
-    perm = perm[:n]
-    for i in range(0, max(len(perm) - c["batch_size"], 0) + 1, c["batch_size"]):
-        idx = perm[i : i + c["batch_size"]]
-        yield x[idx], y[idx]
+    yield from in_batches(x, y, perm[:n], c["batch_size"])
 
 
 ARITHMETIC = builtin(
