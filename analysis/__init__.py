@@ -4,12 +4,14 @@ table, claims table, figures and reports.
     >>> import analysis
     >>> trials, curves, manifest, path = analysis.load("results/lr_scan/quick")
     >>> trials.groupby("config.lr")["metric.val_acc"].mean()
-    >>> analysis.claims("results/lr_scan/quick")  # claim, reference, value, verdict, rule, why
+    >>> analysis.tuned_trials(trials, manifest)  # the seeds at each scientific value's tuned setting
+    >>> analysis.claims("results/lr_scan/quick")  # claim, reference, value, verdict, rule, why, effect, p, seeds
 
 `load`, `find_runs`: read runs. `figures`, `render`, `render_all`: a run's figures, and its files
 (summary, claims, figures, report.md, report.html; an index over several runs). `claims(run)`:
 its claims table. The claim rules (`Claim`, `sample`, `greater`, `at_least`, ...) are in
-`analysis.verdicts`: `from analysis.verdicts import Claim, greater, sample`.
+`analysis.verdicts`: `from analysis.verdicts import Claim, greater, sample`. The one selection rule
+(which setting is "tuned" or "best", chosen on validation only) is `analysis.selection`.
 
 What is specific to a study is in its analysis module (`studies/NAME_analysis.py` for the
 catalogue, any module for a study of one's own; the run's manifest names it, `analysis.modules`
@@ -36,6 +38,7 @@ import pandas as pd
 
 from analysis.data import ci95, run_summary, summarize
 from analysis.modules import analysis_module
+from analysis.selection import best, selection, tuned_trials
 from analysis.style import config_text
 from analysis.verdicts import counts
 
@@ -53,7 +56,9 @@ __all__ = [
     "render",
     "render_all",
     "run_summary",
+    "selection",
     "summarize",
+    "tuned_trials",
 ]
 
 
@@ -108,15 +113,13 @@ def find_runs(path: str | Path) -> list[Path]:
     return runs
 
 
-def _best_text(summary: pd.DataFrame, manifest: dict) -> str:
-    obj = f"best.{manifest.get('metric', 'val_acc')}"
-    if f"{obj}.mean" not in summary or summary[f"{obj}.mean"].isna().all():
+def _best_text(trials: pd.DataFrame, manifest: dict) -> str:
+    b = best(trials, manifest)
+    if not len(b):
         return "no finished trial"
-    b = summary.loc[
-        summary[f"{obj}.mean"].idxmax() if manifest.get("mode", "max") == "max" else summary[f"{obj}.mean"].idxmin()
-    ]
-    cfg = config_text(b, [c for c in summary.columns if c.startswith("config.")])
-    return f"{cfg or 'all'}: {obj.removeprefix('best.')} {b[f'{obj}.mean']:.3f} (mean of {int(b[f'{obj}.n'])})"
+    b = b.iloc[0]
+    cfg = config_text(b, [c for c in b.index if c.startswith("config.")])
+    return f"{cfg or 'all'}: {manifest.get('metric', 'val_acc')} {b['score']:.3f} (mean of {int(b['ended'])})"
 
 
 def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
@@ -197,7 +200,7 @@ def render(path: str | Path, out: str | Path | None = None, fmt: str = "png") ->
         "study": r.manifest["study"],
         "name": r.manifest.get("name", r.path.name),
         "trials": len(r.trials),
-        "best": _best_text(summary, r.manifest),
+        "best": _best_text(r.trials, r.manifest),
         "headline": (headline[0], headline[2]) if headline else None,
         "findings": found,
         "claims": counts(table),

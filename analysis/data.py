@@ -15,6 +15,8 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
 
+from analysis.selection import keys_of, selection, tuned_trials
+
 
 def ci95(values: ArrayLike) -> float:
     """Half-width of the 95% confidence interval of the mean (Student t); NaN for n < 2."""
@@ -115,16 +117,15 @@ def not_diverged(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[~trials["diverged"].astype(bool)] if "diverged" in trials else trials
 
 
-def best_per_group(
-    trials: pd.DataFrame, scientific: list[str], nuisance: list[str], metric: str, mode: str = "max"
-) -> pd.DataFrame:
-    """The isolation view: for each scientific value, the nuisance setting whose mean over seeds
-    is best, with that setting's summary."""
-    if not nuisance:
-        return summarize(trials, scientific, [metric])
-    s = summarize(trials, scientific + nuisance, [metric])
-    s = s.sort_values(f"{metric}.mean", ascending=(mode == "min"))
-    return s.groupby(scientific, sort=True).head(1).sort_values(scientific).reset_index(drop=True)
+def best_per_group(trials: pd.DataFrame, manifest: dict, metric: str, by: list[str] | None = None) -> pd.DataFrame:
+    """The isolation view: for each scientific value (or value of `by`), its tuned nuisance setting
+    (chosen on validation by `analysis.selection`), with the summary of `metric` over that setting's
+    seeds (its confirmation seeds where the run has them; diverged seeds left out)."""
+    by = keys_of(trials, manifest.get("scientific", []) if by is None else by)
+    over = keys_of(trials, manifest.get("nuisance", []))
+    return summarize(
+        not_diverged(tuned_trials(trials, manifest, by=[k.removeprefix("config.") for k in by])), by + over, [metric]
+    )
 
 
 def with_gap(trials: pd.DataFrame) -> pd.DataFrame:
@@ -149,7 +150,8 @@ def run_summary(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     """A run's results per scientific value (and per nuisance setting where there is a search):
     mean, std, 95% CI, min, max and n over seeds for the objective and the accuracies, plus how
     many trials each group had, how many ASHA stopped and how many diverged (left out of the
-    means). This is `summary.csv` / `summary.parquet`."""
+    means), and `tuned`: whether the row is its scientific value's tuned setting (`analysis.selection`).
+    This is `summary.csv` / `summary.parquet`."""
     t = with_gap(trials)
     for col in ("stopped_early", "diverged"):
         t = t.assign(**{col: t[col].astype(bool)}) if col in t else t.assign(**{col: False})
@@ -165,7 +167,13 @@ def run_summary(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     )
     s = summarize(t[~t["diverged"]], keys, metrics)
     out = counts.reset_index().merge(s, on=keys, how="left") if len(s) else counts.reset_index()
-    return out.astype({"trials": int, "stopped_early": int, "diverged": int})
+    out = out.astype({"trials": int, "stopped_early": int, "diverged": int})
+    chosen = selection(trials, manifest) if "study" not in keys and manifest.get("nuisance") else None
+    if chosen is None:  # nothing tuned: every row is its scientific value's only setting
+        return out.assign(tuned=True)
+    on = [c for c in chosen.columns if c.startswith("config.")]
+    hit = out[on].merge(chosen[on], how="left", on=on, indicator=True)["_merge"] == "both"
+    return out.assign(tuned=hit.to_numpy())
 
 
 # ---- what the figures plot -----------------------------------------------------------------------
@@ -175,11 +183,6 @@ def metric_vs(trials: pd.DataFrame, x: str, metrics: list[str], hue: str | None 
     """Mean, 95% CI, min, max and n of each metric per value of x (and hue), diverged trials left out."""
     by = [f"config.{x}"] + ([f"config.{hue}"] if hue else [])
     return summarize(not_diverged(with_gap(trials)), by, metrics)
-
-
-def best_per_value(trials: pd.DataFrame, sci: str, nuisance: list[str], metric: str) -> pd.DataFrame:
-    """Isolation plot data: per scientific value, the nuisance setting with the best mean."""
-    return best_per_group(not_diverged(trials), [f"config.{sci}"], [f"config.{k}" for k in nuisance], metric)
 
 
 def fixed_value_trials(trials: pd.DataFrame, key: str, value: float) -> pd.DataFrame:

@@ -10,7 +10,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import draw
-from analysis.data import best_per_value, metric_vs, not_diverged, spread_kind, spread_note, with_gap
+from analysis.data import best_per_group, metric_vs, not_diverged, spread_kind, spread_note, with_gap
+from analysis.selection import tuned_trials
 from analysis.style import NEUTRAL, bounds, colors, fmt, fmt_sci, hue_label, is_acc, label, legend_label, numeric
 
 
@@ -80,10 +81,10 @@ def metric_vs_figure(
     return fig
 
 
-def best_per_value_figure(trials: pd.DataFrame, sci: str, nuisance: list[str], metric: str, title: str) -> Figure:
-    """The isolation plot: per scientific value, its best nuisance setting's mean `metric`, with
-    the spread over seeds and the seeds themselves."""
-    s = best_per_value(trials, sci, nuisance, metric)
+def best_per_value_figure(trials: pd.DataFrame, manifest: dict, sci: str, metric: str, title: str) -> Figure:
+    """The isolation plot: per value of the scientific key `sci`, its tuned nuisance setting's mean
+    `metric` (chosen on validation, `analysis.selection`), with the spread over seeds and the seeds."""
+    s = best_per_group(trials, manifest, metric, by=[sci])
     kind = spread_kind(s, [metric])
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
     pal, scol = colors(trials[f"config.{sci}"]), f"config.{sci}"
@@ -100,15 +101,14 @@ def best_per_value_figure(trials: pd.DataFrame, sci: str, nuisance: list[str], m
         lw=1.4,
         label=spread_note(s, [metric], kind).split(", ", 1)[-1],
     )
-    ok = not_diverged(trials)
+    nuisance = [k for k in manifest.get("nuisance", []) if f"config.{k}" in trials]
+    ok = not_diverged(tuned_trials(trials, manifest, by=[sci]))
     for i, (_, r) in enumerate(s.iterrows()):
-        sel = ok
-        for k in [sci, *nuisance]:
-            sel = sel[sel[f"config.{k}"] == r[f"config.{k}"]]
+        sel = ok[ok[scol] == r[scol]]
         draw.points(ax, sel.assign(_x=xs[i]), "_x", metric, "black")
         extra = "\n".join(f"{k}={fmt_sci(r[f'config.{k}'])}" for k in nuisance)
         draw.bar_note(ax, i, f"{r[f'{metric}.mean']:.3f}" + (f"\n{extra}" if extra else ""))
-    nuis = f" (its best {', '.join(nuisance)})" if nuisance else ""
+    nuis = f" (at its tuned {', '.join(nuisance)})" if nuisance else ""
     ax.set(xlabel=label(sci), ylabel=f"{label(metric)}{nuis}")
     ax.set_title(f"{title}\n{spread_note(s, [metric], kind)}", fontsize=11)
     if is_acc(metric):

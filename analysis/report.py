@@ -15,6 +15,7 @@ import pandas as pd
 
 from analysis.data import MIN_CI, interval, stat
 from analysis.modules import analysis_module
+from analysis.selection import best as best_setting
 from analysis.style import CSS, SCI_KEYS, cell, config_text, fmt_sci, img, key
 from analysis.verdicts import INCONCLUSIVE, evaluate
 
@@ -31,9 +32,14 @@ Block = tuple  # (kind, ...): h1, h2, p, ul, table, code, fig
 
 def claims_table(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     """The run's claims table (`analysis.verdicts.evaluate` of its study's CLAIMS): claim, reference,
-    value, verdict, rule, why; no rows for a study that declares no claims."""
+    value, verdict, rule, why, effect, p, seeds; no rows for a study that declares no claims. Each reference
+    cites the module's `REFERENCES` (where the hand-run reference is told in full)."""
     module = analysis_module(manifest)
-    return evaluate(getattr(module, "CLAIMS", None) or [], trials, curves, manifest)
+    table = evaluate(getattr(module, "CLAIMS", None) or [], trials, curves, manifest)
+    cite = getattr(module, "REFERENCES", None)  # the account of the references (docs/references.md#NAME)
+    if cite and len(table):
+        table["reference"] = [r if cite in r else f"{r} [{cite}]" for r in table["reference"]]
+    return table
 
 
 def command(manifest: dict) -> str:
@@ -77,8 +83,9 @@ def compact(summary: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Da
 
 
 def claims_blocks(table: pd.DataFrame, study: str) -> list[Block]:
-    """The Claims section: one row per claim (its reference, this run's value with its spread, the
-    verdict and why where inconclusive), then one line per distinct rule that decided."""
+    """The Claims section: one row per claim (its reference, this run's value with its spread, the effect
+    with its 95% interval, the p-value, the seeds a side, the verdict and why where inconclusive), then one
+    line per distinct rule that decided."""
     out: list[Block] = [("h2", "Claims")]
     if not len(table):
         return out + [("p", "This study declares no claims (CLAIMS in its analysis module).")]
@@ -91,6 +98,9 @@ def claims_blocks(table: pd.DataFrame, study: str) -> list[Block]:
                     "claim": table["claim"],
                     "reference": table["reference"],
                     "this run": table["value"],
+                    "effect [95% CI]": table["effect"] if "effect" in table else "",
+                    "p": [f"{p:.3g}" if pd.notna(p) else "" for p in table.get("p", [float("nan")] * len(table))],
+                    "seeds": table["seeds"] if "seeds" in table else "",
                     "verdict": verdict,
                 }
             ),
@@ -120,13 +130,16 @@ def _best_blocks(r: Results, keys: list[str], summary: pd.DataFrame | None) -> l
     test = f", final {tm} {best[f'metric.{tm}']:.4f}" if f"metric.{tm}" in best else ""
     cols = [c for c in ["trial_id", *keys, "config.seed", obj, f"metric.{tm}", "status", "iterations"] if c in top]
     out: list[Block] = [("h2", "Best configuration")]
-    if summary is not None and f"{obj}.mean" in summary and summary[f"{obj}.mean"].notna().any():
-        sb = summary.loc[summary[f"{obj}.mean"].idxmax() if mode == "max" else summary[f"{obj}.mean"].idxmin()]
+    chosen = best_setting(t, m)
+    if summary is not None and len(chosen):
+        on = [c for c in chosen.columns if c.startswith("config.")]
+        sb = summary.merge(chosen[on], on=on).iloc[0] if on else summary.iloc[0]
+        val = f"metric.{m.get('metric', 'val_acc')}"
         out.append(
             (
                 "p",
-                f"On average over seeds: {config_text(sb, [k for k in keys if k in sb])}: best "
-                f"{m.get('metric')} {stat(sb, obj)}"
+                f"On average over seeds (the selection rule, on validation): {config_text(sb, on) or 'all'}: final "
+                f"{m.get('metric')} {stat(sb, val) if f'{val}.mean' in sb else f'{chosen.score.iloc[0]:.4f}'}"
                 + (f", final {tm} {stat(sb, f'metric.{tm}')}" if f"metric.{tm}.mean" in sb else "")
                 + ".",
             )

@@ -7,26 +7,33 @@ the few rules below, so every verdict states the statistical rule that decided i
 
 - only seeds that ran to the end count (`ended`): a trial that ASHA stopped early is left out, and
   a diverged seed counts with what it ended at (accuracy 0);
-- one seed never decides: fewer than 2 seeds that ran to the end is inconclusive;
-- `greater` (A > B + margin): with >= 3 seeds each, the exact one-sided Mann-Whitney test (a
-  permutation test of the rank statistic U over every split of the pooled seeds, ties counting
-  half) at p <= 0.05: rank-based, so one seed far off (a run that sometimes learns and sometimes
-  not) does not hide a difference, and with 3 seeds each it asks that every seed of A be above every
-  seed of B; with 2 seeds each (where no split reaches 0.05), every seed of A above every seed of B.
-  Where the splits are too many to list (more than 200,000: 12 seeds a side and up, when a claim
-  pools settings), 20,000 random splits from a fixed seed stand in for them (a Monte Carlo
-  permutation test, p = (1 + hits) / (1 + 20,000));
-  The opposite, by the same rule, is contradicted; anything else inconclusive;
+- no decision rests on fewer than 3 seeds a side (`MIN_SEEDS`): with 2 seeds a side, "every seed of
+  A above every seed of B" happens by chance in 1 of 6 splits (p = 1/6), so fewer is inconclusive;
+- `greater` (A > B + margin): the exact one-sided Mann-Whitney test (a permutation test of the rank
+  statistic U over every split of the pooled seeds, ties counting half) at p <= 0.05: rank-based, so one
+  seed far off (a run that sometimes learns and sometimes not) does not hide a difference; with 3 seeds
+  each it asks that every seed of A be above every seed of B. Where the splits are too many to list
+  (more than 200,000: 12 seeds a side and up, when a claim pools settings), 20,000 random splits from a
+  fixed seed stand in for them (a Monte Carlo permutation test, p = (1 + hits) / (1 + 20,000)). The
+  opposite, by the same rule, is contradicted; anything else inconclusive;
 - `not_below` (A >= B): contradicted when B > A by the rule of `greater`; reproduced when A's mean
   is at least B's (less `tolerance`) and it is not; else inconclusive;
-- `at_least` / `at_most` (A >= x): the whole spread of A (95% CI with >= 3 seeds, else min-max)
-  on the claimed side of x is reproduced, the whole spread on the other side contradicted.
+- `about_equal` (A ≈ B within a stated margin): an equivalence test (TOST, two one-sided tests at 0.05):
+  reproduced when the 90% bootstrap interval of the difference of the means lies inside ±margin,
+  contradicted when A and B differ by more than the margin by the rule of `greater`, else inconclusive;
+  `ratio=True` compares on logs (a margin of 0.1 is "within 10%");
+- `at_least` / `at_most` (A >= x): the whole spread of A (95% CI) on the claimed side of x is
+  reproduced, the whole spread on the other side contradicted;
+- `learned`: a claim that compares what models learned is inconclusive unless each compared model is
+  above a stated floor (above chance);
+- every comparison reports its effect: the difference of the means with its 95% bootstrap interval
+  (10,000 resamples of the seeds of each side, from a fixed seed), the p-value and the seeds a side.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from math import comb
 
@@ -34,17 +41,17 @@ import numpy as np
 import pandas as pd
 
 from analysis.data import spread
+from analysis.selection import tuned_trials
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
 VERDICTS = (REPRODUCED, CONTRADICTED, INCONCLUSIVE)
 ALPHA = 0.05
-RULE_GREATER = (
-    "exact one-sided Mann-Whitney test, p <= 0.05 (>= 3 seeds each); with 2 seeds, every seed of "
-    "one side above every seed of the other"
-)
+MIN_SEEDS = 3  # no decision rests on fewer seeds a side
+RULE_GREATER = "exact one-sided Mann-Whitney test, p <= 0.05, >= 3 seeds a side"
 EXACT_SPLITS = 200_000  # above this many splits of the pooled seeds, random ones stand in
 PERMUTATIONS = 20_000
-RULE_BOUND = "the whole spread over seeds (95% CI with >= 3 seeds, else min-max) on one side of the bound"
+RULE_BOUND = "the whole 95% CI over seeds (>= 3 seeds) on one side of the bound"
+BOOTSTRAP = 10_000
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,9 @@ class Verdict:
     value: str  # this run's value(s), with their spread over seeds
     rule: str = ""  # the statistical rule that decided
     why: str = ""  # why it is inconclusive (or a note)
+    effect: str = ""  # the difference with its 95% interval (comparisons)
+    p: float = float("nan")  # the p-value of the test that decided (comparisons)
+    seeds: str = ""  # seeds a side, "3 vs 3"
 
 
 @dataclass(frozen=True)
@@ -105,27 +115,17 @@ def sample(trials: pd.DataFrame, label: str, metric: str, **where) -> Sample:
     return Sample(label, v[np.isfinite(v)], len(t) - len(e))
 
 
-def tuned(
-    trials: pd.DataFrame, manifest: dict, label: str, metric: str, select: str = "metric.val_acc", **where
-) -> Sample:
-    """`sample` at the tuned nuisance values: among the trials that match `where`, the nuisance setting
-    (`manifest["nuisance"]`) whose mean of `select` over the seeds that ran to the end is best (by the
-    study's mode), then `metric` over that setting's seeds. Select on validation, report on test:
-    `tuned(trials, manifest, "Adam", "metric.test_acc", optimizer="adam")`."""
+def tuned(trials: pd.DataFrame, manifest: dict, label: str, metric: str, select: str | None = None, **where) -> Sample:
+    """`sample` at the tuned nuisance values (`analysis.selection`): among the trials that match `where`,
+    the nuisance setting chosen on validation (`select`, default the study's objective), then `metric`
+    over that setting's seeds (its confirmation seeds where the run has them). Select on validation,
+    report on test: `tuned(trials, manifest, "Adam", "metric.test_acc", optimizer="adam")`."""
     t = matching(trials, **where)
-    keys = [f"config.{k}" for k in manifest.get("nuisance", []) if f"config.{k}" in t]
-    e = ended(t)
-    if keys and len(e):
-        means = e.groupby(keys)[select].mean()
-        best = means.idxmin() if manifest.get("mode", "max") == "min" else means.idxmax()
-        best = best if isinstance(best, tuple) else (best,)
-        for k, v in zip(keys, best):
-            t = t[t[k] == v]
-    return sample(t, label, metric)
+    return sample(tuned_trials(t, manifest, by=[], metric=select), label, metric)
 
 
 def _too_few(*samples: Sample) -> str | None:
-    short = [s for s in samples if len(s.values) < 2]
+    short = [s for s in samples if len(s.values) < MIN_SEEDS]
     if not short:
         return None
     return (
@@ -134,7 +134,7 @@ def _too_few(*samples: Sample) -> str | None:
             + (f" ({s.left_out} stopped early)" if s.left_out else "")
             for s in short
         )
-        + ": one seed never decides"
+        + f": no decision rests on fewer than {MIN_SEEDS} seeds a side"
     )
 
 
@@ -161,22 +161,42 @@ def u_p_value(a: np.ndarray, b: np.ndarray) -> float:
 
 def _apart(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
     """A > B + margin by the rule in the module docstring."""
-    if min(len(a), len(b)) >= 3:
-        return u_p_value(a - margin, b) <= ALPHA
-    return bool(a.min() - margin > b.max())
+    return u_p_value(a - margin, b) <= ALPHA
 
 
-def _pair(a: Sample, b: Sample, rule: str, holds, fails, undecided: str) -> Verdict:
-    """The verdict on a claim about two samples: `fails()` contradicts it, else `holds()` reproduces it."""
-    value = f"{a.text()} vs {b.text()}"
+def difference(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """The difference of the means, A − B, with its `level` percentile bootstrap interval: each side's
+    seeds resampled with replacement, BOOTSTRAP times, from a fixed seed."""
+    rng = np.random.default_rng(0)
+    da = a[rng.integers(0, len(a), (BOOTSTRAP, len(a)))].mean(axis=1)
+    db = b[rng.integers(0, len(b), (BOOTSTRAP, len(b)))].mean(axis=1)
+    lo, hi = np.quantile(da - db, [(1 - level) / 2, (1 + level) / 2])
+    return float(a.mean() - b.mean()), float(lo), float(hi)
+
+
+def _effect(a: Sample, b: Sample) -> dict:
+    """The effect fields of a comparison: the difference with its 95% interval, and the seeds a side."""
+    seeds = f"{len(a.values)} vs {len(b.values)}"
+    if not (len(a.values) and len(b.values)):
+        return {"seeds": seeds}
+    d, lo, hi = difference(a.values, b.values)
+    n = max(a.digits, b.digits)
+    return {"effect": f"{d:+.{n}f} [{lo:+.{n}f}, {hi:+.{n}f}]", "seeds": seeds}
+
+
+def _pair(a: Sample, b: Sample, rule: str, holds, fails, undecided: str, p=None) -> Verdict:
+    """The verdict on a claim about two samples: `fails()` contradicts it, else `holds()` reproduces it.
+    `p()`: the p-value reported beside it (default: the one-sided test of A above B)."""
+    value, fx = f"{a.text()} vs {b.text()}", _effect(a, b)
     why = _too_few(a, b)
     if why:
-        return Verdict(INCONCLUSIVE, value, rule, why)
+        return Verdict(INCONCLUSIVE, value, rule, why, **fx)
+    fx["p"] = p() if p else u_p_value(a.values, b.values)
     if fails():
-        return Verdict(CONTRADICTED, value, rule)
+        return Verdict(CONTRADICTED, value, rule, **fx)
     if holds():
-        return Verdict(REPRODUCED, value, rule)
-    return Verdict(INCONCLUSIVE, value, rule, undecided)
+        return Verdict(REPRODUCED, value, rule, **fx)
+    return Verdict(INCONCLUSIVE, value, rule, undecided, **fx)
 
 
 def greater(a: Sample, b: Sample, margin: float = 0.0) -> Verdict:
@@ -188,6 +208,7 @@ def greater(a: Sample, b: Sample, margin: float = 0.0) -> Verdict:
         lambda: _apart(a.values, b.values, margin),
         lambda: _apart(b.values, a.values, -margin),
         "the seeds do not separate the two",
+        lambda: u_p_value(a.values - margin, b.values),
     )
 
 
@@ -203,7 +224,41 @@ def not_below(a: Sample, b: Sample, tolerance: float = 0.0) -> Verdict:
         lambda: a.values.mean() >= b.values.mean() - tolerance,
         lambda: _apart(b.values, a.values, tolerance),
         "the mean is below the other's, but the seeds do not separate them",
+        lambda: u_p_value(b.values - tolerance, a.values),
     )
+
+
+def rule_equal(margin: float, ratio: bool) -> str:
+    what = f"within {margin:.0%} (on logs)" if ratio else f"within ±{margin:g}"
+    return (
+        f"about equal {what}: TOST, the 90% bootstrap interval of the difference inside the margin; "
+        "contradicted when they differ by more than the margin by the rule of 'greater'"
+    )
+
+
+def about_equal(a: Sample, b: Sample, margin: float, ratio: bool = False) -> Verdict:
+    """Claim: A ≈ B, |A − B| <= margin (an equivalence test, TOST at 0.05). With `ratio`, on the logs of
+    the values: A / B within [1 / (1 + margin), 1 + margin]."""
+    if ratio:
+        m = float(np.log1p(margin))
+        a_, b_ = (Sample(s.label, np.log(s.values), s.left_out, s.digits) for s in (a, b))
+    else:
+        m, a_, b_ = margin, a, b
+    why = _too_few(a, b)
+    tost = lambda: difference(a_.values, b_.values, 0.90)  # noqa: E731
+    v = _pair(
+        a,
+        b,
+        rule_equal(margin, ratio),
+        lambda: -m <= tost()[1] and tost()[2] <= m,
+        lambda: _apart(a_.values, b_.values, m) or _apart(b_.values, a_.values, m),
+        "the interval of the difference reaches past the margin: the seeds do not show equivalence",
+        lambda: max(u_p_value(a_.values + m, b_.values), u_p_value(b_.values + m, a_.values)),
+    )
+    if why or not ratio:
+        return v
+    d, lo, hi = difference(a_.values, b_.values)
+    return replace(v, effect=f"ratio {np.exp(d):.3f} [{np.exp(lo):.3f}, {np.exp(hi):.3f}]")
 
 
 def at_least(a: Sample, bound: float, at_most: bool = False) -> Verdict:
@@ -211,15 +266,43 @@ def at_least(a: Sample, bound: float, at_most: bool = False) -> Verdict:
     value = f"{a.text()} ({'<=' if at_most else '>='} {bound:g} claimed)"
     why = _too_few(a)
     if why:
-        return Verdict(INCONCLUSIVE, value, RULE_BOUND, why)
+        return Verdict(INCONCLUSIVE, value, RULE_BOUND, why, seeds=str(len(a.values)))
     s = spread(a.values)
     lo, hi = (-s.hi, -s.lo) if at_most else (s.lo, s.hi)
     b = -bound if at_most else bound
+    fx = {"effect": f"{s.mean - bound:+.{a.digits}f} [{s.lo - bound:+.{a.digits}f}, {s.hi - bound:+.{a.digits}f}]"}
+    fx["seeds"] = str(len(a.values))
     if lo >= b:
-        return Verdict(REPRODUCED, value, RULE_BOUND)
+        return Verdict(REPRODUCED, value, RULE_BOUND, **fx)
     if hi < b:
-        return Verdict(CONTRADICTED, value, RULE_BOUND)
-    return Verdict(INCONCLUSIVE, value, RULE_BOUND, "the spread over seeds straddles the bound")
+        return Verdict(CONTRADICTED, value, RULE_BOUND, **fx)
+    return Verdict(INCONCLUSIVE, value, RULE_BOUND, "the spread over seeds straddles the bound", **fx)
+
+
+def learned(verdict: Verdict, floor: float, *samples: Sample, chance: float | None = None) -> Verdict:
+    """A claim about what models learned holds only where each compared model learned: every sample's
+    mean at least `floor` (a stated level above chance); otherwise the verdict is inconclusive."""
+    short = [s for s in samples if not len(s.values) or s.values.mean() < floor]
+    rule = f"{verdict.rule}; each compared model at least {floor:g} (learned" + (
+        f"; chance {chance:g})" if chance is not None else ")"
+    )
+    if not short:
+        return replace(verdict, rule=rule)
+    names = ", ".join(f"{s.label} {s.values.mean():.{s.digits}f}" if len(s.values) else s.label for s in short)
+    return replace(verdict, verdict=INCONCLUSIVE, rule=rule, why=f"not learned (below {floor:g}): {names}")
+
+
+RANKING = "'>' where the seeds separate neighbours by the rule of 'greater', '~' where they do not"
+
+
+def ranking(samples: Sequence[Sample]) -> str:
+    """The samples from the highest mean down, '>' between neighbours that the seeds separate (the rule
+    of `greater`), '~' between those they do not: never a '>' between overlapping seeds."""
+    s = sorted((x for x in samples if len(x.values)), key=lambda x: -x.values.mean())
+    out = s[0].text() if s else ""
+    for a, b in zip(s, s[1:]):
+        out += (" > " if greater(a, b).verdict == REPRODUCED else " ~ ") + b.text()
+    return out
 
 
 def every(verdicts: Sequence[Verdict]) -> Verdict:
@@ -228,12 +311,20 @@ def every(verdicts: Sequence[Verdict]) -> Verdict:
     rule = (
         verdicts[0].rule if len({v.rule for v in verdicts}) == 1 else "; ".join(dict.fromkeys(v.rule for v in verdicts))
     )
+    fx = {
+        "effect": "; ".join(v.effect for v in verdicts if v.effect),
+        "p": max((v.p for v in verdicts if np.isfinite(v.p)), default=float("nan")),
+        "seeds": "; ".join(v.seeds for v in verdicts if v.seeds),
+    }
     kinds = {v.verdict for v in verdicts}
     if CONTRADICTED in kinds:
-        return Verdict(CONTRADICTED, value, rule)
+        return Verdict(CONTRADICTED, value, rule, **fx)
     if kinds == {REPRODUCED}:
-        return Verdict(REPRODUCED, value, rule)
-    return Verdict(INCONCLUSIVE, value, rule, "; ".join(v.why for v in verdicts if v.why))
+        return Verdict(REPRODUCED, value, rule, **fx)
+    return Verdict(INCONCLUSIVE, value, rule, "; ".join(v.why for v in verdicts if v.why), **fx)
+
+
+COLUMNS = ["claim", "reference", "value", "verdict", "rule", "why", "effect", "p", "seeds"]
 
 
 def dataset_of(manifest: dict) -> str | None:
@@ -254,11 +345,10 @@ def evaluate(claims: Sequence[Claim], trials: pd.DataFrame, curves: pd.DataFrame
                 v = Verdict(INCONCLUSIVE, "–", "", f"this run lacks what the claim reads ({type(e).__name__}: {e})")
             budget = manifest.get("budget")
             if c.budgets and budget not in c.budgets and v.verdict != REPRODUCED:
-                v = Verdict(
-                    INCONCLUSIVE,
-                    v.value,
-                    v.rule,
-                    f"needs --budget {' or '.join(c.budgets)}; at {budget}: "
+                v = replace(
+                    v,
+                    verdict=INCONCLUSIVE,
+                    why=f"needs --budget {' or '.join(c.budgets)}; at {budget}: "
                     f"{v.verdict}" + (f" ({v.why})" if v.why else ""),
                 )
         rows.append(
@@ -269,9 +359,12 @@ def evaluate(claims: Sequence[Claim], trials: pd.DataFrame, curves: pd.DataFrame
                 "verdict": v.verdict,
                 "rule": v.rule,
                 "why": v.why,
+                "effect": v.effect,
+                "p": v.p,
+                "seeds": v.seeds,
             }
         )
-    return pd.DataFrame(rows, columns=["claim", "reference", "value", "verdict", "rule", "why"])
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def counts(table: pd.DataFrame) -> dict[str, int]:

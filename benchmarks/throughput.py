@@ -8,7 +8,7 @@ summed on the device with one host sync per block; images resident in memory as 
 sliced from a `randperm`, flips and shifts by `datasets.augment`. A block of n steps is a palindrome
 report block of n steps, or an epoch over n batches' worth of the resident images.
 
-Naive is how the hand-run course reports wrote it: a torch `Dataset` that makes each sample
+Naive is how the hand-run reports wrote it: a torch `Dataset` that makes each sample
 with numpy (palindromes) or turns a uint8 array into a PIL image and runs torchvision's
 transforms on it (CIFAR-10, as `torchvision.datasets.CIFAR10` does), a `DataLoader` (batch 128,
 no workers), python-loop cells (`RecurrentClassifier(impl="scratch")`), softmax followed by

@@ -26,7 +26,7 @@ from benchmarks.common import ROOT, machine
 RECORD = ROOT / "VALIDITY.md"
 HEADER = """# Validity
 
-Does each study reproduce the findings of the hand-run reports (`../shared/STUDIES.md`) as its
+Does each study reproduce the findings of the hand-run reports (`docs/references.md`) as its
 claims state them, run after run? Written by `python -m benchmarks validity` (see
 `benchmarks/validity.py`): each study's command is run several times, every repeat with new seeds,
 and each claim's verdict is read from the run's claims table (the rule that decides is in

@@ -6,7 +6,7 @@ characters, so that its last character is the last step whatever its length: a r
 that reads the last hidden state reads the whole expression. The label is the result's class,
 `result + OFFSET`, over every result that operands 0..99 can give (-198 .. 297: `NUM_CLASSES`).
 
-The training sets of STUDIES.md section 8, at `scale` 1.0: A = 50k expressions of single-digit
+The training sets of docs/references.md#arithmetic_shift, at `scale` 1.0: A = 50k expressions of single-digit
 operands (0-9) + 50k of two-digit operands (10-99); B = 1M of two-digit operands. The test sets:
 single-digit, two-digit and mixed (each operand 0-99). Operands and operators are drawn uniformly and
 independently; no set excludes another's expressions (there are only 1,000 single-digit ones).

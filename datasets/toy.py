@@ -1,4 +1,4 @@
-"""Two-class toy datasets of 2-D points from scikit-learn (STUDIES.md section 5), as tensors: a pure
+"""Two-class toy datasets of 2-D points from scikit-learn (docs/references.md#toy_mlp), as tensors: a pure
 function of (name, seed), so every seed of a study gets its own sample and its own fixed held-out sets.
 
 - `moons`: make_moons, noise 0.05; `circles`: make_circles, noise 0.05 (factor 0.8, the default);

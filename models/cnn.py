@@ -1,4 +1,4 @@
-"""VGG-style CNN of the hand-run CIFAR-10 reports (STUDIES.md section 1).
+"""VGG-style CNN of the hand-run CIFAR-10 reports (docs/references.md#optimizer_comparison).
 
 Each "conv" is Conv2d(3x3, stride 1, pad 1) + BatchNorm2d + ReLU; each pool is
 MaxPool2d(k3, s2, p1). On 32x32 inputs the feature maps are 32,16,16,8,8,8,4,4,4,2,2,2,1;

@@ -1,4 +1,4 @@
-"""Multilayer perceptron on flattened images (STUDIES.md section 3).
+"""Multilayer perceptron on flattened images (docs/references.md#regularization).
 
 `hidden=(128, 64)` on CIFAR-10 is the baseline 3072-128-64-10; `(2048, 1024, 256, 128, 64)` is
 the deep one. Dropout follows every hidden activation, so p=0.5 regularises all of them.

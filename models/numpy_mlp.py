@@ -1,5 +1,5 @@
 """A multilayer perceptron whose forward and backward passes are written by hand in NumPy
-(STUDIES.md section 5: the course's hand-written MLP, compared with torch.nn's).
+(docs/references.md#toy_mlp: the hand-run reports' hand-written MLP, compared with torch.nn's).
 
     h_0 = x;  z_l = h_{l-1} W_l^T + b_l;  h_l = relu(z_l) for the hidden layers;  logits = z_L
     backward: dW_l = dz_l^T h_{l-1};  db_l = sum over the batch of dz_l;

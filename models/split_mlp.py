@@ -1,4 +1,4 @@
-"""The hand-run "split-axis" MLP (STUDIES.md section 6): one MLP along the rows and one along the
+"""The hand-run "split-axis" MLP (docs/references.md#mlp_architecture): one MLP along the rows and one along the
 columns of the stacked colour planes, concatenated, then a fully connected stack.
 
 The image's C colour planes are stacked one above the other into a (C*H) x W matrix (CIFAR-10:

@@ -55,7 +55,8 @@ _API = {  # public name -> the module that defines it
     ),
     **dict.fromkeys(("report_seeds", "seed_metrics", "mean_over_seeds"), "studies.engine.seeds"),
     **dict.fromkeys(
-        ("Claim", "Verdict", "sample", "tuned", "greater", "not_below", "at_least", "every"), "analysis.verdicts"
+        ("Claim", "Verdict", "sample", "tuned", "greater", "not_below", "about_equal", "at_least", "learned", "every"),
+        "analysis.verdicts",
     ),
 }
 __all__ = ["STUDIES", "analysis_module", *_API]

@@ -1,4 +1,4 @@
-"""Arithmetic under a distribution shift (STUDIES.md section 8): what a recurrent model learns from
+"""Arithmetic under a distribution shift (docs/references.md#arithmetic_shift): what a recurrent model learns from
 its training distribution. Expressions of three integers joined by + and - ("12+47-30"), read
 character by character (Embedding -> RNN, GRU or LSTM -> Linear), classified over every possible
 result (-198 .. 297); generated on the trial's device (datasets/arithmetic.py).

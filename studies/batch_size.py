@@ -1,4 +1,4 @@
-"""Batch size and learning rate together (STUDIES.md section 7), on the arithmetic LSTM of section 8
+"""Batch size and learning rate together (docs/references.md#batch_size), on the arithmetic LSTM of section 8
 (Embedding -> LSTM -> Linear over the results of "12+47-30"-style expressions, training set A).
 
 Scientific: batch size (8, 32, 128) x lr (log grid around the hand-run 1e-4): both are what the

@@ -19,11 +19,13 @@ from matplotlib.figure import Figure
 
 from analysis import draw
 from analysis.data import spread, summarize
+from analysis.selection import selection
 from analysis.style import colors, fmt_sci
 from analysis.verdicts import INCONCLUSIVE, Claim, Sample, Verdict, at_least, ended, every, greater, sample
 
+REFERENCES = "docs/references.md#batch_size"  # where every claim's reference is told in full
 HEADLINE = "accuracy_heatmap"
-# What the hand-run reports measured (STUDIES.md section 7; single runs of the arithmetic LSTM at lr 1e-4).
+# What the hand-run reports measured (docs/references.md#batch_size; single runs of the arithmetic LSTM at lr 1e-4).
 REFERENCE = (
     "LSTM arithmetic model, lr 1e-4, batch 8 / 32 / 128: small batches oscillate, large batches need more epochs."
 )
@@ -53,25 +55,25 @@ def _grid(trials: pd.DataFrame) -> pd.DataFrame:
     return t.pivot_table(index=["config.batch_size", "config.seed"], columns="config.lr", values=METRIC)
 
 
-def best_lr_data(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per batch size and seed: the grid lr with the best final validation accuracy (`grid_lr`) and its
-    refinement by a parabola in log10 lr through it and its neighbours (`best_lr`; at an edge of the
-    grid, `edge`, through the three lrs there, the vertex kept within the grid)."""
+def best_lr_data(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
+    """Per batch size and seed: the grid lr that the selection rule (`analysis.selection`, on final
+    validation accuracy) chooses from that seed alone (`grid_lr`: each seed a replicate of the choice),
+    and its refinement by a parabola in log10 lr through it and its neighbours (`best_lr`; at an edge of
+    the grid, `edge`, through the three lrs there, the vertex kept within the grid)."""
     rows = []
     g = _grid(trials)
     lrs = np.log10(np.asarray(g.columns, dtype=float))
-    for (bs, seed), acc in g.iterrows():
-        a = acc.to_numpy(dtype=float)
-        if not np.isfinite(a).any():
-            continue
-        i = int(np.nanargmax(a))
-        best, edge = lrs[i], i in (0, len(a) - 1)
-        j = min(max(i, 1), len(a) - 2)  # the middle of the three lrs the parabola goes through
-        if j >= 1 and np.isfinite(a[j - 1 : j + 2]).all():
-            c2, c1, _ = np.polyfit(lrs[j - 1 : j + 2], a[j - 1 : j + 2], 2)
-            if c2 < 0:  # the vertex, kept within those three lrs
-                best = float(np.clip(-c1 / (2 * c2), lrs[j - 1], lrs[j + 1]))
-        rows.append((int(bs), int(seed), 10 ** lrs[i], 10**best, edge, a[i]))
+    for seed, t in trials.groupby("config.seed"):
+        for _, b in selection(t, manifest, by=["batch_size"], over=["lr"]).iterrows():
+            bs, a = int(b["config.batch_size"]), g.loc[(b["config.batch_size"], seed)].to_numpy(dtype=float)
+            i = int(np.argmin(np.abs(lrs - np.log10(b["config.lr"]))))
+            best, edge = lrs[i], i in (0, len(a) - 1)
+            j = min(max(i, 1), len(a) - 2)  # the middle of the three lrs the parabola goes through
+            if j >= 1 and np.isfinite(a[j - 1 : j + 2]).all():
+                c2, c1, _ = np.polyfit(lrs[j - 1 : j + 2], a[j - 1 : j + 2], 2)
+                if c2 < 0:  # the vertex, kept within those three lrs
+                    best = float(np.clip(-c1 / (2 * c2), lrs[j - 1], lrs[j + 1]))
+            rows.append((bs, int(seed), 10 ** lrs[i], 10**best, edge, a[i]))
     return pd.DataFrame(rows, columns=["batch_size", "seed", "grid_lr", "best_lr", "edge", "acc"])
 
 
@@ -86,7 +88,7 @@ def exponents(d: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["seed", "exponent", "edge"])
 
 
-def heatmap_figure(trials: pd.DataFrame) -> Figure:
+def heatmap_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
     s = summarize(ended(trials), ["config.batch_size", "config.lr"], [METRIC])
     bss, lrs = sorted(s["config.batch_size"].unique()), sorted(s["config.lr"].unique())
     grid = np.full((len(bss), len(lrs)), np.nan)
@@ -100,10 +102,9 @@ def heatmap_figure(trials: pd.DataFrame) -> Figure:
         text = f"{r[f'{METRIC}.mean']:.3f}" + (f"\n±{ci:.3f}" if np.isfinite(ci) else "")
         color = "white" if grid[i, j] < 0.6 * np.nanmax(grid) else "black"
         ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
-    for i in range(len(bss)):  # the best lr of each batch size, framed
-        if np.isfinite(grid[i]).any():
-            j = int(np.nanargmax(grid[i]))
-            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2))
+    for _, b in selection(trials, manifest, by=["batch_size"], over=["lr"]).iterrows():  # each batch's best lr
+        i, j = bss.index(b["config.batch_size"]), lrs.index(b["config.lr"])
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2))
     ax.set_xticks(range(len(lrs)), [fmt_sci(v) for v in lrs])
     ax.set_yticks(range(len(bss)), [str(int(b)) for b in bss])
     ax.set(xlabel="learning rate", ylabel="batch size")
@@ -119,8 +120,8 @@ def heatmap_figure(trials: pd.DataFrame) -> Figure:
     return fig
 
 
-def best_lr_figure(trials: pd.DataFrame) -> Figure:
-    d = best_lr_data(trials)
+def best_lr_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
+    d = best_lr_data(trials, manifest)
     fig, ax = plt.subplots(figsize=(9.0, 4.6))
     if len(d):
         pal = colors(d["batch_size"])
@@ -149,13 +150,12 @@ def best_lr_figure(trials: pd.DataFrame) -> Figure:
     return fig
 
 
-def loss_variance_data(trials: pd.DataFrame) -> pd.DataFrame:
+def loss_variance_data(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     """`train_loss_var` (the last iteration's) per batch size at the hand-run lr and at each batch
-    size's best lr (by mean final validation accuracy): mean and spread over seeds."""
+    size's best lr (`analysis.selection`, on validation): mean and spread over seeds."""
     t = ended(trials)
     rows = []
-    best = summarize(t, ["config.batch_size", "config.lr"], [METRIC])
-    best = best.loc[best.groupby("config.batch_size")[f"{METRIC}.mean"].idxmax()].set_index("config.batch_size")
+    best = selection(trials, manifest, by=["batch_size"], over=["lr"]).set_index("config.batch_size")
     for bs, g in t.groupby("config.batch_size"):
         for view, lr in (("hand-run lr 1e-4", HAND_LR), ("lr 1e-3", FIXED_LR), ("best lr", best.loc[bs, "config.lr"])):
             v = g.loc[np.isclose(g["config.lr"], lr), VAR]
@@ -166,8 +166,8 @@ def loss_variance_data(trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["batch_size", "view", "lr", "mean", "lo", "hi", "n"])
 
 
-def loss_variance_figure(trials: pd.DataFrame) -> Figure:
-    d = loss_variance_data(trials).dropna(subset=["mean"])  # a view whose lr the run lacks is left out
+def loss_variance_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
+    d = loss_variance_data(trials, manifest).dropna(subset=["mean"])  # a view whose lr the run lacks is left out
     fig, ax = plt.subplots(figsize=(8.6, 4.4))
     views = list(dict.fromkeys(d["view"]))
     bss = sorted(d["batch_size"].unique())
@@ -222,7 +222,7 @@ def curves_figure(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) ->
     t = ended(trials)
     c = curves.merge(t[["trial_id", "config.batch_size", "config.lr"]], on="trial_id", suffixes=("_c", ""))
     c = c.assign(epoch=_epochs(c, manifest))
-    best = loss_variance_data(trials).query("view == 'best lr'").set_index("batch_size")["lr"]
+    best = loss_variance_data(trials, manifest).query("view == 'best lr'").set_index("batch_size")["lr"]
     fig, axes = plt.subplots(3, 2, figsize=(11.5, 10.4), sharey=True)
     pal = colors(t["config.batch_size"])
     for i, (title, lr_of) in enumerate(
@@ -260,9 +260,9 @@ def curves_figure(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) ->
 
 def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
     figs = {
-        "accuracy_heatmap": heatmap_figure(trials),
-        "best_lr": best_lr_figure(trials),
-        "loss_variance": loss_variance_figure(trials),
+        "accuracy_heatmap": heatmap_figure(trials, manifest),
+        "best_lr": best_lr_figure(trials, manifest),
+        "loss_variance": loss_variance_figure(trials, manifest),
     }
     views = curves_figure(trials, curves, manifest)
     if views is not None:
@@ -285,7 +285,7 @@ def at_step(trials: pd.DataFrame, curves: pd.DataFrame, bs: int, lr: float, step
 
 def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list[str]:
     out = []
-    d = best_lr_data(trials)
+    d = best_lr_data(trials, manifest)
     if len(d):
         m = d.groupby("batch_size").agg(
             lr=("best_lr", lambda v: 10 ** np.log10(v).mean()), acc=("acc", "mean"), edge=("edge", "any")
@@ -322,7 +322,7 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
     return out
 
 
-# ---- claims (STUDIES.md section 7) --------------------------------------------------------------
+# ---- claims (docs/references.md#batch_size) ------------------------------------------------------
 
 
 def _at(trials, bs, lr=FIXED_LR, metric=METRIC):
@@ -343,20 +343,22 @@ def _equal_steps(trials, curves):
     return greater(at_step(trials, curves, hi, FIXED_LR, s), at_step(trials, curves, lo, FIXED_LR, s))
 
 
-def _best_lr_sample(trials, bs):
-    d = best_lr_data(trials)
+def _best_lr_sample(trials, manifest, bs):
+    d = best_lr_data(trials, manifest)
     return Sample(f"log10 best lr, batch {bs}", np.log10(d.loc[d["batch_size"] == bs, "best_lr"].to_numpy()), digits=2)
 
 
-def _exponent(trials):
-    return Sample("exponent a (best lr ~ batch^a)", exponents(best_lr_data(trials))["exponent"].to_numpy(), digits=2)
+def _exponent(trials, manifest):
+    return Sample(
+        "exponent a (best lr ~ batch^a)", exponents(best_lr_data(trials, manifest))["exponent"].to_numpy(), digits=2
+    )
 
 
 CLAIMS = [
     Claim(
         "Small batches oscillate: at the hand-run lr 1e-4 and at 1e-3 the step-to-step variance of the training "
         "loss falls with the batch size (8 > 32 > 128)",
-        "small batch sizes oscillate (hand-run, lr 1e-4, batch 8 / 32 / 128; STUDIES.md section 7)",
+        "small batch sizes oscillate (hand-run, lr 1e-4, batch 8 / 32 / 128; docs/references.md#batch_size)",
         lambda t, c, m: every(
             [
                 greater(_at(t, a, lr, VAR), _at(t, b, lr, VAR))
@@ -382,12 +384,12 @@ CLAIMS = [
         "The best lr grows with the batch size: the largest batch's best lr is above the smallest's",
         "textbook: lr scaled with the batch size (Goyal et al. 2017: linearly, for SGD; Malladi et al. 2022: by the "
         "square root, for Adam)",
-        lambda t, c, m: greater(_best_lr_sample(t, _batches(t)[-1]), _best_lr_sample(t, _batches(t)[0])),
+        lambda t, c, m: greater(_best_lr_sample(t, m, _batches(t)[-1]), _best_lr_sample(t, m, _batches(t)[0])),
     ),
     Claim(
         "For Adam the best lr grows more slowly than the batch size: the exponent a of best lr ~ batch^a is below 1 "
         "(the linear rule overshoots)",
         "square-root rule for Adam (Malladi et al. 2022) against the linear rule for SGD (Goyal et al. 2017)",
-        lambda t, c, m: at_least(_exponent(t), 1.0, at_most=True),
+        lambda t, c, m: at_least(_exponent(t, m), 1.0, at_most=True),
     ),
 ]

@@ -1,4 +1,4 @@
-"""Word-level language model on Penn Treebank (STUDIES.md section 9): perplexity against depth, cell,
+"""Word-level language model on Penn Treebank (docs/references.md#language_model): perplexity against depth, cell,
 attention heads and gradient clipping.
 
 Scientific: cell (LSTM, GRU, causal Transformer) x layers (recurrent 1, 2, 4, 8; Transformer 1-4 with

@@ -1,6 +1,6 @@
 """Analysis of the language-model study (studies/language_model.py): test perplexity against depth
 per cell, the Transformer's layers x heads, learning curves in perplexity with clipping on and off,
-what (if anything) rescues the 8-layer LSTM, and the claims of the hand-run report (STUDIES.md 9).
+what (if anything) rescues the 8-layer LSTM, and the claims of the hand-run report (docs/references.md 9).
 
 A seed's test perplexity is read at its epoch of lowest validation perplexity (`selected.test_ppl`:
 model selection on the validation text, as the hand-run report kept its best epoch; the final value
@@ -22,12 +22,14 @@ from analysis import draw
 from analysis.curves import axis, panel_curves_figure
 from analysis.data import not_diverged, spread, summarize
 from analysis.plots import metric_vs_figure
+from analysis.selection import selection, tuned_trials
 from analysis.style import colors
 from analysis.verdicts import (
     INCONCLUSIVE,
     Claim,
     Sample,
     Verdict,
+    about_equal,
     at_least,
     ended,
     every,
@@ -36,6 +38,7 @@ from analysis.verdicts import (
     sample,
 )
 
+REFERENCES = "docs/references.md#language_model"  # where every claim's reference is told in full
 HEADLINE = "ppl_vs_layers"
 REFERENCE = (
     "test perplexity: LSTM 1 / 2 / 4 / 8 layers 120.9 / 116.4 / 130.3 / 965 (8 layers fails); GRU 1 layer "
@@ -51,7 +54,7 @@ CAPTIONS = {
 }
 SEL = "selected.test_ppl"
 HAND_RUN = {("lstm", 1): 120.9, ("lstm", 2): 116.4, ("lstm", 4): 130.3, ("lstm", 8): 965.0, ("gru", 1): 119.7}
-TWICE, TEN_PERCENT = math.log(2), math.log(1.1)
+TWICE = math.log(2)
 
 
 def _flag(trials: pd.DataFrame, key: str) -> pd.Series:
@@ -117,7 +120,7 @@ def _log_y(fig: Figure) -> Figure:
 
 
 def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
-    t = _labelled(selected(trials, curves))
+    t = _labelled(selected(tuned_trials(trials, manifest), curves))  # each setting at its tuned lr
     figs = {}
     rec = recurrent(t)
     if len(rec):
@@ -125,7 +128,7 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
             rec,
             "layers",
             [SEL],
-            "Word-level PTB: test perplexity (best validation epoch) against depth, per cell and setup",
+            "Word-level PTB: test perplexity (best validation epoch, tuned lr) against depth, per cell and setup",
             hue="setting",
         )
     tf = t[t["config.cell"] == "transformer"]
@@ -141,7 +144,7 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
             tf,
             "layers",
             [SEL],
-            "Causal Transformer: test perplexity (best validation epoch) against layers, per heads",
+            "Causal Transformer: test perplexity (best validation epoch, tuned lr) against layers, per heads",
             hue="setting",
         )
     ax = axis(t, curves, manifest)
@@ -194,12 +197,14 @@ def _label(cell: str, layers: int, clip: bool = False, forget_bias: bool = False
     return f"{cell.upper()} {layers} layer{'s' if layers > 1 else ''}{extra}"
 
 
-def ppl(trials: pd.DataFrame, cell: str, layers: int, **setup) -> Sample:
-    """Test perplexity (`selected.test_ppl` where the trials have it) over the seeds that ran to the
-    end; a seed whose perplexity is inf (it diverged before any finite validation) counts as inf."""
+def ppl(trials: pd.DataFrame, manifest: dict, cell: str, layers: int, **setup) -> Sample:
+    """Test perplexity (`selected.test_ppl` where the trials have it) at the setting's tuned lr (chosen on
+    validation, `analysis.selection`) over the seeds that ran to the end; a seed whose perplexity is inf
+    (it diverged before any finite validation) counts as inf."""
     m = SEL if SEL in trials else "metric.test_ppl"
-    s = sample(_select(trials, cell, layers, **setup), _label(cell, layers, **setup), m)
-    t = ended(_select(trials, cell, layers, **setup))
+    at = tuned_trials(_select(trials, cell, layers, **setup), manifest, by=[])
+    s = sample(at, _label(cell, layers, **setup), m)
+    t = ended(at)
     n_inf = int(np.isinf(t[m].astype(float)).sum()) if m in t else 0
     return replace(s, values=np.concatenate([s.values, np.full(n_inf, np.inf)]), digits=1)
 
@@ -218,15 +223,8 @@ def ratio_above(a: Sample, b: Sample, factor: float) -> Verdict:
     return _in_ppl(greater(_logs(a), _logs(b), math.log(factor)), a, b, note=f" (> {factor:g}x claimed)")
 
 
-def within(a: Sample, b: Sample, margin: float = TEN_PERCENT) -> Verdict:
-    """A and B within a factor e^margin of each other: neither above the other by more (on the logs)."""
-    la, lb = _logs(a), _logs(b)
-    v = every([not_below(la, lb, margin), not_below(lb, la, margin)])
-    return _in_ppl(v, a, b, note=f" (within {math.exp(margin) - 1:.0%} claimed)")
-
-
 def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list[str]:
-    t = _labelled(not_diverged(ended(selected(trials, curves))))
+    t = _labelled(not_diverged(ended(tuned_trials(selected(trials, curves), manifest))))
     if not len(t) or "metric.test_ppl" not in t:
         return []
     out = []
@@ -247,15 +245,16 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
     out += rescue(t)
     out += clipping(t)
     tf = summarize(t[t["config.cell"] == "transformer"], ["config.model", "config.variant"], [SEL])
-    if len(tf):
-        b = tf.sort_values(f"{SEL}.mean").iloc[0]
+    pick = selection(t[t["config.cell"] == "transformer"], manifest, by=[], over=["model", "variant"])
+    if len(tf) and len(pick):  # the best on validation, reported on test
+        b = tf.merge(pick[["config.model", "config.variant"]]).iloc[0]
         others = (
             (f"; over its {len(tf)} settings {tf[f'{SEL}.mean'].min():.1f}-{tf[f'{SEL}.mean'].max():.1f}")
             if len(tf) > 1
             else ""
         )
         out.append(
-            f"Best Transformer: {b['config.model']} ({b['config.variant']}), test perplexity "
+            f"Best Transformer on validation: {b['config.model']} ({b['config.variant']}), test perplexity "
             f"{b[f'{SEL}.mean']:.1f}{others}."
         )
     return out
@@ -311,12 +310,12 @@ def reference_table(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     smaller, so only the order compares."""
     rows = []
     for (cell, n), hand in HAND_RUN.items():
-        s = ppl(trials.drop(columns=[SEL], errors="ignore"), cell, n)
+        s = ppl(trials.drop(columns=[SEL], errors="ignore"), manifest, cell, n)
         rows.append({"model": _label(cell, n), "this run (final)": spread(s.values).text(1), "hand-run": f"{hand:.1f}"})
     return pd.DataFrame(rows)
 
 
-# ---- claims (STUDIES.md section 9) --------------------------------------------------------------
+# ---- claims (docs/references.md#language_model) --------------------------------------------------
 
 # At quick the CPU affords 5 epochs over 100k words: the 2-layer LSTM is still catching up with the
 # 1-layer one (deeper stacks learn later), and perplexities over a 2,000-word vocabulary do not compare
@@ -342,30 +341,32 @@ def whole_vocabulary(manifest: dict) -> Verdict | None:
 CLAIMS = [
     Claim(
         "Four layers are worse than one and than two: the 4-layer LSTM's test perplexity is above both",
-        "LSTM 1 / 2 / 4 layers: 120.9 / 116.4 / 130.3 test perplexity (hand-run, STUDIES.md section 9)",
+        "LSTM 1 / 2 / 4 layers: 120.9 / 116.4 / 130.3 test perplexity (hand-run, docs/references.md#language_model)",
         lambda t, c, m: every(
             [
-                greater(ppl(selected(t, c), "lstm", 4), ppl(selected(t, c), "lstm", 1)),
-                greater(ppl(selected(t, c), "lstm", 4), ppl(selected(t, c), "lstm", 2)),
+                greater(ppl(selected(t, c), m, "lstm", 4), ppl(selected(t, c), m, "lstm", 1)),
+                greater(ppl(selected(t, c), m, "lstm", 4), ppl(selected(t, c), m, "lstm", 2)),
             ]
         ),
     ),
     Claim(
         "Two layers are at least as good as one: the 2-layer LSTM's test perplexity is not above the 1-layer's",
         "LSTM 2 layers 116.4 against 1 layer 120.9 (hand-run)",
-        lambda t, c, m: not_below(ppl(selected(t, c), "lstm", 1), ppl(selected(t, c), "lstm", 2)),
+        lambda t, c, m: not_below(ppl(selected(t, c), m, "lstm", 1), ppl(selected(t, c), m, "lstm", 2)),
         budgets=FULL,
     ),
     Claim(
         "Eight layers fail without help (no clipping, torch's initialisation): the 8-layer LSTM's test "
         "perplexity is more than twice the 1-layer's",
         "LSTM 8 layers 965 against 1 layer 120.9 (hand-run: fails)",
-        lambda t, c, m: ratio_above(ppl(selected(t, c), "lstm", 8), ppl(selected(t, c), "lstm", 1), 2),
+        lambda t, c, m: ratio_above(ppl(selected(t, c), m, "lstm", 8), ppl(selected(t, c), m, "lstm", 1), 2),
     ),
     Claim(
         "GRU ≈ LSTM at one layer: their test perplexities within 10% of each other",
         "GRU 1 layer 119.7 against LSTM 1 layer 120.9 (hand-run)",
-        lambda t, c, m: within(ppl(selected(t, c), "gru", 1), ppl(selected(t, c), "lstm", 1)),
+        lambda t, c, m: about_equal(
+            ppl(selected(t, c), m, "gru", 1), ppl(selected(t, c), m, "lstm", 1), 0.1, ratio=True
+        ),
     ),
     Claim(
         "In the hand-run setup, the 2-layer LSTM's test perplexity is within 10% of the hand-run 116.4",
@@ -374,8 +375,8 @@ CLAIMS = [
             whole_vocabulary(m)
             or every(
                 [
-                    at_least(ppl(selected(t, c), "lstm", 2), 116.4 / 1.1),
-                    at_least(ppl(selected(t, c), "lstm", 2), 116.4 * 1.1, at_most=True),
+                    at_least(ppl(selected(t, c), m, "lstm", 2), 116.4 / 1.1),
+                    at_least(ppl(selected(t, c), m, "lstm", 2), 116.4 * 1.1, at_most=True),
                 ]
             )
         ),

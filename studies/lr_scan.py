@@ -1,4 +1,4 @@
-"""Learning-rate scan (STUDIES.md section 2): how lr shapes convergence and generalisation.
+"""Learning-rate scan (docs/references.md#lr_scan): how lr shapes convergence and generalisation.
 
 Scientific: lr (log grid over the hand-run values 1e-4 .. 4e-2 and between). Nuisance: none.
 Fixed: VGG-style CNN, Adam, batch 128. One trial trains every seed of an lr. The claims describe

@@ -1,4 +1,4 @@
-"""StepLR and gradient clipping on the palindrome RNN (STUDIES.md section 10, and the side finding of
+"""StepLR and gradient clipping on the palindrome RNN (docs/references.md#lr_schedule, and the side finding of
 section 4): without a schedule, does the vanilla RNN at T=20 learn and then collapse; does StepLR keep
 it, at the cost of slowing T=5; does clipping at 1 rather than 10 reduce the collapse?
 

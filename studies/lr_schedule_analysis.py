@@ -23,8 +23,9 @@ from analysis.data import spread
 from analysis.style import ACC_LIM, FADED, label
 from analysis.verdicts import Claim, at_least, ended, every, greater, not_below, sample
 
+REFERENCES = "docs/references.md#lr_schedule"  # where every claim's reference is told in full
 HEADLINE = "accuracy_curves"
-# What the hand-run reports and the palindrome study measured (STUDIES.md sections 4 and 10).
+# What the hand-run reports and the palindrome study measured (docs/references.md#lr_schedule).
 REFERENCE = (
     "vanilla RNN at T=20 without a schedule: high accuracy early, then loss spikes and a collapse (the "
     "palindrome study, clip 1, 10,000 steps: 1.00 at ~3k steps, 0.46 at 10k); StepLR (step 10, gamma 0.7) "
@@ -336,7 +337,7 @@ def reference_table(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ---- claims (STUDIES.md sections 4 and 10) -------------------------------------------------------------
+# ---- claims (docs/references.md#lr_schedule) -----------------------------------------------------
 
 LOG_LOSS = "metric.log10_train_loss"
 CLIP = 1.0  # the palindrome study's clip, where the collapse was measured (1.00 at ~3k steps, 0.46 at 10k)
@@ -363,13 +364,13 @@ CLAIMS = [
         "Without a schedule, the vanilla RNN at T=20 rises, then falls back: its test accuracy falls further "
         f"below its peak than at T=5 (where it never falls), by more than {NOISE:g} (clip 1)",
         "the palindrome study's full run (clip 1): 1.00 at ~3k steps, 0.46 at 10k; a hand-run report (clip 10): "
-        "high accuracy early, then loss spikes (STUDIES.md section 4)",
+        "high accuracy early, then loss spikes (docs/references.md#palindrome)",
         lambda t, c, m: greater(_collapse(t, c), _collapse(t, c, seq_len=5), margin=NOISE),
     ),
     Claim(
         "StepLR keeps the RNN at T=20 from collapsing: it falls less below its peak than with a constant lr, "
         "and ends no lower (pooled over the three clip settings, which StepLR is applied across)",
-        "StepLR (step 10, gamma 0.7) rescued T=20 from the late collapse (hand-run, STUDIES.md section 4)",
+        "StepLR (step 10, gamma 0.7) rescued T=20 from the late collapse (hand-run, docs/references.md#palindrome)",
         lambda t, c, m: every(
             [
                 greater(_collapse(t, c, clip=ANY_CLIP), _collapse(t, c, lr_schedule="step", clip=ANY_CLIP)),
@@ -380,7 +381,7 @@ CLAIMS = [
     Claim(
         "StepLR slows T=5: the RNN solves it either way (test accuracy >= 0.95), but its training loss ends "
         "higher with StepLR (clip 1)",
-        "StepLR slows T=5 (hand-run, STUDIES.md section 4)",
+        "StepLR slows T=5 (hand-run, docs/references.md#palindrome)",
         lambda t, c, m: every(
             [
                 at_least(_acc(t, c, seq_len=5, lr_schedule="step"), 0.95),
@@ -392,7 +393,7 @@ CLAIMS = [
         "Overturned: clipping at 1 rather than 10 does not reduce the collapse. Without a schedule, the RNN at "
         f"T=20 falls no less below its peak with clip 1 than with clip 10 (mean within {NOISE:g}, and the seeds do "
         "not put clip 10 above)",
-        "clip 1 rather than 10 reduced the collapse (hand-run, STUDIES.md sections 4 and 10; the clip-10 report "
+        "clip 1 rather than 10 reduced the collapse (hand-run, docs/references.md#lr_schedule; the clip-10 report "
         "also had a softmax before its loss, and the clip-1 report measured only the end of training)",
         lambda t, c, m: not_below(_collapse(t, c), _collapse(t, c, clip=10.0), tolerance=NOISE),
     ),

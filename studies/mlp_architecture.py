@@ -1,4 +1,4 @@
-"""MLP depth and width, and the split-axis MLP (STUDIES.md section 6): which architecture generalises?
+"""MLP depth and width, and the split-axis MLP (docs/references.md#mlp_architecture): which architecture generalises?
 
 Scientific: the architecture, as model and hidden sizes: the baseline MLP 128-64, the wide 512-64,
 the deep 2048-1024-256-128-64 (on CIFAR-10: 3072-...-10), and the split-axis MLP (models.split_mlp:

@@ -5,8 +5,6 @@ Optuna saw (validation accuracy against lr)."""
 
 from __future__ import annotations
 
-import math
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -15,13 +13,15 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis import draw
 from analysis.curves import FOUR, axis, mean_curves_figure
-from analysis.data import not_diverged, spread_kind, spread_note, stat, summarize, with_gap
+from analysis.data import not_diverged, spread_kind, spread_note, summarize, with_gap
 from analysis.plots import metric_vs_figure
-from analysis.style import chain, colors, fmt_sci, label
-from analysis.verdicts import Claim, ended, every, greater, sample
+from analysis.selection import selection, tuned_trials
+from analysis.style import colors, fmt_sci, label
+from analysis.verdicts import RANKING, Claim, Sample, ended, every, greater, matching, ranking, sample, tuned
 
+REFERENCES = "docs/references.md#mlp_architecture"  # where every claim's reference is told in full
 HEADLINE = "accuracy_per_arch"
-# What the hand-run reports measured (STUDIES.md; single runs on the full setup): the trend to compare with.
+# What the hand-run reports measured (docs/references.md; single runs on the full setup): the trend to compare with.
 REFERENCE = (
     "train / test accuracy: 3072-128-64-10 0.98 / 0.46; 3072-512-64-10 (Adam lr 1e-3, batch 32, 150 epochs) "
     "test ~0.50; 3072-2048-1024-256-128-64-10 0.99 / 0.55; the split-axis MLP 0.962 / 0.634 (CIFAR-10)."
@@ -71,28 +71,19 @@ def hand_run_lr(manifest: dict) -> float:
     return float((manifest.get("search_first") or {}).get("lr", 1e-3))
 
 
-def tuned_lr(trials: pd.DataFrame, metric: str = "metric.val_acc") -> dict[str, float]:
-    """Each architecture's tuned lr: the lr whose mean final validation accuracy over its full-length
-    seeds (at least 2) is best."""
-    t = _with_arch(ended(not_diverged(trials)))
-    out = {}
-    for a, g in t.groupby("config.arch"):
-        means = g.groupby("config.lr")[metric].agg(["mean", "count"])
-        means = means[means["count"] >= 2]
-        if len(means):
-            out[a] = float(means["mean"].idxmax())
-    return out
+def tuned_lr(trials: pd.DataFrame, manifest: dict) -> dict[str, float]:
+    """Each architecture's tuned lr, by the one selection rule (`analysis.selection`, on validation)."""
+    b = selection(_with_arch(trials), manifest, by=["arch"])
+    return {r["config.arch"]: float(r["config.lr"]) for _, r in b.iterrows()}
 
 
 def view(trials: pd.DataFrame, manifest: dict, which: str) -> pd.DataFrame:
     """The full-length trials of one view: 'tuned' (each architecture at its tuned lr) or 'hand-run'
     (every architecture at the hand-run lr), with `config.arch`."""
-    t = _with_arch(ended(trials))
     if which == "hand-run":
+        t = _with_arch(ended(trials))
         return t[np.isclose(t["config.lr"].astype(float), hand_run_lr(manifest))]
-    lrs = tuned_lr(trials)
-    keep = t.apply(lambda r: r["config.arch"] in lrs and math.isclose(r["config.lr"], lrs[r["config.arch"]]), axis=1)
-    return t[keep.astype(bool)] if len(t) else t
+    return ended(tuned_trials(_with_arch(trials), manifest, by=["arch"]))
 
 
 def parameters(trials: pd.DataFrame, manifest: dict) -> pd.Series:
@@ -299,55 +290,61 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
 # ---- findings ------------------------------------------------------------------------------------
 
 
-def _chain(d: pd.DataFrame, m: str, extra=lambda r: "") -> str:
-    d = d.sort_values(f"{m}.mean", ascending=False, kind="stable")
-    return chain(
-        [(r[f"{m}.mean"], f"{r['config.arch'].split(' ')[0]} {stat(r, m)}{extra(r)}") for _, r in d.iterrows()]
+def _chain(d: pd.DataFrame, t: pd.DataFrame, m: str, extra=lambda r: "") -> str:
+    """The architectures of a view (`arch_table` rows `d`, their seeds `t`) ranked by `m` (verdicts.ranking)."""
+    t = not_diverged(with_gap(t))
+    return ranking(
+        [
+            Sample(
+                f"{r['config.arch'].split(' ')[0]}{extra(r)}", t.loc[t["config.arch"] == r["config.arch"], m].to_numpy()
+            )
+            for _, r in d.iterrows()
+        ]
     )
 
 
 def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list[str]:
     out = []
     tuned, hand = arch_table(trials, manifest, "tuned"), arch_table(trials, manifest, "hand-run")
+    tv, hv = view(trials, manifest, "tuned"), view(trials, manifest, "hand-run")
     if len(tuned):
         out.append(
-            "Each architecture at its tuned lr, final test accuracy: "
+            f"Each architecture at its tuned lr, final test accuracy ({RANKING}): "
             + _chain(
-                tuned, "metric.test_acc", lambda r: f" (lr {fmt_sci(r['config.lr'])}, {int(r['params']):,} parameters)"
+                tuned, tv, "metric.test_acc", lambda r: f" (lr {fmt_sci(r['config.lr'])}, {int(r['params']):,} params)"
             )
             + "."
         )
         out.append(
             "Final train accuracy at the tuned lr: "
-            + _chain(tuned, "metric.train_acc")
+            + _chain(tuned, tv, "metric.train_acc")
             + "; train − test gap: "
-            + _chain(tuned, "metric.gap")
+            + _chain(tuned, tv, "metric.gap")
             + "."
         )
     if len(hand):
         lr = fmt_sci(hand_run_lr(manifest))
         out.append(
             f"All at the hand-run lr {lr}, final test accuracy: "
-            + _chain(hand, "metric.test_acc")
+            + _chain(hand, hv, "metric.test_acc")
             + "; train accuracy: "
-            + _chain(hand, "metric.train_acc")
+            + _chain(hand, hv, "metric.train_acc")
             + "."
         )
-    if len(tuned) and tuned["config.arch"].str.startswith("split-axis").any():
-        s = tuned[tuned["config.arch"].str.startswith("split-axis")].iloc[0]
-        plain = tuned[~tuned["config.arch"].str.startswith("split-axis")]
-        if len(plain):
-            b = plain.loc[plain["metric.test_acc.mean"].idxmax()]
-            out.append(
-                f"The split-axis MLP ({int(s['params']):,} parameters) against the best plain MLP, "
-                f"{b['config.arch']} ({int(b['params']):,} parameters): test accuracy "
-                f"{s['metric.test_acc.mean']:.3f} vs {b['metric.test_acc.mean']:.3f}, gap "
-                f"{s['metric.gap.mean']:.3f} vs {b['metric.gap.mean']:.3f}."
-            )
+    split = tuned["config.arch"].str.startswith("split-axis") if len(tuned) else pd.Series([], dtype=bool)
+    pick = selection(tv[~tv["config.arch"].str.startswith("split-axis")], manifest, by=[], over=["arch"])
+    if split.any() and len(pick):
+        s, b = tuned[split].iloc[0], tuned[tuned["config.arch"] == pick["config.arch"].iloc[0]].iloc[0]
+        out.append(
+            f"The split-axis MLP ({int(s['params']):,} parameters) against the plain MLP chosen on validation, "
+            f"{b['config.arch']} ({int(b['params']):,} parameters): test accuracy "
+            f"{s['metric.test_acc.mean']:.3f} vs {b['metric.test_acc.mean']:.3f}, gap "
+            f"{s['metric.gap.mean']:.3f} vs {b['metric.gap.mean']:.3f}."
+        )
     return out
 
 
-# ---- claims (STUDIES.md section 6) --------------------------------------------------------------
+# ---- claims (docs/references.md#mlp_architecture) ------------------------------------------------
 
 PLAIN = {"baseline": ("mlp", "128-64"), "wide": ("mlp", "512-64"), "deep": ("mlp", "2048-1024-256-128-64")}
 
@@ -359,16 +356,13 @@ def _where(role: str) -> dict:
     return dict(model=model, hidden=hidden)
 
 
-def _at_tuned(trials, role, metric="metric.test_acc"):
-    where = _where(role)
-    t = trials
-    for k, v in where.items():
-        t = t[t[f"config.{k}"] == v]
-    lrs = tuned_lr(t)
+def _at_tuned(trials, manifest, role, metric="metric.test_acc"):
+    t = matching(trials, **_where(role))
+    lrs = tuned_lr(t, manifest)
     if not lrs:
-        raise ValueError(f"{role}: no lr with 2 full-length seeds")
+        raise ValueError(f"{role}: no lr whose seeds all ran to the end")
     lr = next(iter(lrs.values()))
-    return sample(t, f"{role} (lr {fmt_sci(lr)})", metric, lr=lr)
+    return tuned(t, manifest, f"{role} (lr {fmt_sci(lr)})", metric)
 
 
 def _at_hand_run(trials, manifest, role, metric="metric.train_acc"):
@@ -379,14 +373,15 @@ def _at_hand_run(trials, manifest, role, metric="metric.train_acc"):
 CLAIMS = [
     Claim(
         "The deep MLP ends above the baseline in test accuracy (each at its tuned lr)",
-        "test 0.55 (3072-2048-1024-256-128-64-10) vs 0.46 (3072-128-64-10) (hand-run, CIFAR-10; STUDIES.md section 6)",
-        lambda t, c, m: greater(_at_tuned(t, "deep"), _at_tuned(t, "baseline")),
+        "test 0.55 (3072-2048-1024-256-128-64-10) vs 0.46 (3072-128-64-10) (hand-run, CIFAR-10; "
+        "docs/references.md#mlp_architecture)",
+        lambda t, c, m: greater(_at_tuned(t, m, "deep"), _at_tuned(t, m, "baseline")),
         datasets=("cifar10",),
     ),  # Fashion-MNIST: every MLP ends at about the same test accuracy (see findings)
     Claim(
         "The split-axis MLP ends above the deep MLP in test accuracy (each at its tuned lr)",
         "test 0.634 (split-axis) vs 0.55 (deep) (hand-run, CIFAR-10)",
-        lambda t, c, m: greater(_at_tuned(t, "split-axis"), _at_tuned(t, "deep")),
+        lambda t, c, m: greater(_at_tuned(t, m, "split-axis"), _at_tuned(t, m, "deep")),
     ),
     Claim(
         "The wider and the deeper MLP fit the training set better than the baseline (final train accuracy, all "

@@ -1,4 +1,4 @@
-"""Optimizer comparison (STUDIES.md section 1), done fairly: lr tuned separately per optimizer.
+"""Optimizer comparison (docs/references.md#optimizer_comparison), done fairly: lr tuned separately per optimizer.
 
 Scientific: optimizer (Adam, NAdam, RMSprop, SGD with momentum 0.9). Nuisance: lr, searched by
 Optuna (TPE) per optimizer, log-uniform 1e-5 .. 1e-1; each suggestion is one trial that trains
@@ -38,7 +38,7 @@ STUDY = Study(
         "quick": Budget(
             iterations=8,
             samples=6,
-            seeds=2,
+            seeds=3,
             grace=3,
             reduction=2,
             fixed=dict(dataset="fashion_mnist", n_train=2000, image_size=14, width=0.25, n_eval=2000),

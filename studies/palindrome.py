@@ -1,4 +1,4 @@
-"""Palindrome length against RNN, LSTM and GRU (STUDIES.md section 4): how far back can a cell
+"""Palindrome length against RNN, LSTM and GRU (docs/references.md#palindrome): how far back can a cell
 remember? The target, the last digit of a palindrome of T+1 digits, is the first input digit.
 
 Scientific: cell (rnn, lstm, gru) x sequence length T (5, 10, 15, 20), in the corrected setup

@@ -13,8 +13,9 @@ from analysis.plots import metric_vs_figure
 from analysis.style import CHANCE
 from analysis.verdicts import Claim, at_least, ended, every, greater, not_below, sample
 
+REFERENCES = "docs/references.md#palindrome"  # where every claim's reference is told in full
 HEADLINE = "accuracy_vs_length"
-# What the hand-run reports measured (STUDIES.md; single runs on the full setup): the trend to compare with.
+# What the hand-run reports measured (docs/references.md; single runs on the full setup): the trend to compare with.
 REFERENCE = (
     "test accuracy at T = 5, 10, 15, 20: RNN 100, 37.9, 17.9, 22.5 %; LSTM 100, 100, 60.0, 70.8 %; "
     "GRU similar to LSTM (10,000 steps)."
@@ -164,7 +165,7 @@ HAND_RUN = {"rnn": {5: 1.0, 10: 0.379, 15: 0.179, 20: 0.225}, "lstm": {5: 1.0, 1
 
 def reference_table(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     """Final test accuracy per setup and T: this run's mean and spread over seeds (the seeds that ran
-    to the end), beside the hand-run reports' single runs (STUDIES.md section 4)."""
+    to the end), beside the hand-run reports' single runs (docs/references.md#palindrome)."""
     t, _ = _with_setup(ended(trials), pd.DataFrame())
     rows = []
     for (name, T), g in t.groupby(["config.setup", "config.seq_len"], sort=True):
@@ -180,7 +181,7 @@ def reference_table(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ---- claims (STUDIES.md section 4) --------------------------------------------------------------
+# ---- claims (docs/references.md#palindrome) ------------------------------------------------------
 
 FIXED = dict(forget_bias=1.0, double_softmax=False)  # the corrected setup; the flaws are their own grid points
 
@@ -202,7 +203,7 @@ def _longest(trials):
 CLAIMS = [
     Claim(
         "Every cell solves T=5: final test accuracy at least 0.95",
-        "RNN 100%, LSTM 100% at T=5 (hand-run, 10,000 steps; STUDIES.md section 4)",
+        "RNN 100%, LSTM 100% at T=5 (hand-run, 10,000 steps; docs/references.md#palindrome)",
         lambda t, c, m: every([at_least(_acc(t, cell, 5), 0.95) for cell in ("rnn", "lstm", "gru")]),
     ),
     Claim(

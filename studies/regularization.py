@@ -1,4 +1,4 @@
-"""Dropout and L2 regularisation (STUDIES.md section 3): the generalisation gap against strength.
+"""Dropout and L2 regularisation (docs/references.md#regularization): the generalisation gap against strength.
 
 Scientific: dropout p, L2 lambda (penalty lambda * sum of parameter 2-norms) and weight_decay
 (the optimizer-native form), each scanned with the others at 0. Nuisance: none. Fixed: the deep

@@ -1,4 +1,4 @@
-"""MLP on 2-D toy data, NumPy against PyTorch (STUDIES.md section 5): does a hand-written NumPy MLP
+"""MLP on 2-D toy data, NumPy against PyTorch (docs/references.md#toy_mlp): does a hand-written NumPy MLP
 learn like torch.nn's, and which datasets need its hidden layer?
 
 Scientific: dataset (scikit-learn's moons, circles, iris setosa-vs-rest, blobs, gaussian

@@ -18,14 +18,11 @@ from matplotlib.figure import Figure
 
 from analysis import draw
 from analysis.data import spread_kind, spread_note, stat, summarize
+from analysis.selection import selection
 from analysis.style import fmt_sci
 from analysis.verdicts import (
-    CONTRADICTED,
-    INCONCLUSIVE,
-    REPRODUCED,
     Claim,
-    Sample,
-    Verdict,
+    about_equal,
     at_least,
     ended,
     every,
@@ -33,8 +30,9 @@ from analysis.verdicts import (
     sample,
 )
 
+REFERENCES = "docs/references.md#toy_mlp"  # where every claim's reference is told in full
 HEADLINE = "decision_boundaries"
-# What the hand-run reports measured (STUDIES.md; single runs): the trend to compare with.
+# What the hand-run reports measured (docs/references.md; single runs): the trend to compare with.
 REFERENCE = (
     "test accuracy NumPy / PyTorch: moons 0.95 / 1.0, circles 0.92 / 0.96, iris 1.0 / 1.0 (MLP 2-20-2, "
     "SGD lr 1e-2, 1,500 full-batch steps)."
@@ -68,17 +66,13 @@ def hand_lr(manifest: dict) -> float:
     return float((manifest.get("search_first") or {}).get("lr", 1e-2))
 
 
-def tuned_lr(trials: pd.DataFrame, dataset: str, name: str) -> float:
-    """A setting's tuned lr: the best mean final validation accuracy over >= 2 full-length seeds
-    (ties: the lower mean validation loss), as Optuna was told."""
-    t = ended(trials[(trials["config.dataset"] == dataset) & (setting(trials) == name)])
-    g = t.groupby("config.lr").agg(
-        n=("metric.val_acc", "count"), acc=("metric.val_acc", "mean"), loss=("metric.val_loss", "mean")
-    )
-    g = g[g["n"] >= 2]
-    if not len(g):
-        raise ValueError(f"{dataset}, {name}: no lr with 2 full-length seeds")
-    return float(g.sort_values(["acc", "loss"], ascending=[False, True]).index[0])
+def tuned_lr(trials: pd.DataFrame, manifest: dict, dataset: str, name: str) -> float:
+    """A setting's tuned lr, by the one selection rule (`analysis.selection`, on validation)."""
+    t = trials[(trials["config.dataset"] == dataset) & (setting(trials) == name)]
+    b = selection(t, manifest, by=[])
+    if not len(b):
+        raise ValueError(f"{dataset}, {name}: no lr whose seeds all ran to the end")
+    return float(b["config.lr"].iloc[0])
 
 
 def views(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
@@ -89,7 +83,7 @@ def views(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     for (ds, name), g in t.groupby(["config.dataset", "config.setting"]):
         out.append(g[np.isclose(g["config.lr"], lr0)].assign(view="hand-run lr"))
         with suppress(ValueError):  # no tuned lr: no lr with 2 full-length seeds
-            out.append(g[np.isclose(g["config.lr"], tuned_lr(trials, ds, name))].assign(view="tuned lr"))
+            out.append(g[np.isclose(g["config.lr"], tuned_lr(trials, manifest, ds, name))].assign(view="tuned lr"))
     return pd.concat(out, ignore_index=True) if out else t.iloc[:0].assign(view="")
 
 
@@ -307,26 +301,7 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
     return out
 
 
-# ---- claims (STUDIES.md section 5) --------------------------------------------------------------
-
-RULE_AGREE = (
-    f"agree: the means differ by at most the seed noise (the larger standard deviation over seeds, at "
-    f"least {TOL}), and neither is above the other by more than {TOL} by the rule of 'greater'"
-)
-
-
-def agree(a: Sample, b: Sample, tol: float = TOL) -> Verdict:
-    """Claim: A and B agree within seed noise (RULE_AGREE); one above the other by more than `tol`
-    (rank rule) contradicts it."""
-    value = f"{a.text()} vs {b.text()}"
-    if min(len(a.values), len(b.values)) < 2:
-        return Verdict(INCONCLUSIVE, value, RULE_AGREE, "one seed never decides")
-    if any(greater(x, y, tol).verdict == REPRODUCED for x, y in ((a, b), (b, a))):
-        return Verdict(CONTRADICTED, value, RULE_AGREE)
-    noise = max(tol, float(a.values.std(ddof=1)), float(b.values.std(ddof=1)))
-    if abs(a.values.mean() - b.values.mean()) <= noise:
-        return Verdict(REPRODUCED, value, RULE_AGREE)
-    return Verdict(INCONCLUSIVE, value, RULE_AGREE, "the means differ by more than the seed noise")
+# ---- claims (docs/references.md#toy_mlp) ---------------------------------------------------------
 
 
 def _at(trials, ds, impl, lr, hidden="20"):
@@ -334,26 +309,28 @@ def _at(trials, ds, impl, lr, hidden="20"):
     return sample(trials, label, "metric.test_acc", dataset=ds, impl=impl, hidden=hidden, lr=lr)
 
 
-def _tuned(trials, ds, impl, hidden="20"):
+def _tuned(trials, manifest, ds, impl, hidden="20"):
     name = f"{impl} {'MLP' if hidden else 'linear'}"
-    return _at(trials, ds, impl, tuned_lr(trials, ds, name), hidden)
+    return _at(trials, ds, impl, tuned_lr(trials, manifest, ds, name), hidden)
 
 
 def _agree_every_dataset(t, c, m):
     lr = hand_lr(m)
-    return every([agree(_at(t, ds, "numpy", lr), _at(t, ds, "torch", lr)) for ds in _order(t["config.dataset"])])
+    return every(
+        [about_equal(_at(t, ds, "numpy", lr), _at(t, ds, "torch", lr), TOL) for ds in _order(t["config.dataset"])]
+    )
 
 
 def _tuning_pays(t, c, m):
     lr, pairs = hand_lr(m), product(("moons", "circles"), ("numpy", "torch"))
-    return every([greater(_tuned(t, ds, impl), _at(t, ds, impl, lr)) for ds, impl in pairs])
+    return every([greater(_tuned(t, m, ds, impl), _at(t, ds, impl, lr)) for ds, impl in pairs])
 
 
 def _hidden_layer_needed(t, c, m):
     parts = []
     for ds, impl in product(("circles", "quantiles"), ("numpy", "torch")):
-        mlp = _tuned(t, ds, impl)
-        parts += [at_least(mlp, 0.9), greater(mlp, _tuned(t, ds, "torch", ""), 0.25)]
+        mlp = _tuned(t, m, ds, impl)
+        parts += [at_least(mlp, 0.9), greater(mlp, _tuned(t, m, ds, "torch", ""), 0.25)]
     return every(parts)
 
 
@@ -362,7 +339,7 @@ CLAIMS = [
         "NumPy and PyTorch agree within seed noise on every dataset (MLP 2-20-2 at the hand-run lr, from the same "
         "initial weights): NumPy is not behind on moons",
         "NumPy / PyTorch test accuracy: moons 0.95 / 1.0, circles 0.92 / 0.96, iris 1.0 / 1.0 (hand-run single "
-        "runs; STUDIES.md section 5)",
+        "runs; docs/references.md#toy_mlp)",
         _agree_every_dataset,
     ),
     Claim(
@@ -385,7 +362,7 @@ HAND_RUN = {"moons": (0.95, 1.0), "circles": (0.92, 0.96), "iris": (1.0, 1.0)}
 
 def reference_table(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     """Final test accuracy per dataset: NumPy and PyTorch MLP at the hand-run lr and at their tuned
-    lr, and the linear model, beside the hand-run single runs (STUDIES.md section 5)."""
+    lr, and the linear model, beside the hand-run single runs (docs/references.md#toy_mlp)."""
     s = view_summary(trials, manifest)
     rows = []
     for ds in _order(s["config.dataset"]):

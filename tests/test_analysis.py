@@ -279,12 +279,13 @@ def test_best_per_group_picks_the_best_mean_nuisance_per_scientific_value():
         {
             "config.optimizer": ["adam"] * 4 + ["sgd"] * 4,
             "config.lr": [1e-3, 1e-3, 1e-2, 1e-2, 1e-3, 1e-3, 1e-1, 1e-1],
-            "best.val_acc": [0.8, 0.9, 0.95, 0.5, 0.6, 0.6, 0.7, 0.8],
+            "metric.val_acc": [0.8, 0.9, 0.95, 0.5, 0.6, 0.6, 0.7, 0.8],
+            "metric.test_acc": [0.7, 0.8, 0.99, 0.99, 0.5, 0.5, 0.6, 0.7],  # never what chooses
         }
     )
-    b = best_per_group(t, ["config.optimizer"], ["config.lr"], "best.val_acc").set_index("config.optimizer")
-    assert b.loc["adam", "config.lr"] == 1e-3 and b.loc["adam", "best.val_acc.mean"] == pytest.approx(0.85)
-    assert b.loc["sgd", "config.lr"] == 1e-1 and b.loc["sgd", "best.val_acc.mean"] == pytest.approx(0.75)
+    b = best_per_group(t, OPT_MANIFEST, "metric.test_acc").set_index("config.optimizer")
+    assert b.loc["adam", "config.lr"] == 1e-3 and b.loc["adam", "metric.test_acc.mean"] == pytest.approx(0.75)
+    assert b.loc["sgd", "config.lr"] == 1e-1 and b.loc["sgd", "metric.test_acc.mean"] == pytest.approx(0.65)
 
 
 def test_run_summary_counts_every_trial_but_averages_only_the_finite_ones():
@@ -438,7 +439,7 @@ def test_mean_curves_are_drawn_only_where_all_seeds_report():
 
 def test_optimizer_views_select_the_fixed_lr_and_each_optimizers_best():
     trials, _ = synthetic_optimizer()
-    v = optimizer_views(trials, 1e-4).set_index(["view", "config.optimizer"])
+    v = optimizer_views(trials, OPT_MANIFEST, 1e-4).set_index(["view", "config.optimizer"])
     assert v.loc[("fixed lr", "adam"), "config.lr"] == FIXED_LR  # 0.1**4 found as 1e-4
     assert v.loc[("fixed lr", "adam"), "metric.test_acc.mean"] == pytest.approx(0.76)
     assert v.loc[("fixed lr", "sgd"), "rank"] == 1 and v.loc[("fixed lr", "adam"), "rank"] == 2
@@ -460,7 +461,7 @@ def test_optimizer_views_select_the_fixed_lr_and_each_optimizers_best():
 
 def test_isolation_plot_shows_each_optimizers_best_lr_with_its_seeds():
     trials, _ = synthetic_optimizer()
-    fig = best_per_value_figure(trials, "optimizer", ["lr"], "best.val_acc", "t")
+    fig = best_per_value_figure(trials, OPT_MANIFEST, "optimizer", "best.val_acc", "t")
     ax = fig.axes[0]
     assert [round(p.get_height(), 6) for p in ax.patches] == [0.91, 0.86]
     texts = [t.get_text() for t in ax.texts]
@@ -470,18 +471,18 @@ def test_isolation_plot_shows_each_optimizers_best_lr_with_its_seeds():
 
 def test_per_class_bars_name_cifar_classes_and_use_each_optimizers_best_lr():
     trials, _ = synthetic_optimizer("cifar10")
-    d = per_class(trials, "optimizer", ["lr"], "best.val_acc")
+    d = per_class(trials, OPT_MANIFEST)
     assert d["class_name"].iloc[:10].tolist() == list(CIFAR_CLASSES)
     adam = d[d["config.optimizer"] == "adam"]
     assert (adam["config.lr"] == 1e-3).all()
     np.testing.assert_allclose(adam["acc.mean"], np.arange(10) / 10 + 0.01)
-    fig = per_class_figure(trials, "optimizer", ["lr"], "best.val_acc", "t")
+    fig = per_class_figure(trials, OPT_MANIFEST, "t")
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == list(CIFAR_CLASSES)
     bar = [c for c in ax.containers if not hasattr(c, "lines")]
     assert [c.get_label() for c in bar] == ["adam (lr=1e-3)", "sgd (lr=1e-4)"]
     np.testing.assert_allclose([p.get_height() for p in bar[1].patches], 1 - np.arange(10) / 10 + 0.01)
-    digits = per_class(synthetic_optimizer("digits")[0], "optimizer", ["lr"], "best.val_acc")
+    digits = per_class(synthetic_optimizer("digits")[0], OPT_MANIFEST)
     assert digits["class_name"].iloc[:10].tolist() == [str(k) for k in range(10)]
 
 
@@ -541,7 +542,7 @@ def test_every_figure_has_a_title_and_labelled_axes():
 def test_lr_scan_findings_name_the_best_lr_and_the_ones_that_fall_short():
     trials, curves = synthetic_lr_scan()
     text = " ".join(findings.findings(trials, curves, MANIFEST))
-    assert "Best lr 1e-3: best validation accuracy 0.910 (0.900–0.920 over 2 seeds)" in text
+    assert "Best lr 1e-3 (chosen on final validation accuracy): final validation accuracy 0.910 (0.900–0.920" in text
     assert "lr in {1e-4, 0.01} falls short" in text
     assert "Diverged: lr 1" in text
     assert "2 of 8 trials diverged" in text and "ASHA stopped 2 of 8 trials" in text
@@ -554,12 +555,17 @@ def test_palindrome_findings_give_the_longest_solved_and_the_first_chance_length
     assert any(t.startswith("RNN: >= 99% test accuracy up to T=5; near chance (<= 0.2) from T=15") for t in text)
 
 
-def test_optimizer_findings_give_both_views_and_say_the_ranking_changes():
+def test_optimizer_findings_give_both_views_and_rank_only_what_the_seeds_separate():
     trials, curves = synthetic_optimizer()
-    text = " ".join(findings.findings(trials, curves, OPT_MANIFEST))
-    assert "adam 0.910 (0.900–0.920 over 2 seeds) at lr 1e-3 > sgd 0.860" in text
-    assert "Fixed-lr view (lr = 1e-4 for all" in text and "sgd 0.810 (0.800–0.820 over 2 seeds) > adam 0.760" in text
-    assert "The ranking changes when lr is tuned: fixed lr sgd > adam; tuned lr adam > sgd." in text
+    text = findings.findings(trials, curves, OPT_MANIFEST)
+    iso = next(t for t in text if t.startswith("Isolation view (lr tuned per optimizer on validation"))
+    assert "adam (lr 1e-3) 0.860 (0.850–0.870 over 2 seeds) ~ sgd (lr 1e-4) 0.810" in iso  # 2 seeds: no '>'
+    fixed = next(t for t in text if t.startswith("Fixed-lr view (lr = 1e-4 for all"))
+    assert "sgd (lr 1e-4) 0.810 (0.800–0.820 over 2 seeds) ~ adam (lr 1e-4) 0.760" in fixed
+    three = pd.concat([trials, trials[trials["config.seed"] == 1].assign(**{"config.seed": 2})], ignore_index=True)
+    three.loc[three["config.seed"] == 2, "metric.test_acc"] += 0.02
+    iso = next(t for t in findings.findings(three, curves, OPT_MANIFEST) if t.startswith("Isolation view"))
+    assert " > sgd (lr 1e-4)" in iso  # 3 seeds a side, every adam seed above every sgd seed
 
 
 def test_regularization_findings_compare_the_gap_without_and_with_the_regulariser():
@@ -608,7 +614,7 @@ def test_report_html_is_self_contained(tmp_path):
     assert len(srcs) == len(out["figures"]) == 7
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     assert not re.search(r"<(link|script)\b", page) and "http" not in page
-    assert "The ranking changes when lr is tuned" in page
+    assert "Isolation view (lr tuned per optimizer on validation" in page
 
 
 def test_index_and_summary_over_two_runs(tmp_path):
@@ -713,3 +719,14 @@ def test_a_value_measured_at_some_lengths_only_gets_no_line():
     lines = {c.get_label(): c.lines[0] for c in fig.axes[0].containers if c.get_label().startswith("cell=")}
     assert lines["cell=rnn, double softmax"].get_linestyle() == "None"  # T=5 and 20 only: no line across 10, 15
     assert lines["cell=rnn"].get_linestyle() == "-"
+
+
+def test_lr_scan_findings_and_claims_name_the_same_best_lr_chosen_on_validation():
+    from studies.lr_scan_analysis import CLAIMS
+
+    trials, curves = synthetic_lr_scan()
+    trials.loc[trials["config.lr"] == 1e-2, "metric.test_acc"] = 0.99  # best on test, not on validation
+    text = " ".join(findings.findings(trials, curves, MANIFEST))
+    assert "Best lr 1e-3 (chosen on final validation accuracy)" in text
+    stuck = next(c for c in CLAIMS if "stuck" in c.text).check(trials, curves, MANIFEST)
+    assert "best lr 1e-3" in stuck.value and "lr 1e-2" not in stuck.value

@@ -172,7 +172,7 @@ def test_best_lr_per_batch_size_and_its_exponent_from_a_known_optimum():
                         "status": "completed",
                     }
                 )
-    d = best_lr_data(pd.DataFrame(rows))
+    d = best_lr_data(pd.DataFrame(rows), {"metric": "val_acc", "mode": "max"})
     assert len(d) == 9 and not d["edge"].any()
     for bs, g in d.groupby("batch_size"):
         assert np.allclose(g["best_lr"], 1e-3 * (bs / 8) ** 0.5, rtol=1e-6)
@@ -190,6 +190,6 @@ def test_a_best_lr_at_the_edge_of_the_grid_is_flagged_and_stays_within_it():
         {"config.batch_size": 128, "config.lr": lr, "config.seed": 0, "status": "completed", "metric.val_acc": acc}
         for lr, acc in zip(lrs, (0.1, 0.18, 0.31, 0.32))
     ]  # still rising at the top
-    d = best_lr_data(pd.DataFrame(rows)).iloc[0]
+    d = best_lr_data(pd.DataFrame(rows), {"metric": "val_acc", "mode": "max"}).iloc[0]
     assert d["edge"] and np.isclose(d["grid_lr"], 3e-2) and 1e-2 < d["best_lr"] <= 3e-2 * (1 + 1e-9)  # in the grid
     assert np.isclose(d["best_lr"], 0.01926, rtol=1e-3)  # the vertex through (3e-3, 0.18), (1e-2, 0.31), (3e-2, 0.32)

@@ -246,20 +246,27 @@ def test_a_diverged_seed_ranks_last_by_perplexity():
 
 
 def fake_trials(ppls: dict) -> pd.DataFrame:
-    """A trials table: (cell, layers) -> test perplexities of its seeds, all run to the end."""
+    """A trials table: (cell, layers) -> test perplexities of its seeds at its tuned lr (1e-3), all run to the
+    end; beside each, an lr (3e-3) worse on validation and far better on test, which selection never picks."""
     rows = [
         {
             "config.cell": cell,
             "config.layers": n,
             "config.clip": None,
-            "metric.test_ppl": v,
+            "config.lr": lr,
+            "metric.val_ppl": v + (lr == 3e-3) * 50,
+            "metric.test_ppl": v / 2 if lr == 3e-3 else v,
             "status": "completed",
-            "trial_id": f"{cell}{n}-{i}",
+            "trial_id": f"{cell}{n}-{lr}-{i}",
         }
         for (cell, n), vals in ppls.items()
+        for lr in (1e-3, 3e-3)
         for i, v in enumerate(vals)
     ]
     return pd.DataFrame(rows)
+
+
+LM_MANIFEST = {"metric": "val_ppl", "mode": "min", "scientific": ["cell", "layers", "clip"], "nuisance": ["lr"]}
 
 
 def test_claims_read_perplexity_as_lower_is_better():
@@ -273,7 +280,7 @@ def test_claims_read_perplexity_as_lower_is_better():
         ("lstm", 8): [960, 970, 965],
         ("gru", 1): [119, 120, 121],
     }
-    table = evaluate(CLAIMS, fake_trials(hand_run_like), pd.DataFrame(), {"budget": "full"})
+    table = evaluate(CLAIMS, fake_trials(hand_run_like), pd.DataFrame(), {**LM_MANIFEST, "budget": "full"})
     assert list(table["verdict"]) == ["reproduced"] * 5, table[["claim", "verdict", "why"]]
     assert "965.0" in table["value"][2] and "> 2x claimed" in table["value"][2]
     reversed_ = {
@@ -283,9 +290,9 @@ def test_claims_read_perplexity_as_lower_is_better():
         ("lstm", 8): [150, 151, 152],
         ("gru", 1): [160, 161, 162],
     }
-    table = evaluate(CLAIMS, fake_trials(reversed_), pd.DataFrame(), {"budget": "full"})
+    table = evaluate(CLAIMS, fake_trials(reversed_), pd.DataFrame(), {**LM_MANIFEST, "budget": "full"})
     assert list(table["verdict"]) == ["contradicted"] * 5, table[["claim", "verdict", "why"]]
-    quick = evaluate(CLAIMS, fake_trials(reversed_), pd.DataFrame(), {"budget": "quick"})
+    quick = evaluate(CLAIMS, fake_trials(reversed_), pd.DataFrame(), {**LM_MANIFEST, "budget": "quick"})
     assert list(quick["verdict"]) == ["contradicted", "inconclusive", "contradicted", "contradicted", "inconclusive"]
     assert "needs --budget full" in quick["why"][1]
 

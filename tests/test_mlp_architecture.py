@@ -109,7 +109,7 @@ def test_claims_tuned_lrs_and_parameter_counts_on_synthetic_tables():
     from studies.mlp_architecture_analysis import CLAIMS, arch_table, tuned_lr
 
     t = synthetic()
-    assert set(tuned_lr(t).values()) == {1e-3}
+    assert set(tuned_lr(t, manifest("fashion_mnist")).values()) == {1e-3}
     verdicts = evaluate(CLAIMS, t, pd.DataFrame(), manifest("fashion_mnist"))["verdict"].tolist()
     assert verdicts == ["inconclusive", "reproduced", "reproduced"]  # deep vs baseline needs CIFAR-10
     assert evaluate(CLAIMS, t, pd.DataFrame(), manifest("cifar10"))["verdict"].iloc[0] == "reproduced"

@@ -11,7 +11,7 @@ def test_vgg_feature_sizes_on_cifar_and_digits():
         x = layer(x)
         if isinstance(layer, (torch.nn.ReLU, torch.nn.MaxPool2d)):
             sizes.append(x.shape[-1])
-    assert sizes == [32, 16, 16, 8, 8, 8, 4, 4, 4, 2, 2, 2, 1]  # STUDIES.md section 1
+    assert sizes == [32, 16, 16, 8, 8, 8, 4, 4, 4, 2, 2, 2, 1]  # docs/references.md#optimizer_comparison
     assert x.shape == (2, 512, 1, 1)
     assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     assert VGG(in_channels=1)(torch.zeros(4, 1, 8, 8)).shape == (4, 10)  # digits

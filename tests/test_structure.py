@@ -7,16 +7,18 @@ from __future__ import annotations
 import ast
 import importlib
 import os
+import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_analysis import MANIFEST, OPT_MANIFEST, manifest, synthetic_lr_scan, synthetic_optimizer, write_run
 
 import analysis
 import studies
-from analysis.verdicts import CONTRADICTED, INCONCLUSIVE, REPRODUCED, Claim, Verdict, greater, sample
+from analysis.verdicts import CONTRADICTED, INCONCLUSIVE, REPRODUCED, Claim, Sample, Verdict, greater
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 410  # lines as `ruff format` writes them
@@ -24,7 +26,8 @@ MAX_LINES = 410  # lines as `ruff format` writes them
 LAYERS = {
     "modules": 0,
     "style": 0,
-    "data": 0,
+    "selection": 0,
+    "data": 0.5,
     "files": 0,
     "verdicts": 1,
     "draw": 1,
@@ -231,7 +234,7 @@ def _claims():
         "lr 1e-3 beats lr 1e-2",
         "hand-run report, 1 run",
         lambda t, c, m: greater(
-            sample(t, "lr 1e-3", "best.val_acc", lr=1e-3), sample(t, "lr 1e-2", "best.val_acc", lr=1e-2)
+            Sample("lr 1e-3", np.array([0.90, 0.91, 0.92])), Sample("lr 1e-2", np.array([0.70, 0.71, 0.72]))
         ),
     )
     fixed = Claim(
@@ -250,9 +253,10 @@ def test_the_report_opens_with_the_claims_table(tmp_path, monkeypatch):
     lines = out["report"].read_text().splitlines()
     assert lines[0] == "# lr_scan: synthetic" and [l for l in lines if l.startswith("## ")][0] == "## Claims"
     table = lines[lines.index("## Claims") + 2 :]
-    assert table[0] == "| claim | reference | this run | verdict |"
+    assert table[0] == "| claim | reference | this run | effect [95% CI] | p | seeds | verdict |"
     assert table[2].startswith(
-        "| lr 1e-3 beats lr 1e-2 | hand-run report, 1 run | lr 1e-3 0.910 (0.900–0.920 over 2 seeds) vs lr 1e-2 0.710"
+        "| lr 1e-3 beats lr 1e-2 | hand-run report, 1 run [docs/references.md#lr_scan] | lr 1e-3 0.910 ± 0.025 "
+        "(95% CI, n=3) vs lr 1e-2 0.710 ± 0.025 (95% CI, n=3) | +0.200 [+0.187, +0.213] | 0.05 | 3 vs 3 |"
     ) and table[2].endswith("| reproduced |")
     assert table[3].endswith("| inconclusive: one seed never decides |")
     rules = [l for l in lines if l.startswith("Rule: ")]
@@ -262,7 +266,7 @@ def test_the_report_opens_with_the_claims_table(tmp_path, monkeypatch):
     assert html.index("<h2>Claims</h2>") < html.index("<h2>Findings</h2>")
 
     df = analysis.claims(run)
-    assert list(df.columns) == ["claim", "reference", "value", "verdict", "rule", "why"]
+    assert list(df.columns) == ["claim", "reference", "value", "verdict", "rule", "why", "effect", "p", "seeds"]
     assert df["verdict"].tolist() == [REPRODUCED, INCONCLUSIVE] and df["why"].iloc[1] == "one seed never decides"
     pd.testing.assert_frame_equal(analysis.claims(analysis.load(run)), df)
     pd.testing.assert_frame_equal(pd.read_parquet(run / "claims.parquet"), df)
@@ -295,3 +299,28 @@ def test_the_index_card_shows_the_verdict_counts(tmp_path, monkeypatch):
     assert "claims: 1 reproduced, 0 contradicted, 1 inconclusive" in cards[0]
     assert "claims: none declared" in cards[1]
     assert [e["claims"][REPRODUCED] for e in done["runs"].values()] == [1, 0]
+
+
+# Where an analysis module takes an extreme itself: each a description or a validation choice, never a
+# configuration chosen on test (that goes through analysis.selection, which refuses a test metric).
+EXTREMES = {
+    "batch_size_analysis.py": "np.argmin(np.abs(lrs",  # the grid index of an lr the selection rule chose
+    "language_model_analysis.py": '["metric.val_ppl"].idxmin()',  # each seed's best validation epoch
+    "lr_scan_analysis.py": '["metric.gap.mean"].idxmax()',  # the largest gap, described
+    "palindrome_analysis.py": "np.argmin(acc)",  # the lowest accuracy over T, described
+    "regularization_analysis.py": '["metric.gap.mean"].idxmin()',  # the smallest gap, described
+    "toy_mlp_analysis.py": "model(d.test_x).argmax(-1)",  # a model's predicted class
+}
+
+
+def test_configurations_are_chosen_only_by_the_selection_rule():
+    pattern = re.compile(r"idxmax|idxmin|nlargest|nsmallest|argmax|argmin|sort_values\([^)]*\)\.(iloc\[0\]|head\(1\))")
+    paths = [*ROOT.glob("analysis/*.py"), *ROOT.glob("studies/*_analysis.py"), *ROOT.glob("examples/*/*.py")]
+    found = {}
+    for p in paths:
+        if p.name == "selection.py":
+            continue
+        for line in p.read_text().splitlines():
+            if pattern.search(line) and EXTREMES.get(p.name, "\0") not in line:
+                found.setdefault(p.name, []).append(line.strip())
+    assert not found, f"choose configurations with analysis.selection (on validation): {found}"
