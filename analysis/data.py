@@ -15,7 +15,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from analysis.selection import keys_of, selection, tuned_trials
+from analysis.selection import chosen, keys_of, selection, tuned_trials
 
 
 def ci95(values: ArrayLike) -> float:
@@ -168,11 +168,11 @@ def run_summary(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     s = summarize(t[~t["diverged"]], keys, metrics)
     out = counts.reset_index().merge(s, on=keys, how="left") if len(s) else counts.reset_index()
     out = out.astype({"trials": int, "stopped_early": int, "diverged": int})
-    chosen = selection(trials, manifest) if "study" not in keys and manifest.get("nuisance") else None
-    if chosen is None:  # nothing tuned: every row is its scientific value's only setting
+    picked = selection(trials, manifest) if "study" not in keys and chosen(manifest) else None
+    if picked is None:  # nothing tuned: every row is its scientific value's only setting
         return out.assign(tuned=True)
-    on = [c for c in chosen.columns if c.startswith("config.")]
-    hit = out[on].merge(chosen[on], how="left", on=on, indicator=True)["_merge"] == "both"
+    on = [c for c in picked.columns if c.startswith("config.")]
+    hit = out[on].merge(picked[on], how="left", on=on, indicator=True)["_merge"] == "both"
     return out.assign(tuned=hit.to_numpy())
 
 

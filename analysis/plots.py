@@ -16,11 +16,18 @@ from analysis.style import NEUTRAL, bounds, colors, fmt, fmt_sci, hue_label, is_
 
 
 def metric_vs_figure(
-    trials: pd.DataFrame, x: str, metrics: list[str], title: str, hue: str | None = None, chance: float | None = None
+    trials: pd.DataFrame,
+    x: str,
+    metrics: list[str],
+    title: str,
+    hue: str | None = None,
+    chance: float | None = None,
+    ax=None,
 ) -> Figure:
     """Metrics against a scientific hyperparameter (one line per metric, or per hue value), with
-    the spread over seeds, every trial as a dot and diverged trials as red crosses at 0."""
-    fig, ax = plt.subplots(figsize=(7.6, 4.6))
+    the spread over seeds, every trial as a dot and diverged trials as red crosses at 0; on `ax` (one
+    panel of a figure) where given."""
+    fig, ax = plt.subplots(figsize=(7.6, 4.6)) if ax is None else (ax.figure, ax)
     ok, xcol = not_diverged(with_gap(trials)), f"config.{x}"
     is_num = numeric(trials[xcol])
     shown = metrics if hue is None else metrics[:1]

@@ -1,7 +1,8 @@
 """The one selection rule: which configuration is "tuned" (or "best"), chosen on validation only.
 
-For each value of the keys `by` (default: the study's scientific hyperparameters), the setting of the
-keys `over` (default: its nuisance hyperparameters) is chosen:
+For each value of the keys `by` (default: the study's scientific hyperparameters but those it selects),
+the setting of the keys `over` (default: the scientific keys it selects, `select`, and its nuisance
+hyperparameters) is chosen:
 
 - among the settings whose seeds all ran to the end (none stopped early by ASHA or failed), with the
   most such seeds of the group (so a setting with 2 seeds never wins over settings with 3 by luck);
@@ -54,6 +55,17 @@ def keys_of(trials: pd.DataFrame, names) -> list[str]:
     return [f"config.{k}" for k in names if f"config.{k}" in trials]
 
 
+def chosen(manifest: dict) -> list[str]:
+    """The keys a run chooses ("tuned"): the scientific keys it selects (`select`: the best lr of an lr
+    scan), then its nuisance keys."""
+    return list(dict.fromkeys([*manifest.get("select", []), *manifest.get("nuisance", [])]))
+
+
+def chosen_by(manifest: dict) -> list[str]:
+    """The keys the choice is made per value of: the scientific keys that are not selected."""
+    return [k for k in manifest.get("scientific", []) if k not in manifest.get("select", [])]
+
+
 def phase(trials: pd.DataFrame, which: str) -> pd.DataFrame:
     """The rows of one phase (a run without a confirmation phase is all search)."""
     if "phase" not in trials:
@@ -82,8 +94,8 @@ def selection(
     """One row per value of `by`: the chosen setting of `over` (columns `config.*`), its selection score
     (`score`, the mean validation objective over its search seeds) and `ended` (their number)."""
     metric, mode = objective(manifest, metric)
-    by = keys_of(trials, manifest.get("scientific", []) if by is None else by)
-    over = keys_of(trials, manifest.get("nuisance", []) if over is None else over)
+    by = keys_of(trials, chosen_by(manifest) if by is None else by)
+    over = [k for k in keys_of(trials, chosen(manifest) if over is None else over) if k not in by]
     search = phase(trials, SEARCH)
     if not len(search) or metric not in search:
         return pd.DataFrame(columns=[*by, *over, "score", "ended"])
@@ -123,7 +135,9 @@ def resampled_choice(trials: pd.DataFrame, manifest: dict, key: str, n: int = 20
 def best(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     """The run's best configuration (one row, or none): the selection over every scientific and nuisance
     setting at once."""
-    return selection(trials, manifest, by=[], over=[*manifest.get("scientific", []), *manifest.get("nuisance", [])])
+    return selection(
+        trials, manifest, by=[], over=list(dict.fromkeys([*manifest.get("scientific", []), *chosen(manifest)]))
+    )
 
 
 def _at(trials: pd.DataFrame, chosen: pd.DataFrame, keys: list[str]) -> pd.Series:
@@ -156,8 +170,8 @@ def tuned_trials(
 def mark_tuned(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     """`trials` with a boolean `tuned` column: the rows at their scientific value's chosen setting (all
     rows of a study with nothing to tune)."""
-    if not manifest.get("nuisance"):
+    if not chosen(manifest):
         return trials.assign(tuned=True)
-    chosen = selection(trials, manifest)
-    keys = [c for c in chosen.columns if c.startswith("config.")]
-    return trials.assign(tuned=_at(trials, chosen, keys).to_numpy())
+    picked = selection(trials, manifest)
+    keys = [c for c in picked.columns if c.startswith("config.")]
+    return trials.assign(tuned=_at(trials, picked, keys).to_numpy())

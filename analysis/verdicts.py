@@ -279,17 +279,23 @@ def at_least(a: Sample, bound: float, at_most: bool = False) -> Verdict:
     return Verdict(INCONCLUSIVE, value, RULE_BOUND, "the spread over seeds straddles the bound", **fx)
 
 
-def learned(verdict: Verdict, floor: float, *samples: Sample, chance: float | None = None) -> Verdict:
+def learned(
+    verdict: Verdict, floor: float, *samples: Sample, chance: float | None = None, below: bool = False
+) -> Verdict:
     """A claim about what models learned holds only where each compared model learned: every sample's
-    mean at least `floor` (a stated level above chance); otherwise the verdict is inconclusive."""
-    short = [s for s in samples if not len(s.values) or s.values.mean() < floor]
-    rule = f"{verdict.rule}; each compared model at least {floor:g} (learned" + (
+    mean at least `floor` (a stated level above chance; at most `floor` with `below`, for a perplexity);
+    otherwise the verdict is inconclusive."""
+    ok = (lambda m: m <= floor) if below else (lambda m: m >= floor)
+    short = [s for s in samples if not len(s.values) or not ok(s.values.mean())]
+    side = "at most" if below else "at least"
+    rule = f"{verdict.rule}; each compared model {side} {floor:g} (learned" + (
         f"; chance {chance:g})" if chance is not None else ")"
     )
     if not short:
         return replace(verdict, rule=rule)
     names = ", ".join(f"{s.label} {s.values.mean():.{s.digits}f}" if len(s.values) else s.label for s in short)
-    return replace(verdict, verdict=INCONCLUSIVE, rule=rule, why=f"not learned (below {floor:g}): {names}")
+    word = "above" if below else "below"
+    return replace(verdict, verdict=INCONCLUSIVE, rule=rule, why=f"not learned ({word} {floor:g}): {names}")
 
 
 RANKING = "'>' where the seeds separate neighbours by the rule of 'greater', '~' where they do not"

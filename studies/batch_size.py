@@ -20,6 +20,7 @@ STUDY = Study(
     name="batch_size",
     doc=__doc__,
     grid=cross(batch_size=[8, 32, 128], lr=LRS),
+    select=("lr",),  # each batch size's best lr, chosen on validation, is confirmed on fresh seeds
     fixed=dict(
         task="arithmetic",
         model="rnn",

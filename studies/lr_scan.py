@@ -15,6 +15,7 @@ STUDY = Study(
     name="lr_scan",
     doc=__doc__,
     grid=cross(lr=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 4e-2]),  # lr of Adam
+    select=("lr",),  # the best lr, chosen on validation, is confirmed on fresh seeds
     fixed=dict(task="image", model="cnn", optimizer="adam", batch_size=128),
     datasets=("fashion_mnist", "digits", "cifar10"),
     # ASHA groups trials by the scientific values, and this study has no nuisance search: one configuration

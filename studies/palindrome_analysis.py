@@ -3,6 +3,7 @@ cell, the learning curves per cell coloured by length, and how far back each cel
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -21,7 +22,8 @@ REFERENCE = (
     "GRU similar to LSTM (10,000 steps)."
 )
 CAPTIONS = {
-    "accuracy_vs_length": "Final test accuracy against sequence length, one line per cell; chance is 0.1.",
+    "accuracy_vs_length": "Final test accuracy against sequence length, one line per cell (left), and each hand-run "
+    "flaw beside the cell it changes (right); chance is 0.1.",
     "curves_per_cell": "Validation accuracy and train loss per cell, coloured by sequence length.",
 }
 CURVE_HUE = "seq_len"  # the learning curves of all trials are coloured by length
@@ -55,21 +57,35 @@ def _with_setup(trials: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFram
     return trials, curves
 
 
-def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
-    trials, curves = _with_setup(trials, curves)  # a flawed setup is drawn as a cell of its own
-    trials = trials.assign(**{"config.cell": trials["config.setup"]})
-    if len(curves) and "config.setup" in curves:
-        curves = curves.assign(**{"config.cell": curves["config.setup"]})
-    figs = {
-        "accuracy_vs_length": metric_vs_figure(
-            trials,
+def accuracy_vs_length_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
+    """Two panels: the corrected cells (the study's answer), and each hand-run flaw beside the corrected
+    cell it changes (what the flaw costs). `config.cell` holds each trial's setup."""
+    flawed = trials["config.cell"] != trials["config.setup_cell"]
+    panels = [("The corrected cells", trials[~flawed])]
+    if flawed.any():
+        base = trials[~flawed & trials["config.setup_cell"].isin(trials.loc[flawed, "config.setup_cell"])]
+        panels.append(("The hand-run flaws, beside the cell they change", pd.concat([trials[flawed], base])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.6 * len(panels), 4.8), sharey=True, squeeze=False)
+    for ax, (title, t) in zip(axes[0], panels):
+        metric_vs_figure(
+            t,
             "seq_len",
             ["metric.test_acc"],
-            "Palindrome: final test accuracy against length, per cell; beside them the hand-run flaws",
+            f"Palindrome: {title.lower()}",
             hue="cell",
             chance=chance(manifest),
+            ax=ax,
         )
-    }
+    fig.tight_layout()
+    return fig
+
+
+def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
+    trials, curves = _with_setup(trials, curves)  # a flawed setup is drawn as a cell of its own
+    trials = trials.assign(**{"config.setup_cell": trials["config.cell"], "config.cell": trials["config.setup"]})
+    if len(curves) and "config.setup" in curves:
+        curves = curves.assign(**{"config.cell": curves["config.setup"]})
+    figs = {"accuracy_vs_length": accuracy_vs_length_figure(trials, manifest)}
     ax = axis(trials, curves, manifest)
     if ax:
         figs["curves_per_cell"] = panel_curves_figure(

@@ -256,8 +256,9 @@ def fake_trials(ppls: dict) -> pd.DataFrame:
             "config.lr": lr,
             "metric.val_ppl": v + (lr == 3e-3) * 50,
             "metric.test_ppl": v / 2 if lr == 3e-3 else v,
+            "metric.unigram_ppl": 1500.0,
             "status": "completed",
-            "trial_id": f"{cell}{n}-{lr}-{i}",
+            "trial_id": f"{cell}{n}-{i}" if lr == 1e-3 else f"{cell}{n}-worse-{i}",
         }
         for (cell, n), vals in ppls.items()
         for lr in (1e-3, 3e-3)
@@ -295,12 +296,26 @@ def test_claims_read_perplexity_as_lower_is_better():
     quick = evaluate(CLAIMS, fake_trials(reversed_), pd.DataFrame(), {**LM_MANIFEST, "budget": "quick"})
     assert list(quick["verdict"]) == ["contradicted", "inconclusive", "contradicted", "contradicted", "inconclusive"]
     assert "needs --budget full" in quick["why"][1]
+    failed = fake_trials(hand_run_like).assign(**{"metric.unigram_ppl": 135.0})  # 4 layers at the unigram level
+    v = evaluate(CLAIMS, failed, pd.DataFrame(), {**LM_MANIFEST, "budget": "quick"}).iloc[0]
+    assert v["verdict"] == "inconclusive" and "not learned (above 121.5): LSTM 4 layers 131.0" in v["why"]
+
+
+def test_the_unigram_perplexity_is_what_word_frequencies_alone_reach():
+    import torch
+
+    from studies.engine.task import Data
+    from studies.engine.tasks import unigram_ppl
+
+    pair = lambda ids: (torch.zeros(1, len(ids), dtype=torch.long), torch.tensor([ids]))
+    d = Data(pair([0, 0, 1]), pair([0]), pair([0, 1]), ("a", "b"))  # add-one: p(a) = 3/5, p(b) = 2/5
+    assert unigram_ppl(d) == pytest.approx(math.exp(-(math.log(0.6) + math.log(0.4)) / 2))
 
 
 def test_test_perplexity_is_read_at_the_best_validation_epoch():
     from studies.language_model_analysis import SEL, selected
 
-    trials = fake_trials({("lstm", 1): [90.0, 95.0]})
+    trials = fake_trials({("lstm", 1): [90.0, 95.0]}).query("`config.lr` == 1e-3")
     curves = pd.DataFrame(
         {
             "trial_id": ["lstm1-0"] * 3 + ["lstm1-1"] * 2,
@@ -322,6 +337,7 @@ def test_language_model_smoke(ray_session, tmp_path, ptb_dir, no_package):
 
     t, c, r = run_smoke("language_model", tmp_path, "--data-dir", str(ptb_dir))
     assert r.manifest["metric"] == "val_ppl" and r.manifest["mode"] == "min"
+    assert (t["metric.unigram_ppl"] > 1).all()
     assert set(t["config.cell"]) == {"lstm", "transformer"} and (t["status"] == "completed").all()
     for k in ("val", "test", "train"):
         np.testing.assert_allclose(t[f"metric.{k}_ppl"], np.exp(t[f"metric.{k}_loss"]), rtol=1e-6)

@@ -43,6 +43,9 @@ class Study:
     budgets: dict[str, Budget]
     search: dict = field(default_factory=dict)  # nuisance hyperparameters: tune domains, Optuna
     search_first: dict = field(default_factory=dict)  # nuisance values Optuna tries first, per scientific value
+    # scientific keys whose best value is itself chosen, per value of the other scientific keys (the best
+    # lr of an lr scan): chosen on validation and confirmed on fresh seeds like the tuned nuisance values
+    select: tuple[str, ...] = ()
     metric: str = "val_acc"
     mode: str = "max"
     datasets: tuple[str, ...] = ("digits", "cifar10")

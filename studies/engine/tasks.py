@@ -319,9 +319,18 @@ def evaluate_lm(model, x, y, c, amp) -> tuple[float, float]:
     return (loss / y.numel()).item(), (correct / y.numel()).item()
 
 
+def unigram_ppl(d: Data) -> float:
+    """The test text's perplexity under the training text's word frequencies (add-one): what a model that
+    learned only how often each word occurs reaches, the level a language model must beat to have learned."""
+    counts = torch.bincount(d.train[1].flatten().cpu(), minlength=len(d.classes)).double() + 1
+    logp = (counts / counts.sum()).log()
+    return math.exp(-logp[d.test[1].flatten().cpu()].mean().item())
+
+
 def measure_lm(model, c: dict, d: Data, train_loss: float, batch_acc: float, amp) -> dict:
     """A language model's metrics: loss, next-word accuracy and perplexity (e^loss) on the epoch's
-    training windows (as trained, dropout on), the validation and the test text; inf where it diverged."""
+    training windows (as trained, dropout on), the validation and the test text, inf where it diverged;
+    and `unigram_ppl`, the test perplexity of the word frequencies alone."""
     m = {
         "train_loss": train_loss,
         "train_acc": batch_acc,
@@ -336,6 +345,7 @@ def measure_lm(model, c: dict, d: Data, train_loss: float, batch_acc: float, amp
     for k in ("train", "val", "test"):
         loss = m[f"{k}_loss"]
         m[f"{k}_ppl"] = math.exp(min(loss, 700.0)) if math.isfinite(loss) else math.inf
+    m["unigram_ppl"] = unigram_ppl(d)
     return m
 
 

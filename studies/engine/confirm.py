@@ -1,0 +1,125 @@
+"""The confirmation phase: after the search, the configuration chosen for each scientific value is
+trained again on fresh seeds, disjoint from the search seeds, and the claims, the headline figures and
+the best configuration rest on those runs (`analysis.selection`). The choice is made by the one
+selection rule on the search's validation objective, so the confirmation seeds report a value that the
+selection did not see: the winner's score is not inflated by its own choice.
+
+The confirmation is a second Tune experiment in the same Ray session (`<run>/tune/confirm`), a grid of
+the chosen configurations, every trial run to the end (no ASHA), with the same trainable, retries,
+checkpoints and resume as the search. Its rows carry `phase` = "confirm", the search's "search".
+
+A study confirms when it selects something: its nuisance search (the tuned values per scientific
+value), or the scientific keys it names in `Study.select` (the best lr of an lr scan). A grid with
+neither has nothing to confirm; `--no-confirm` skips the phase."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.selection import CONFIRM, SEARCH, selection
+
+MIN_CONFIRM = 3  # confirmation seeds: no decision rests on fewer than 3 seeds a side
+
+
+def selects(study) -> list[str]:
+    """The keys a study chooses ("tuned"): its `select` scientific keys, then its nuisance keys."""
+    return list(dict.fromkeys([*study.select, *study.search]))
+
+
+def confirm_seeds(seeds: list[int], n: int | None = None) -> list[int]:
+    """Fresh seeds for the confirmation: the next `n` (default: as many as the search's, at least 3)
+    after the search seeds, so the two sets never overlap."""
+    n = n or max(MIN_CONFIRM, len(seeds))
+    start = max(seeds) + 1
+    return list(range(start, start + n))
+
+
+def selection_manifest(p) -> dict:
+    """What the selection rule reads of a run (the manifest's keys), from its plan."""
+    return {
+        "scientific": [k for k in p.study.scientific if k not in p.study.select],
+        "nuisance": selects(p.study),
+        "metric": p.study.metric,
+        "mode": p.study.mode,
+    }
+
+
+def _same(a, b) -> bool:
+    """Whether a table's value is a config's value (tables hold tuples and lists as text)."""
+    if isinstance(a, float) and isinstance(b, (int, float)):
+        return abs(a - b) <= 1e-12 * max(1.0, abs(a), abs(b))
+    return a == b or str(a) == str(b)
+
+
+def configs(trials: pd.DataFrame, p) -> list[dict]:
+    """The configurations to confirm: for each scientific value, the point of the plan's grid with the
+    chosen values of the selected keys (`selection` on the search trials). Empty where the study selects
+    nothing or no setting ran to the end."""
+    keys = selects(p.study)
+    if not keys or not len(trials):
+        return []
+    m = selection_manifest(p)
+    chosen = selection(trials[trials["phase"] == SEARCH] if "phase" in trials else trials, m)
+    out = []
+    for _, row in chosen.iterrows():
+        cfg = {k[len("config.") :]: v for k, v in row.items() if k.startswith("config.")}
+        point = next((q for q in p.points if all(_same(cfg[k], q[k]) for k in q if f"config.{k}" in row.index)), None)
+        if point is None:
+            continue
+        nuisance = {k: cfg[k] for k in p.study.search if k in cfg}
+        out.append({**p.fixed, **point, **nuisance})
+    return out
+
+
+def tag(trials: pd.DataFrame, curves: pd.DataFrame, phase: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tables of one phase, with their `phase` column; trial ids prefixed in the confirmation's, so
+    they never clash with the search's."""
+    if phase == CONFIRM:
+        trials = trials.assign(trial_id="c-" + trials["trial_id"].astype(str), trial="c-" + trials["trial"].astype(str))
+        if len(curves) and "trial_id" in curves:
+            curves = curves.assign(trial_id="c-" + curves["trial_id"].astype(str))
+    return trials.assign(phase=phase), (curves.assign(phase=phase) if len(curves) else curves)
+
+
+def experiment(p) -> str:
+    """The confirmation's Tune experiment folder, beside the search's."""
+    return f"{p.run_dir}/confirm"
+
+
+def run_phase(p, trials: pd.DataFrame, curves: pd.DataFrame, out) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """After the search: train the chosen configurations on fresh seeds (a new Tune experiment, or the
+    interrupted one resumed) and return both phases' tables. The search's alone where the study selects
+    nothing, `--no-confirm` was given, or no setting ran to the end."""
+    from dataclasses import replace
+
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+
+    from studies.engine import results
+    from studies.engine.progress import Progress
+    from studies.engine.search import GridSearch
+
+    trials, curves = tag(trials, curves, SEARCH)
+    todo = configs(trials, p) if getattr(p.args, "confirm", True) else []
+    if not todo:
+        return trials, curves
+    seeds, exp = confirm_seeds(p.seeds), experiment(p)
+    print(f"  confirming {len(todo)} chosen configurations on fresh seeds {seeds[0]}-{seeds[-1]}", file=out, flush=True)
+    if tune.Tuner.can_restore(exp):
+        tuner = tune.Tuner.restore(exp, p.trainable(), resume_unfinished=True, resume_errored=True)
+    else:
+        search = GridSearch(todo, seeds, {}, p.study.metric, p.study.mode)
+        view = Progress(
+            f"{p.study.name} (confirm)",
+            p.study.scientific,
+            list(p.study.search),
+            p.study.metric,
+            p.study.mode,
+            p.budget.iterations,
+            len(todo),
+            seeds,
+        )
+        run_config = replace(p.run_config(), name="confirm", callbacks=[view])
+        tuner = tune.Tuner(p.trainable(), tune_config=p.tune_config(search, FIFOScheduler()), run_config=run_config)
+    ct, cc = tag(*results.tables(tuner.fit(), p), CONFIRM)
+    return pd.concat([trials, ct], ignore_index=True), pd.concat([curves, cc], ignore_index=True)

@@ -1,0 +1,76 @@
+"""The confirmation phase: the configuration chosen on the search's validation objective is trained
+again on fresh seeds, and what is reported about it comes from those seeds."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from analysis.selection import tuned_trials
+from studies.engine.confirm import configs, confirm_seeds, selection_manifest, tag
+from studies.engine.study import Budget, Study
+
+
+def _study(**kw) -> Study:
+    fields = dict(
+        name="t",
+        doc="",
+        grid=[{"optimizer": "adam"}, {"optimizer": "sgd"}],
+        fixed={"task": "image"},
+        budgets={"quick": Budget(iterations=2)},
+    )
+    return Study(**{**fields, **kw})
+
+
+def _plan(study: Study, seeds=(0, 1, 2)):
+    return SimpleNamespace(study=study, points=study.grid, seeds=list(seeds), fixed={"task": "image", "epochs": 2})
+
+
+def _trials(rows) -> pd.DataFrame:
+    cols = ["config.optimizer", "config.lr", "config.seed", "status", "metric.val_acc", "metric.test_acc"]
+    return pd.DataFrame(rows, columns=cols).assign(trial_id=lambda t: [f"x{i}" for i in range(len(t))], trial="x")
+
+
+def test_confirmation_seeds_follow_the_search_seeds_and_never_overlap_them():
+    assert confirm_seeds([0, 1]) == [2, 3, 4]  # at least 3
+    assert confirm_seeds([6, 7, 8, 9]) == [10, 11, 12, 13]
+    assert not set(confirm_seeds([3, 4, 5])) & {3, 4, 5}
+
+
+def test_the_chosen_configuration_of_each_scientific_value_is_confirmed():
+    p = _plan(_study(search={"lr": object()}))
+    rows = [("adam", lr, s, "completed", v, 0.9) for lr, v in ((1e-3, 0.80), (3e-3, 0.85)) for s in range(3)]
+    rows += [("sgd", lr, s, "completed", v, 0.9) for lr, v in ((1e-2, 0.70), (1e-1, 0.60)) for s in range(3)]
+    todo = configs(_trials(rows), p)
+    assert todo == [
+        {"task": "image", "epochs": 2, "optimizer": "adam", "lr": 3e-3},
+        {"task": "image", "epochs": 2, "optimizer": "sgd", "lr": 1e-2},
+    ]
+
+
+def test_a_scan_that_selects_a_scientific_key_confirms_its_best_value():
+    study = _study(grid=[{"lr": 1e-3}, {"lr": 1e-2}], select=("lr",))
+    assert selection_manifest(_plan(study))["scientific"] == [] and selection_manifest(_plan(study))["nuisance"] == [
+        "lr"
+    ]
+    rows = [("adam", lr, s, "completed", v, 0.5) for lr, v in ((1e-3, 0.9), (1e-2, 0.8)) for s in range(3)]
+    assert configs(_trials(rows), _plan(study)) == [{"task": "image", "epochs": 2, "lr": 1e-3}]
+
+
+def test_a_grid_that_selects_nothing_has_nothing_to_confirm():
+    rows = [("adam", 1e-3, s, "completed", 0.9, 0.9) for s in range(3)]
+    assert configs(_trials(rows), _plan(_study())) == []
+
+
+def test_the_phases_are_tagged_and_the_report_reads_the_confirmation_seeds():
+    p = _plan(_study(search={"lr": object()}))
+    search = _trials([("adam", lr, s, "completed", v, 0.99) for lr, v in ((1e-3, 0.8), (3e-3, 0.9)) for s in range(3)])
+    confirm = _trials([("adam", 3e-3, s, "completed", 0.88, 0.7) for s in confirm_seeds([0, 1, 2])])
+    (st, _), (ct, _) = tag(search, pd.DataFrame(), "search"), tag(confirm, pd.DataFrame(), "confirm")
+    assert ct["trial_id"].str.startswith("c-").all() and set(st["phase"]) == {"search"}
+    both = pd.concat([st, ct], ignore_index=True)
+    assert configs(both, p) == configs(st, p)  # the choice is the search's, whatever the confirmation saw
+    at = tuned_trials(both, selection_manifest(p))
+    assert at["config.seed"].tolist() == [3, 4, 5] and at["metric.test_acc"].tolist() == pytest.approx([0.7] * 3)
