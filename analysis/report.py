@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from analysis.data import MIN_CI, interval, stat
+from analysis.data import MIN_CI, interval, spread, stat
 from analysis.modules import analysis_module
+from analysis.selection import CONFIRM, SEARCH, phase, selection
 from analysis.selection import best as best_setting
 from analysis.style import CSS, SCI_KEYS, cell, config_text, fmt_sci, img, key
 from analysis.verdicts import INCONCLUSIVE, evaluate
@@ -151,6 +152,37 @@ def _best_blocks(r: Results, keys: list[str], summary: pd.DataFrame | None) -> l
     ]
 
 
+def confirmation_blocks(r: Results) -> list[Block]:
+    """Search and confirmation side by side: each chosen configuration's validation objective and test
+    metric over its search seeds (what chose it) and over its confirmation seeds (fresh: what is reported)."""
+    t, m = r.trials, r.manifest
+    if "phase" not in t or not (t["phase"] == CONFIRM).any():
+        return []
+    obj, tm = f"metric.{m.get('metric', 'val_acc')}", f"metric.{test_metric(m.get('metric', 'val_acc'))}"
+    chosen = selection(t, m)
+    keys = [c for c in chosen.columns if c.startswith("config.")]
+    rows = []
+    for _, c in chosen.iterrows():
+        at = t[(t[keys] == c[keys]).all(axis=1)] if keys else t
+        row = {k.removeprefix("config."): fmt_sci(c[k]) if key(k) in SCI_KEYS else c[k] for k in keys}
+        for name, ph in (("search", phase(at, SEARCH)), ("confirm", phase(at, CONFIRM))):
+            done = ph[ph["status"].isin(["completed", "diverged"])] if "status" in ph else ph
+            for col in (obj, tm):
+                row[f"{col.removeprefix('metric.')} ({name})"] = spread(done[col]).text(3) if col in done else ""
+            row[f"seeds ({name})"] = ", ".join(str(int(v)) for v in sorted(ph["config.seed"].unique()))
+        rows.append(row)
+    return [
+        ("h2", "Search and confirmation"),
+        (
+            "p",
+            "Each scientific value's configuration, chosen on the search seeds' validation objective "
+            "(`analysis.selection`), trained again on fresh seeds: the claims and the headline figures read the "
+            "confirmation seeds, whose values the choice never saw.",
+        ),
+        ("table", pd.DataFrame(rows), "text"),
+    ]
+
+
 def blocks(
     r: Results,
     figures: list[tuple[str, str, bytes | None]],
@@ -189,6 +221,7 @@ def blocks(
             )
         )
     out += _best_blocks(r, keys, summary)
+    out += confirmation_blocks(r)
     if summary is not None and len(summary) and keys:
         mets = [
             f"best.{m.get('metric', 'val_acc')}",

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis import draw
 from analysis.curves import FOUR, axis, mean_curves_figure
 from analysis.data import not_diverged, spread, stat, summarize, with_gap
 from analysis.plots import metric_vs_figure
@@ -52,6 +53,11 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
             trials, "lr", ["metric.gap"], "Generalisation gap (final train − test accuracy) against learning rate"
         ),
     }
+    best = best_lr(trials, manifest)
+    if best is not None:  # the answer at a glance: the lr the selection rule chose
+        a = figs["accuracy_vs_lr"].axes[0]
+        a.axvline(best, color="black", ls=":", lw=1.2, label=f"best lr on validation ({fmt_sci(best)})")
+        draw.legend(a, draw.point_proxies(not_diverged(trials)), outside=True)
     ax = axis(trials, curves, manifest)
     if ax:
         figs["mean_curves_by_lr"] = mean_curves_figure(

@@ -74,3 +74,19 @@ def test_the_phases_are_tagged_and_the_report_reads_the_confirmation_seeds():
     assert configs(both, p) == configs(st, p)  # the choice is the search's, whatever the confirmation saw
     at = tuned_trials(both, selection_manifest(p))
     assert at["config.seed"].tolist() == [3, 4, 5] and at["metric.test_acc"].tolist() == pytest.approx([0.7] * 3)
+
+
+def test_the_report_shows_search_and_confirmation_side_by_side(tmp_path):
+    import analysis
+    from test_analysis import OPT_MANIFEST, synthetic_optimizer, write_run
+
+    trials, curves = synthetic_optimizer()
+    search, _ = tag(trials, curves, "search")
+    best = search[search["config.lr"].isin([1e-3]) & (search["config.optimizer"] == "adam")]
+    confirm = pd.concat([best.iloc[[0]].assign(**{"config.seed": s, "metric.test_acc": 0.5}) for s in (2, 3, 4)])
+    confirm, _ = tag(confirm.assign(trial_id=[f"a{i}" for i in range(len(confirm))]), pd.DataFrame(), "confirm")
+    run = write_run(tmp_path, pd.concat([search, confirm], ignore_index=True), curves, OPT_MANIFEST)
+    text = analysis.render(run)["report"].read_text()
+    section = text[text.index("## Search and confirmation") :]
+    row = next(line for line in section.splitlines() if line.startswith("| adam"))
+    assert "0.860 (0.850–0.870 over 2 seeds)" in row and "0.500 ± 0.000 (95% CI, n=3)" in row and "| 0, 1 |" in row

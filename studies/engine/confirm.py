@@ -75,7 +75,8 @@ def tag(trials: pd.DataFrame, curves: pd.DataFrame, phase: str) -> tuple[pd.Data
     """The tables of one phase, with their `phase` column; trial ids prefixed in the confirmation's, so
     they never clash with the search's."""
     if phase == CONFIRM:
-        trials = trials.assign(trial_id="c-" + trials["trial_id"].astype(str), trial="c-" + trials["trial"].astype(str))
+        ids = {c: "c-" + trials[c].astype(str) for c in ("trial_id", "trial") if c in trials}
+        trials = trials.assign(**ids)
         if len(curves) and "trial_id" in curves:
             curves = curves.assign(trial_id="c-" + curves["trial_id"].astype(str))
     return trials.assign(phase=phase), (curves.assign(phase=phase) if len(curves) else curves)
