@@ -61,14 +61,53 @@ def test_the_view_counts_trials_and_shows_the_best_and_the_running_ones():
     v.setup(total_num_samples=6)
     lines = v.lines(TRIALS)
     assert lines[0].startswith(
-        "[0:00] optimizer_comparison: 6 trials: 1 done, 2 running, 1 stopped, 1 failed, 1 waiting; ETA ~"
+        "[0:00] optimizer_comparison: 6 trials: 1 done, 2 running, 1 stopped by ASHA, 1 errored, 1 waiting; ETA ~"
     )
     assert lines[1] == "  best val_acc so far 0.9100: optimizer=adam  lr=0.001 (iteration 10/10)"
     assert lines[2] == "  running  optimizer=sgd  lr=0.05: iteration 4/10, val_acc 0.8500"  # scientific, nuisance
     assert lines[3] == "  running  optimizer=nadam  lr=0.002: iteration 0/10, no result yet"
-    assert lines[4].startswith("  failed   optimizer=rmsprop  lr=0.3: its error is in ray.log")
+    assert lines[4].startswith("  errored  optimizer=rmsprop  lr=0.3: its error is in ray.log")
     assert len(v.lines(TRIALS, rows=1)) == 5 and "1 more running" in v.lines(TRIALS, rows=1)[3]
-    assert v.lines(TRIALS, final=True)[0].endswith("; finished")
+    ended = [t for t in TRIALS if t.status != "RUNNING"]
+    assert v.lines(ended, final=True)[0].endswith("; finished")
+
+
+def test_errored_stopped_diverged_and_stopped_by_the_disk_are_counted_apart():
+    from studies.engine import storage
+
+    diverged = trial("f", "TERMINATED", 2, 0.1, optimizer="sgd", lr=9.0)
+    diverged.last_result["diverged"] = True
+    faulted = trial("g", "ERROR", 3, 0.5, optimizer="adam", lr=3e-3)  # its checkpoint met a full disk
+    trials = [*TRIALS, diverged, faulted]
+    storage.reset()
+    try:
+        storage.record(OSError(28, "No space left on device"), "g")
+        head = view(total=7).lines(trials)[0]
+        assert ": 7 trials: 1 done, 2 running, 1 stopped by ASHA, 1 diverged, 1 errored, 1 to resume; " in head
+        assert head.endswith("; stopped: the disk is full")
+        final = view(total=7).lines(trials, final=True)
+        assert (
+            ": 1 done, 0 running, 1 stopped by ASHA, 1 diverged, 1 errored, 3 to resume; stopped: the disk is full"
+            in final[0]
+        )
+        assert sum(line.startswith("  errored ") for line in final) == 1  # the experiment's error only
+    finally:
+        storage.reset()
+
+
+def test_the_final_view_reads_the_statuses_before_tunes_clean_up():
+    """Tune's clean-up marks the trials that an interruption (Ctrl-C) stopped as TERMINATED: the final
+    view counts them as to resume, as the last step left them, not as stopped by ASHA."""
+    from studies.engine import storage
+
+    cut = trial("c", "TERMINATED", 4, 0.85, optimizer="sgd", lr=0.05)
+    storage.reset()
+    try:
+        storage.StorageGuard().on_step_end(0, [SimpleNamespace(trial_id="c", status="RUNNING")])
+        head = view(total=1).lines([cut], final=True)[0]
+        assert head.endswith(": 1 trials: 0 done, 0 running, 0 errored, 1 to resume; interrupted"), head
+    finally:
+        storage.reset()
 
 
 def test_the_best_is_the_best_reported_not_the_last():
@@ -98,7 +137,7 @@ def test_plain_lines_at_most_every_30_s_and_at_the_end(monkeypatch):
     first = out.getvalue()
     assert first.startswith("[0:31] optimizer_comparison") and first.count("[0:") == 1
     v.on_experiment_end(TRIALS)
-    assert out.getvalue().count("[0:31]") == 2 and "finished" in out.getvalue()
+    assert out.getvalue().count("[0:31]") == 2 and "interrupted" in out.getvalue()  # two trials were running
     assert "\x1b" not in out.getvalue()  # no escape codes where stdout is not a terminal
 
 

@@ -9,7 +9,9 @@ batched model (models.packed) where the model packs. `tune.report` goes once per
 epoch, or a block of steps) in the form of `studies.engine.seeds`. A checkpoint (every replica's
 model and generator, each unit's optimizer and lr schedule, the counters and RNG states) goes with
 every `checkpoint_every`-th report and the last one, so ASHA pauses, crashes and restores resume
-where they left off. Runs on the GPU that Ray assigns (bf16 autocast, cudnn.benchmark, channels_last
+where they left off. A checkpoint is written to a temporary file and renamed, with its size and
+CRC-32 beside it; one that is not whole is never loaded: the trial falls back to the one before
+(`studies.engine.checkpoint`). Runs on the GPU that Ray assigns (bf16 autocast, cudnn.benchmark, channels_last
 for convolutions) and on the CPU otherwise (fp32, or bf16 autocast with precision="bf16").
 
 The parts are module-level functions that the benchmarks import: `make_replicas`, `make_units`,
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from models.packed import Packed, pack, packable
+from studies.engine.checkpoint import load_state, restore, save_state  # noqa: F401 (imported from here too)
 from studies.engine.config import OPTIMIZERS, full_config
 from studies.engine.seeds import mean_over_seeds, seed_metrics  # noqa: F401 (imported from here too)
 from studies.engine.task import Data, Task, loss_fn, resolve_task
@@ -215,48 +218,6 @@ def fault_iteration(c: dict) -> int | None:
     return rng.randint(first, c["iterations"]) if rng.random() < c["fault_rate"] else None
 
 
-def save_state(path: str, units: list[Unit], **counters) -> None:
-    """Every replica's model and generator, every unit's optimizer and lr schedule, the counters, and
-    the global RNG states."""
-    for u in units:
-        u.sync()
-    replicas = [r for u in units for r in u.replicas]
-    torch.save(
-        {
-            "replicas": [
-                {"seed": r.seed, "model": r.model.state_dict(), "gen": r.gen.get_state(), "diverged_at": r.diverged_at}
-                for r in replicas
-            ],
-            "units": [
-                {"optimizer": u.opt.state_dict(), "sched": u.sched.state_dict() if u.sched else None} for u in units
-            ],
-            "torch_rng": torch.get_rng_state(),
-            "py_rng": random.getstate(),
-            **counters,
-        },
-        os.path.join(path, "state.pt"),
-    )
-
-
-def load_state(path: str, units: list[Unit], dev: torch.device) -> dict:
-    """Restore what `save_state` wrote into `units`; returns the counters."""
-    state = torch.load(os.path.join(path, "state.pt"), map_location=dev, weights_only=False)
-    replicas = [r for u in units for r in u.replicas]
-    for r, s in zip(replicas, state.pop("replicas"), strict=True):
-        r.model.load_state_dict(s["model"])
-        r.gen.set_state(s["gen"].to(r.gen.get_state().device))
-        r.diverged_at = s["diverged_at"]
-    for u, s in zip(units, state.pop("units"), strict=True):
-        if u.packed:
-            u.model.load_from([r.model for r in u.replicas])
-        u.opt.load_state_dict(s["optimizer"])
-        if u.sched:
-            u.sched.load_state_dict(s["sched"])
-    torch.set_rng_state(state.pop("torch_rng"))
-    random.setstate(state.pop("py_rng"))
-    return state
-
-
 def train(config: dict, task: Task | None = None) -> None:
     """Ray Tune trainable: see the module docstring. `task` (passed with `tune.with_parameters`) is
     the study's task; None: the one `config["task"]` names."""
@@ -277,10 +238,11 @@ def train(config: dict, task: Task | None = None) -> None:
     last: dict[int, dict] = {}
 
     ckpt = tune.get_checkpoint()
-    if ckpt:  # resume after a crash, or in a restored study
-        with ckpt.as_directory() as d:
-            state = load_state(d, units, dev)
+    state = restore(ckpt, units, dev) if ckpt else None  # resume after a crash, or in a restored study
+    if state is not None:
         iteration, step, restarts, last = state["iteration"], state["step"], state["restarts"] + 1, state["last"]
+    elif ckpt:
+        restarts = 1
     crash_at = fault_iteration(c) if not ckpt else None
 
     while iteration < c["iterations"]:
@@ -308,6 +270,7 @@ def train(config: dict, task: Task | None = None) -> None:
             samples=step * c["batch_size"],
             lr_current=lr,
             restarts=restarts,
+            training_iteration=iteration,  # Tune's count follows the checkpoint loaded (an earlier one too)
         )
         if metrics["diverged"]:  # every seed diverged: stop at once; the study goes on
             tune.report(metrics)

@@ -233,12 +233,14 @@ class Plan:
         )
 
     def run_config(self) -> tune.RunConfig:
-        """Where Tune writes (`tune_dir`), how often a crashed trial is retried, the checkpoints kept,
-        and what it prints: its own output (verbose=1: trial tables, status every 30 s) goes where
-        `execute` sends stdout (ray.log), and the compact view (`studies.progress.Progress`) to the terminal."""
+        """Where Tune writes (`tune_dir`), how often a crashed trial is retried (a storage fault stops
+        the study instead: `studies.engine.storage`), the checkpoints kept, and what it prints: its own
+        output (verbose=1: trial tables, status every 30 s) goes where `execute` sends stdout (ray.log),
+        and the compact view (`studies.progress.Progress`) to the terminal."""
         from ray import tune
 
         from studies.engine.progress import Progress
+        from studies.engine.storage import StorageGuard, filesystem_for
 
         view = Progress(
             self.study.name,
@@ -253,8 +255,9 @@ class Plan:
         return tune.RunConfig(
             name="tune",
             storage_path=self.run_dir,
+            storage_filesystem=filesystem_for(self.run_dir),  # a local run: every file written atomically
             verbose=1,
-            callbacks=[view],
+            callbacks=[view, StorageGuard()],
             failure_config=tune.FailureConfig(max_failures=2),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         )

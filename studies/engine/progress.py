@@ -1,16 +1,18 @@
 """What a person sees while a study runs, and where Ray's own output goes.
 
 - `Progress`, a Tune callback (passed through `Plan.run_config()`): one compact view of the study,
-  about a screen: trials done / running / stopped / failed / waiting out of the total, elapsed time
-  and ETA; the best objective so far with its scientific (and nuisance) values; for each running
-  trial its values, iteration and latest objective (the mean over the seeds that the trial trains).
-  On a terminal it is redrawn in place (ANSI) about once a second; where stdout is not a terminal
-  it is printed as plain lines at most every 30 s, and once at the end.
+  about a screen: trials done / running / stopped by ASHA / diverged / errored / to resume (stopped by
+  a fault of the storage) / waiting out of the total, elapsed time and ETA; the best objective so far
+  with its scientific (and nuisance) values; for each running trial its values, iteration and latest
+  objective (the mean over the seeds that the trial trains). On a terminal it is redrawn in place
+  (ANSI) about once a second; where stdout is not a terminal it is printed as plain lines at most
+  every 30 s, and once at the end.
 - `RunLog`: Ray's and Tune's full output (Tune's trial tables and its status every 30 s, the
   workers' output that `log_to_driver` forwards, Ray's log records and warnings, e.g. the token
   authentication notice of a local Ray) goes to `<run>/ray.log` instead of the terminal; with
   `--verbose` to both. Until the run folder may be written (the checks after Ray starts have passed)
-  it is kept in memory, so that a run refused at that point leaves nothing behind.
+  it is kept in memory, so that a run refused at that point leaves nothing behind; a full disk
+  never stops it (the text waits in memory until it fits).
 
 Tune pickles its RunConfig, callbacks included, into the experiment (`tuner.pkl`) and uses that copy
 when a run is resumed; so a `Progress` pickles only its settings, and draws on the stream that
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import shutil
 import threading
 import time
@@ -33,6 +36,7 @@ from ray import tune
 PLAIN_EVERY_S = 30.0  # plain lines (stdout not a terminal): at most this often
 TTY_EVERY_S = 1.0  # redraw on a terminal at most this often
 MAX_ROWS = 12  # running trials listed where stdout is not a terminal (on one: what fits the screen)
+KINDS = ("done", "running", "stopped by ASHA", "diverged", "errored", "to resume", "waiting")  # the view's counts
 
 _drawing: dict[str, TextIO | None] = {"out": None}
 
@@ -149,8 +153,11 @@ class Progress(tune.Callback):
             else:
                 self.out.write("\n".join(self.lines(trials, final, rows=MAX_ROWS)) + "\n")
             self.out.flush()
-        except (OSError, ValueError):  # the terminal went away (a closed pipe): the study goes on without a view
-            self.out = None
+        except (OSError, ValueError) as e:  # the terminal went away (a closed pipe): the study goes on without it
+            from studies.engine.storage import storage_error
+
+            if storage_error(e) is None:  # a full disk under a redirected stdout: the next view may fit
+                self.out = None
 
     def consider(self, score, trial, it: int) -> None:
         """Keep the best objective seen so far (a NaN, or no score, is never best)."""
@@ -164,40 +171,50 @@ class Progress(tune.Callback):
         return "  ".join(f"{k}={value(config[k])}" for k in self.keys if k in config) or trial.trial_id
 
     def lines(self, trials, final: bool = False, rows: int = MAX_ROWS) -> list[str]:
-        """The view as text lines: status, best so far, the running trials (at most `rows`)."""
-        counts = dict.fromkeys(("done", "running", "stopped", "diverged", "failed", "waiting"), 0)
+        """The view as text lines: status, best so far, the running trials (at most `rows`). Trials that
+        ended are told apart: done, stopped by ASHA, diverged, errored (the experiment's error), and
+        to resume (a fault of the storage stopped them: not the experiment's error)."""
+        from studies.engine import storage
+
+        fault = (storage.faults() or [(None, None)])[0][0]
+        faulted = {t for _, t in storage.faults() if t}
+        before = storage.statuses() if final else {}  # as the last step left them, before Tune's clean-up
+        counts = dict.fromkeys(KINDS, 0)
         running, failed = [], []
         work = 0.0
         for t in trials:
             result = t.last_result or {}
             it = int(result.get("training_iteration", 0) or 0)
-            if t.status == "RUNNING":
+            status = before.get(t.trial_id, t.status)
+            ended = status == "TERMINATED" or (status == "ERROR" and t.trial_id not in faulted)
+            if final and not ended:
+                kind = "to resume"  # the study was stopped (a fault, Ctrl-C): --resume continues it
+            elif status == "RUNNING":
                 kind = "running"
                 running.append(t)
-                work += min(it, self.max_t)
-            elif t.status == "TERMINATED":
-                kind = "diverged" if result.get("diverged") else "done" if it >= self.max_t else "stopped"
-                work += self.max_t
-            elif t.status == "ERROR":
-                kind = "failed"
-                failed.append(t)
-                work += self.max_t
+            elif status == "TERMINATED":
+                kind = "diverged" if result.get("diverged") else "done" if it >= self.max_t else "stopped by ASHA"
+            elif status == "ERROR":
+                kind = "to resume" if t.trial_id in faulted else "errored"
+                failed += [t] if kind == "errored" else []
             else:  # PENDING, PAUSED
                 kind = "waiting"
-                work += min(it, self.max_t)
+            work += self.max_t if ended else min(it, self.max_t)
             counts[kind] += 1
             self.consider(result.get(self.metric), t, it)  # a resumed run's trials that ended before
         total = max(self.total, len(trials))
         counts["waiting"] += total - len(trials)
         elapsed = time.time() - self.started
         frac = work / (total * self.max_t) if total and self.max_t else 0.0
-        if final:
-            eta = "finished"
+        if fault is not None:
+            eta = f"stopped: the disk {storage.reason(fault)}"
+        elif final:
+            eta = "interrupted" if counts["to resume"] else "finished"
         elif frac > 0:
             eta = f"ETA ~{clock(elapsed * (1 - frac) / frac)}"
         else:
             eta = "ETA: after the first results"
-        shown = [f"{n} {k}" for k, n in counts.items() if n or k in ("done", "running", "failed")]
+        shown = [f"{n} {k}" for k, n in counts.items() if n or k in ("done", "running", "errored")]
         lines = [f"[{clock(elapsed)}] {self.study}: {total} trials: {', '.join(shown)}; {eta}"]
         if self.best is not None:
             score, values, it = self.best
@@ -212,9 +229,9 @@ class Progress(tune.Callback):
             lines.append(f"  ... and {len(running) - rows} more running")
         for t in failed[:3]:
             where = getattr(t, "path", None) or "its trial folder"
-            lines.append(f"  failed   {self.describe(t)}: its error is in ray.log and {where}")
+            lines.append(f"  errored  {self.describe(t)}: its error is in ray.log and {where}")
         if len(failed) > 3:
-            lines.append(f"  ... and {len(failed) - 3} more failed")
+            lines.append(f"  ... and {len(failed) - 3} more errored")
         return lines
 
 
@@ -253,13 +270,18 @@ class _Stream(io.TextIOBase):
 class RunLog(_Stream):
     """A text stream for Ray's and Tune's output: kept in memory until `attach(path)` names the file,
     then appended there; with `echo` (and `echo_err` for what comes on stderr), also written there
-    (the terminal, for --verbose)."""
+    (the terminal, for --verbose). A write that the disk refuses (full) never raises: the text waits
+    in memory (its last UNWRITTEN_MAX bytes) and goes to the file with the next write that fits."""
+
+    UNWRITTEN_MAX = 8 << 20
 
     def __init__(self, echo: TextIO | None = None, echo_err: TextIO | None = None):
         super().__init__(self, echo)
         self.stderr = _Stream(self, echo_err if echo_err is not None else echo)
         self.buffer_ = io.StringIO()
-        self.file: TextIO | None = None
+        self.fd: int | None = None
+        self.unwritten = bytearray()  # appended to the file as soon as it can be
+        self.dropped = 0  # bytes that waited beyond UNWRITTEN_MAX
         self.path: Path | None = None
         self.lock = threading.Lock()
         self.ended = False
@@ -268,36 +290,68 @@ class RunLog(_Stream):
         with self.lock:
             if self.ended:
                 return
-            (self.file if self.file is not None else self.buffer_).write(s)
-            if self.file is not None and s.endswith("\n"):
-                self.file.flush()
+            if self.fd is None:
+                self.buffer_.write(s)
+            else:
+                self.unwritten += s.encode("utf-8", "replace")
+                if s.endswith("\n") or len(self.unwritten) > 1 << 16:
+                    self._drain()
             if echo is not None:
-                echo.write(s)
-                echo.flush()
+                try:
+                    echo.write(s)
+                    echo.flush()
+                except (OSError, ValueError):  # the terminal went away, or its disk is full
+                    pass
+
+    def _drain(self) -> None:
+        """Append what waits to the file (lock held); on a storage fault keep it for the next try."""
+        from studies.engine.storage import record, storage_error
+
+        try:
+            while self.unwritten:
+                del self.unwritten[: os.write(self.fd, self.unwritten)]
+        except OSError as e:
+            if storage_error(e) is None:
+                raise
+            record(e)
+            extra = len(self.unwritten) - self.UNWRITTEN_MAX
+            if extra > 0:
+                del self.unwritten[:extra]
+                self.dropped += extra
 
     def flush(self) -> None:
         with self.lock:
-            if self.file is not None:
-                self.file.flush()
+            if self.fd is not None:
+                self._drain()
 
     def attach(self, path: str | Path) -> None:
         """From now on write to `path` (appended: a resumed run adds to it), what was kept first."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock:
-            self.file = open(path, "a", encoding="utf-8", errors="replace")  # closed in end()
-            self.file.write(self.buffer_.getvalue())
-            self.file.flush()
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # closed in end()
+            self.unwritten += self.buffer_.getvalue().encode("utf-8", "replace")
             self.buffer_ = io.StringIO()
             self.path = path
+            self._drain()
 
     def end(self) -> None:
-        """Close the file; later writes (a logging handler that kept this stream) go nowhere."""
+        """Write what waits, close the file; later writes (a logging handler that kept this stream) go
+        nowhere. What a full disk still refuses then is lost, and said so in the file where it fits."""
         with self.lock:
             self.ended = True
-            if self.file is not None:
-                self.file.close()
-            self.file = None
+            if self.fd is None:
+                return
+            self._drain()
+            if self.unwritten or self.dropped:
+                lost = len(self.unwritten) + self.dropped
+                self.unwritten = bytearray(f"[{lost} bytes of Ray's output were lost: the disk was full]\n".encode())
+                self._drain()
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
 
     @contextmanager
     def capturing(self):

@@ -27,9 +27,15 @@ def _value(v):
     return v
 
 
-def _status(result, iterations: int, diverged: bool, max_t: int) -> str:
+def _status(result, iterations: int, diverged: bool, max_t: int, tune_status: str | None) -> str:
+    """completed, stopped (by ASHA), diverged, error (the experiment's), or unfinished: a trial that a
+    fault of the storage or an interruption stopped, which `--resume` continues."""
+    from studies.engine.storage import storage_error
+
     if result.error is not None:
-        return "error"
+        return "unfinished" if storage_error(result.error) is not None else "error"
+    if tune_status not in (None, "TERMINATED"):
+        return "unfinished"
     if diverged:
         return "diverged"
     return "stopped" if iterations < max_t else "completed"
@@ -53,10 +59,13 @@ def _extra(metrics: dict, key: str) -> list[str]:
     ]
 
 
-def tables(grid, p) -> tuple[pd.DataFrame, pd.DataFrame]:
+def tables(grid, p, statuses: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per seed of every trial, and one row per seed per report. A trial trains all the
     seeds of one configuration; its seed k reports under `seed<k>/<metric>`. A seed that diverged
-    ends its row and curve at the report where its loss was NaN or inf."""
+    ends its row and curve at the report where its loss was NaN or inf. `statuses`: each trial's Tune
+    status at the end of the run (`studies.engine.storage.statuses`): one that had not ended is
+    'unfinished'."""
+    statuses = statuses or {}
     varied = list(dict.fromkeys([*p.study.scientific, *p.study.search, "seed"]))
     rows, curves = [], []
     for r in grid:
@@ -76,7 +85,7 @@ def tables(grid, p) -> tuple[pd.DataFrame, pd.DataFrame]:
                 c = c.drop_duplicates("training_iteration", keep="last")  # a restore may report twice
             row = {"study": p.study.name, "trial_id": f"{trial}-{seed}", "trial": trial}
             row.update({f"config.{k}": _value(v) for k, v in sorted({**config, "seed": seed}.items())})
-            status = _status(r, iterations, bool(ended), p.budget.iterations)
+            status = _status(r, iterations, bool(ended), p.budget.iterations, statuses.get(trial))
             row.update(
                 status=status,
                 stopped_early=status == "stopped",
@@ -186,12 +195,13 @@ def _hardware() -> dict:
     return hw
 
 
-def manifest(p, started: float, finished: float | None) -> dict:
+def manifest(p, started: float, finished: float | None, missing: int | None = None) -> dict:
     """What `manifest.json` records of a run: the study's declaration as run (its scientific and
     nuisance keys, the nuisance values tried first, the fixed config, the budget), the dataset's class
     names (what analysis names classes by), the study's module and its analysis module (what `python
     -m analysis` imports again), the command as run and the folder it ran in, versions, the git state
-    of this project and of the study's repository (where it lives elsewhere), hardware and times."""
+    of this project and of the study's repository (where it lives elsewhere), hardware and times, and
+    how many planned trials did not finish (`missing_trials`; `finished` is None while any is missing)."""
     from datasets import class_names  # ours: `studies` put the project root first on sys.path
     from studies.engine.source import PROJECT, analysis_spec, git_state
 
@@ -228,6 +238,7 @@ def manifest(p, started: float, finished: float | None) -> dict:
         "hardware": _hardware(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(finished)) if finished else None,
+        "missing_trials": missing,
     }
 
 
@@ -250,6 +261,16 @@ class RenderError(Exception):
     """The tables are written, and the report's rendering failed: the study's analysis module raised."""
 
 
+class WriteFault(Exception):
+    """Writing the results failed on the storage (a full disk): `error` is its OSError, and
+    `tables_written` whether trials and curves were written before it (then the figures and the
+    report are what is left, for `python -m analysis RUN`)."""
+
+    def __init__(self, error: OSError, tables_written: bool):
+        super().__init__(str(error))
+        self.error, self.tables_written = error, tables_written
+
+
 def upload(local: Path, uri: str) -> None:
     """Copy the files under the folder `local` to the folder at `uri`."""
     import pyarrow.fs as pafs
@@ -264,19 +285,35 @@ def write_manifest(p, started: float, finished: float | None) -> None:
         files.write_text(local / "manifest.json", json.dumps(manifest(p, started, finished), indent=2, default=str))
 
 
-def write(p, trials: pd.DataFrame, curves: pd.DataFrame, started: float) -> dict[str, str]:
-    """Tables (Parquet and CSV), manifest, figures and report; returns what was written where."""
+def write(p, trials: pd.DataFrame, curves: pd.DataFrame, started: float, missing: int = 0) -> dict[str, str]:
+    """Tables (Parquet and CSV), manifest, figures and report; returns what was written where. `missing`:
+    the planned trials that did not finish (the manifest says so, and leaves `finished` empty).
+    Raises WriteFault where the storage fails, RenderError where the study's analysis does."""
     import analysis
+    from studies.engine.storage import storage_error
 
-    with _run_folder(p) as local:
-        files.clean_temporaries(local)
-        files.write_text(local / "manifest.json", json.dumps(manifest(p, started, time.time()), indent=2, default=str))
-        files.write_table(local / "trials", trials)
-        files.write_table(local / "curves", curves)
-        try:
-            written = analysis.render(local)
-        except Exception as e:  # anything the study's own figures, findings or claims raise
-            raise RenderError(f"{type(e).__name__}: {e}") from e
+    tables_written = False
+    try:
+        with _run_folder(p) as local:
+            files.clean_temporaries(local)
+            m = manifest(p, started, None if missing else time.time(), missing)
+            files.write_text(local / "manifest.json", json.dumps(m, indent=2, default=str))
+            files.write_table(local / "trials", trials)
+            files.write_table(local / "curves", curves)
+            tables_written = True
+            try:
+                written = analysis.render(local)
+            except Exception as e:  # anything the study's own figures, findings or claims raise
+                if storage_error(e) is not None:
+                    raise
+                raise RenderError(f"{type(e).__name__}: {e}") from e
+    except RenderError:
+        raise
+    except Exception as e:
+        fault = storage_error(e)
+        if fault is None:
+            raise
+        raise WriteFault(fault, tables_written) from e
     base = p.run_dir
     return {
         "tables": f"{base}/trials.parquet, {base}/curves.parquet (and .csv)",

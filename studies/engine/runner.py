@@ -7,6 +7,7 @@ is in `studies.engine.cluster`, the checks that run before Ray starts in `studie
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -27,9 +28,10 @@ from studies.engine.plan import Plan, plan, prog
 from studies.engine.source import Source
 from studies.engine.study import Study
 
-# Exit codes: 0 done; 1 every trial failed, or the report could not be rendered (the tables are kept);
-# 2 bad input, or no trial could ever start (nothing written).
-RENDER_FAILED = 1
+# Exit codes: 0 done; 1 every trial failed, the report could not be rendered (the tables are kept), a
+# fault of the storage stopped the run (resumable), or trials are missing; 2 bad input, or no trial
+# could ever start (nothing written).
+RENDER_FAILED = FAULT = MISSING = 1
 
 
 def _say(who: str, kind: str, message: str, file=None) -> None:
@@ -81,7 +83,9 @@ def _header(p: Plan) -> str:
 
 def execute(p: Plan) -> int:
     """Run a checked plan on Ray Tune (a new run, or the resumed one) and write its results.
-    Returns the exit code: 0, 1 if every trial failed, 2 if no trial could ever start.
+    Returns the exit code: 0 done; 1 every trial failed, trials are missing, a fault of the storage
+    stopped the run (a full disk: one line says which disk, and the command that continues), or the
+    report could not be rendered; 2 if no trial could ever start.
 
     The terminal gets the compact view (`studies.progress.Progress`) and the summary; everything Ray
     and Tune print goes to `<run>/ray.log` (with --verbose: to both)."""
@@ -90,7 +94,7 @@ def execute(p: Plan) -> int:
     import ray
     from ray import tune
 
-    from studies.engine import results
+    from studies.engine import results, storage
     from studies.engine.progress import RunLog, drawing_on
     from studies.engine.search import GridSearch, GroupedASHA
 
@@ -102,6 +106,8 @@ def execute(p: Plan) -> int:
     log = RunLog(echo=out, echo_err=err) if p.args.verbose else RunLog()
     staging = Path(tempfile.mkdtemp(prefix="study-log-")) if remote else None  # the log of a URI run, uploaded
     own_ray = not ray.is_initialized()
+    storage.reset()
+    fault = None
     try:
         with log.capturing(), drawing_on(None if p.args.verbose else out):
             if own_ray:
@@ -131,7 +137,13 @@ def execute(p: Plan) -> int:
                     shutil.rmtree(exp)  # killed before Tune saved any state: nothing to resume, start afresh
                 if tune.Tuner.can_restore(exp):
                     print(f"  resuming {exp}", file=out, flush=True)
-                    tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True, resume_errored=True)
+                    tuner = tune.Tuner.restore(
+                        exp,
+                        trainable,
+                        resume_unfinished=True,
+                        resume_errored=True,
+                        storage_filesystem=storage.filesystem_for(p.run_dir),
+                    )
                 else:
                     search = GridSearch(
                         p.points,
@@ -153,19 +165,19 @@ def execute(p: Plan) -> int:
                     )
                     tuner = tune.Tuner(trainable, tune_config=p.tune_config(search, asha), run_config=p.run_config())
                 grid = tuner.fit()
-                trials, curves = results.tables(grid, p)
+                fault = next((e for e, _ in storage.faults()), None)  # the guard stopped the study at it
+                if fault is None:
+                    trials, curves = results.tables(grid, p, storage.statuses())
             finally:
                 if own_ray:
                     ray.shutdown()
+    except Exception as e:
+        fault = storage.storage_error(e)
+        if fault is None:
+            _stopped(p, log, remote)
+            raise
     except BaseException:
-        if log.path is not None:
-            _say(
-                p.prog,
-                "error",
-                f"the run stopped; Ray's and Tune's output up to here is in {p.log_path}"
-                + (f" (here: {log.path})" if remote else ""),
-                file=err,
-            )
+        _stopped(p, log, remote)
         raise
     finally:
         log.end()
@@ -173,8 +185,18 @@ def execute(p: Plan) -> int:
         results.upload(staging, p.run_dir)
     if staging is not None:
         shutil.rmtree(staging, ignore_errors=True)
+    resume = storage.resume_command(p.command, remote or Path(p.tune_dir).is_dir())
+    if fault is not None:
+        _say(p.prog, "error", storage.fault_message(p.run_dir, fault, resume))
+        return FAULT
+    ended = trials.loc[trials["status"] != "unfinished", "trial"].nunique()
+    missing = max(p.n_trials - ended, 0)
     try:
-        paths = results.write(p, trials, curves, started=started)
+        paths = results.write(p, trials, curves, started=started, missing=missing)
+    except results.WriteFault as e:  # the disk filled after the trials: their results are all in tune/
+        then = f"python -m analysis {shlex.quote(p.run_dir)}" if e.tables_written else resume
+        _say(p.prog, "error", storage.fault_message(p.run_dir, e.error, then))
+        return FAULT
     except results.RenderError as e:  # the study's analysis failed on the real tables, which are written
         _say(
             p.prog,
@@ -186,10 +208,27 @@ def execute(p: Plan) -> int:
     configs = trials.drop_duplicates("trial")
     print(
         f"\n{p.study.name}: {len(configs)} trials ({len(trials)} seed runs), {int(configs['stopped_early'].sum())} "
-        f"stopped early by ASHA, {int(trials['diverged'].sum())} seed runs diverged, {time.time() - started:.0f} s"
+        f"stopped early by ASHA, {int(trials['diverged'].sum())} seed runs diverged, "
+        f"{int((configs['status'] == 'error').sum())} errored, {time.time() - started:.0f} s"
     )
+    if missing:
+        print(f"  {'missing':8s} {missing} of {p.n_trials} trials did not finish: continue with {resume}")
     print(f"  {'log':8s} {p.log_path} (Ray's and Tune's output)")
     print(f"  {'curves':8s} tensorboard --logdir {p.tune_dir}")
     for label, path in paths.items():
         print(f"  {label:8s} {path}")
+    if missing:
+        return MISSING
     return 0 if (trials["status"] != "error").any() else 1
+
+
+def _stopped(p: Plan, log, remote: bool) -> None:
+    """The line that an unexpected end of the run leaves (its traceback follows)."""
+    if log.path is not None:
+        _say(
+            p.prog,
+            "error",
+            f"the run stopped; Ray's and Tune's output up to here is in {p.log_path}"
+            + (f" (here: {log.path})" if remote else ""),
+            file=sys.stderr,
+        )
