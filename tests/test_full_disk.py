@@ -141,6 +141,28 @@ def test_a_trial_that_failed_on_the_disk_keeps_its_retries_and_stops_the_study(t
     assert e.errno == errno.ENOSPC and trial == "t1"
 
 
+def test_a_fault_of_the_drivers_writes_stops_the_study_once_as_ctrl_c_does(clean_faults):
+    import signal
+
+    stops = []
+
+    def signal_interrupt_tune_run(sig, frame):  # what Tune installs for SIGUSR1 while it runs
+        stops.append(sig)
+
+    before = signal.signal(signal.SIGUSR1, signal_interrupt_tune_run)
+    try:
+        guard = storage.StorageGuard()
+        guard.on_step_end(0, [])
+        assert stops == []  # no fault: the study goes on
+        storage.record(ENOSPC)  # Tune's sync of the experiment state met a full disk
+        guard.on_step_end(1, [])
+        guard.on_step_end(2, [])
+        assert stops == [signal.SIGUSR1] and guard.stopping
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+    assert not storage.interrupt()  # no Tune run: nothing to stop
+
+
 # ---- whole or absent: Tune's files, checkpoints, ray.log --------------------------------------------------
 
 

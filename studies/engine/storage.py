@@ -93,11 +93,13 @@ def statuses() -> dict[str, str]:
 
 
 def _size(n: float) -> str:
+    """1.2 MiB, 812 B."""
+    unit = "B"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            break
         n /= 1024
-    return f"{n:.1f} TiB"
+    return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
 
 
 def _mount(path: str, mounts: str = "/proc/mounts") -> tuple[str, str]:
@@ -146,7 +148,8 @@ def fault_message(run_dir: str, e: OSError, then: str) -> str:
     """One line: which disk failed and how, its free space, what is kept, and `then` (the command to run
     once there is room)."""
     where = run_dir
-    if e.filename and "://" not in run_dir and _mount(os.path.realpath(str(e.filename)))[1] != _mount(run_dir)[1]:
+    real = os.path.realpath
+    if e.filename and "://" not in run_dir and _mount(real(str(e.filename)))[1] != _mount(real(run_dir))[1]:
         where = str(e.filename)  # the failing file is on another disk (a temporary folder)
     shown = disk(where) if "://" not in where else where
     return (
