@@ -386,6 +386,8 @@ def test_smoke_study_on_a_two_node_cluster(tmp_path):
     assert len(t) == 8 and t["trial_id"].is_unique  # 2 cells x 2 lengths x 2 seeds
     assert set(t["status"]) <= {"completed", "stopped"}
     assert set(t["node"]) == {"127.0.0.2", "127.0.0.3"}  # trials ran on both nodes
-    own = analysis.load(storage / "signals" / "smoke").trials
-    assert len(own) == 4 and set(own["status"]) == {"completed"}  # 2 kernels x 1 lr x 2 seeds
+    both = analysis.load(storage / "signals" / "smoke").trials
+    own, confirm = both[both["phase"] == "search"], both[both["phase"] == "confirm"]
+    assert len(own) == 4 and set(both["status"]) == {"completed"}  # 2 kernels x 1 lr x 2 seeds
+    assert len(confirm) == 4 and set(confirm["config.seed"]) == {2, 3}  # each kernel's lr again, fresh seeds
     assert set(own["node"]) <= {"127.0.0.2", "127.0.0.3"}  # the workers imported the user's task and model

@@ -77,8 +77,9 @@ def test_the_phases_are_tagged_and_the_report_reads_the_confirmation_seeds():
 
 
 def test_the_report_shows_search_and_confirmation_side_by_side(tmp_path):
-    import analysis
     from test_analysis import OPT_MANIFEST, synthetic_optimizer, write_run
+
+    import analysis
 
     trials, curves = synthetic_optimizer()
     search, _ = tag(trials, curves, "search")
@@ -90,3 +91,57 @@ def test_the_report_shows_search_and_confirmation_side_by_side(tmp_path):
     section = text[text.index("## Search and confirmation") :]
     row = next(line for line in section.splitlines() if line.startswith("| adam"))
     assert "0.860 (0.850–0.870 over 2 seeds)" in row and "0.500 ± 0.000 (95% CI, n=3)" in row and "| 0, 1 |" in row
+
+
+# ---- on real Ray Tune ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_kill_in_the_confirmation_phase_then_resume_gives_every_trial_once(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import analysis
+    from studies.engine.runner import run
+    from studies.optimizer_comparison import STUDY
+
+    root, args = Path(__file__).resolve().parent.parent, ["--budget", "smoke", "--storage", str(tmp_path)]
+    run_dir = tmp_path / "optimizer_comparison" / "smoke"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "studies.optimizer_comparison", *args],
+        cwd=root,
+        env=os.environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:  # the moment: a confirmation trial has saved a checkpoint
+        t0 = time.time()
+        while not any(run_dir.glob("confirm/trial_*/checkpoint_*")):
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            assert time.time() - t0 < 300, "no confirmation checkpoint within 300 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert not (run_dir / "trials.parquet").exists()  # killed before the tables
+    assert run(STUDY, [*args, "--resume"]) == 0
+    r = analysis.load(run_dir)
+    t = r.trials
+    assert t["trial_id"].is_unique and set(t["status"]) == {"completed"}
+    search, confirm = t[t["phase"] == "search"], t[t["phase"] == "confirm"]
+    assert len(search) == 4 and set(confirm["config.seed"]) == {1} and set(search["config.seed"]) == {0}
+    # each optimizer's tuned lr, and beside it the fixed lr 1e-4 (confirm_first) where that is not the tuned one
+    chosen = configs(search, SimpleNamespace(study=STUDY, points=STUDY.budgets["smoke"].grid, seeds=[0], fixed={}))
+    assert 2 <= len(chosen) <= 4 and {c["lr"] for c in chosen} >= {1e-4}
+    assert sorted((c["optimizer"], c["lr"]) for c in chosen) == sorted(
+        zip(confirm["config.optimizer"], confirm["config.lr"])
+    )
+    assert r.manifest["confirm_seeds"] == [1] and "## Search and confirmation" in (run_dir / "report.md").read_text()
+    assert run(STUDY, [*args, "--name", "plain", "--no-confirm"]) == 0  # no confirmation: the search alone
+    assert set(analysis.load(tmp_path / "optimizer_comparison" / "plain").trials["phase"]) == {"search"}

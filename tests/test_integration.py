@@ -11,6 +11,7 @@ import pytest
 import analysis
 import studies
 from analysis.verdicts import VERDICTS
+from studies.engine.confirm import selects
 
 pytestmark = pytest.mark.slow
 
@@ -20,10 +21,19 @@ def run_smoke(name: str, tmp_path, *extra: str):
     assert mod.main(["--budget", "smoke", "--storage", str(tmp_path), *extra]) == 0
     run = tmp_path / name / "smoke"
     r = analysis.load(run)
-    t, c = r.trials, r.curves
+    both, c = r.trials, r.curves
+    t = both[both["phase"] == "search"]
     b = mod.STUDY.budgets["smoke"]
-    n = len(b.grid or mod.STUDY.grid) * b.samples * b.seeds
-    assert len(t) == n and t["trial_id"].is_unique
+    grid = b.grid or mod.STUDY.grid
+    n = len(grid) * b.samples * b.seeds
+    assert len(t) == n and both["trial_id"].is_unique
+    # the confirmation: each scientific value's chosen configuration again, on fresh seeds, run to the end
+    by = [k for k in mod.STUDY.scientific if k not in mod.STUDY.select]
+    chosen = len({tuple(str(q.get(k)) for k in by) for q in grid}) if selects(mod.STUDY) else 0
+    confirm = both[both["phase"] == "confirm"]
+    assert confirm["trial"].nunique() == chosen and len(confirm) == chosen * b.seeds
+    assert not set(confirm["config.seed"]) & set(t["config.seed"])
+    assert set(confirm["status"]) <= {"completed", "diverged"}
     for col in (
         "study",
         "config.seed",
@@ -48,7 +58,7 @@ def run_smoke(name: str, tmp_path, *extra: str):
     assert (t["config.iterations"] == b.iterations).all()  # the trainable runs as long as ASHA's max_t
     assert (t["best.val_acc"] >= t["metric.val_acc"] - 1e-9).all()
     # curves: one row per report, iterations 1..k for each trial
-    assert len(c) == t["iterations"].sum()
+    assert len(c) == both["iterations"].sum()
     for _, g in c.groupby("trial_id"):
         assert list(g["iteration"]) == list(range(1, len(g) + 1))
     figs = list((run / "figures").glob("*.png"))

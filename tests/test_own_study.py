@@ -53,8 +53,11 @@ def test_the_example_runs_from_a_folder_outside_the_repository(user_repo):
     out = studies_cli("signals/signals_study.py", "--budget", "smoke", "--storage", "results", cwd=user_repo)
     assert out.returncode == 0, out.stderr[-2000:]
     run = user_repo / "results" / "signals" / "smoke"
-    trials = pd.read_parquet(run / "trials.parquet")
+    both = pd.read_parquet(run / "trials.parquet")
+    trials = both[both["phase"] == "search"]
     assert len(trials) == 4 and sorted(trials["config.kernel"].unique()) == [3, 9]  # 2 kernels x 2 Optuna lrs
+    confirm = both[both["phase"] == "confirm"]  # each kernel at its tuned lr again, on a fresh seed
+    assert sorted(confirm["config.kernel"]) == [3, 9] and set(confirm["config.seed"]) == {1}
     assert (trials["config.task"] == "signals").all() and (trials["status"] == "completed").all()
     assert 1e-3 in trials["config.lr"].round(12).tolist()  # search_first: the lr Optuna tries first
     assert trials["metric.test_acc"].between(0, 1).all() and trials["metric.val_loss"].notna().all()
@@ -113,7 +116,7 @@ def test_the_example_runs_by_module_name(user_repo, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     run = tmp_path / "res" / "signals" / "smoke"
-    trials = pd.read_parquet(run / "trials.parquet")
+    trials = pd.read_parquet(run / "trials.parquet").query("phase == 'search'")
     assert len(trials) == 4 and sorted(trials["config.seed"]) == [0, 0, 1, 1]  # 2 kernels x 1 lr x 2 seeds
     assert trials.groupby("trial")["config.kernel"].nunique().eq(1).all()  # a trial trains both seeds of a kernel
     m = json.loads((run / "manifest.json").read_text())

@@ -14,6 +14,9 @@ neither has nothing to confirm; `--no-confirm` skips the phase."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pandas as pd
 
 from analysis.selection import CONFIRM, SEARCH, selection
@@ -26,10 +29,11 @@ def selects(study) -> list[str]:
     return list(dict.fromkeys([*study.select, *study.search]))
 
 
-def confirm_seeds(seeds: list[int], n: int | None = None) -> list[int]:
-    """Fresh seeds for the confirmation: the next `n` (default: as many as the search's, at least 3)
-    after the search seeds, so the two sets never overlap."""
-    n = n or max(MIN_CONFIRM, len(seeds))
+def confirm_seeds(seeds: list[int], n: int | None = None, budget: str = "") -> list[int]:
+    """Fresh seeds for the confirmation: the next `n` (default: as many as the search's, at least 3; at
+    the smoke budget, a test of the machinery, as many as the search's) after the search seeds, so the
+    two sets never overlap."""
+    n = n or (len(seeds) if budget == "smoke" else max(MIN_CONFIRM, len(seeds)))
     start = max(seeds) + 1
     return list(range(start, start + n))
 
@@ -53,8 +57,10 @@ def _same(a, b) -> bool:
 
 def configs(trials: pd.DataFrame, p) -> list[dict]:
     """The configurations to confirm: for each scientific value, the point of the plan's grid with the
-    chosen values of the selected keys (`selection` on the search trials). Empty where the study selects
-    nothing or no setting ran to the end."""
+    chosen values of the selected keys (`selection` on the search trials), and beside it the hand-run
+    setting (`search_first`) where the study asks for it (`confirm_first`: claims compare the two on the
+    same seeds).
+    Empty where the study selects nothing or no setting ran to the end."""
     keys = selects(p.study)
     if not keys or not len(trials):
         return []
@@ -68,6 +74,9 @@ def configs(trials: pd.DataFrame, p) -> list[dict]:
             continue
         nuisance = {k: cfg[k] for k in p.study.search if k in cfg}
         out.append({**p.fixed, **point, **nuisance})
+        hand = {k: v for k, v in p.study.search_first.items() if k in p.study.search and p.study.confirm_first}
+        if hand and not all(_same(nuisance.get(k), v) for k, v in hand.items()):
+            out.append({**p.fixed, **point, **hand})  # the hand-run setting, which claims compare with
     return out
 
 
@@ -87,40 +96,39 @@ def experiment(p) -> str:
     return f"{p.run_dir}/confirm"
 
 
-def run_phase(p, trials: pd.DataFrame, curves: pd.DataFrame, out) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_phase(p, trials: pd.DataFrame, curves: pd.DataFrame, out) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """After the search: train the chosen configurations on fresh seeds (a new Tune experiment, or the
-    interrupted one resumed) and return both phases' tables. The search's alone where the study selects
-    nothing, `--no-confirm` was given, or no setting ran to the end."""
-    from dataclasses import replace
-
+    interrupted one resumed) and return both phases' tables, and how many confirmation trials there are.
+    The search's tables alone where the study selects nothing, `--no-confirm` was given, or no setting ran
+    to the end."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
-    from studies.engine import results
-    from studies.engine.progress import Progress
+    from studies.engine import results, storage
     from studies.engine.search import GridSearch
 
     trials, curves = tag(trials, curves, SEARCH)
     todo = configs(trials, p) if getattr(p.args, "confirm", True) else []
     if not todo:
-        return trials, curves
-    seeds, exp = confirm_seeds(p.seeds), experiment(p)
+        return trials, curves, 0
+    seeds, exp = confirm_seeds(p.seeds, budget=p.budget_name), experiment(p)
+    if Path(exp).is_dir() and not list(Path(exp).glob("experiment_state-*.json")):
+        shutil.rmtree(exp)  # killed before Tune saved any state: nothing to resume, start afresh
     print(f"  confirming {len(todo)} chosen configurations on fresh seeds {seeds[0]}-{seeds[-1]}", file=out, flush=True)
     if tune.Tuner.can_restore(exp):
-        tuner = tune.Tuner.restore(exp, p.trainable(), resume_unfinished=True, resume_errored=True)
+        fs = storage.filesystem_for(p.run_dir)
+        tuner = tune.Tuner.restore(
+            exp, p.trainable(), resume_unfinished=True, resume_errored=True, storage_filesystem=fs
+        )
     else:
         search = GridSearch(todo, seeds, {}, p.study.metric, p.study.mode)
-        view = Progress(
-            f"{p.study.name} (confirm)",
-            p.study.scientific,
-            list(p.study.search),
-            p.study.metric,
-            p.study.mode,
-            p.budget.iterations,
-            len(todo),
-            seeds,
+        tuner = tune.Tuner(
+            p.trainable(),
+            tune_config=p.tune_config(search, FIFOScheduler()),
+            run_config=p.run_config("confirm", len(todo), seeds),
         )
-        run_config = replace(p.run_config(), name="confirm", callbacks=[view])
-        tuner = tune.Tuner(p.trainable(), tune_config=p.tune_config(search, FIFOScheduler()), run_config=run_config)
-    ct, cc = tag(*results.tables(tuner.fit(), p), CONFIRM)
-    return pd.concat([trials, ct], ignore_index=True), pd.concat([curves, cc], ignore_index=True)
+    grid = tuner.fit()
+    if storage.faults():  # the storage guard stopped it: the caller says so, and --resume continues
+        return trials, curves, len(todo)
+    ct, cc = tag(*results.tables(grid, p, storage.statuses()), CONFIRM)
+    return pd.concat([trials, ct], ignore_index=True), pd.concat([curves, cc], ignore_index=True), len(todo)

@@ -132,6 +132,13 @@ def parser(study: Study, source: Source | None = None) -> argparse.ArgumentParse
         help="show Ray's and Tune's full output here (it always goes to <run>/ray.log)",
     )
     p.add_argument(
+        "--no-confirm",
+        dest="confirm",
+        action="store_false",
+        help="skip the confirmation phase (the chosen configuration of each scientific value trained again on "
+        "fresh seeds, on which the claims rest)",
+    )
+    p.add_argument(
         "--yes",
         action="store_true",
         help=f"run even above {LARGE_RUNS:,} seed runs (trials x seeds) or {LARGE_ITERATIONS:,} iterations per trial",
@@ -232,28 +239,31 @@ class Plan:
             reuse_actors=reuse,
         )
 
-    def run_config(self) -> tune.RunConfig:
+    def run_config(
+        self, name: str = "tune", trials: int | None = None, seeds: list[int] | None = None
+    ) -> tune.RunConfig:
         """Where Tune writes (`tune_dir`), how often a crashed trial is retried (a storage fault stops
         the study instead: `studies.engine.storage`), the checkpoints kept, and what it prints: its own
         output (verbose=1: trial tables, status every 30 s) goes where `execute` sends stdout (ray.log),
-        and the compact view (`studies.progress.Progress`) to the terminal."""
+        and the compact view (`studies.progress.Progress`) to the terminal. `name`, `trials` and `seeds`: those
+        of another experiment of the run (the confirmation phase's)."""
         from ray import tune
 
         from studies.engine.progress import Progress
         from studies.engine.storage import StorageGuard, filesystem_for
 
         view = Progress(
-            self.study.name,
+            self.study.name if name == "tune" else f"{self.study.name} ({name})",
             self.study.scientific,
             list(self.study.search),
             self.study.metric,
             self.study.mode,
             self.budget.iterations,
-            self.n_trials,
-            self.seeds,
+            self.n_trials if trials is None else trials,
+            self.seeds if seeds is None else seeds,
         )
         return tune.RunConfig(
-            name="tune",
+            name=name,
             storage_path=self.run_dir,
             storage_filesystem=filesystem_for(self.run_dir),  # a local run: every file written atomically
             verbose=1,

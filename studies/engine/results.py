@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import files
+from studies.engine.confirm import confirm_seeds, selects
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
@@ -227,6 +228,10 @@ def manifest(p, started: float, finished: float | None, missing: int | None = No
         "nuisance": list(p.study.search),
         "seeds": p.seeds,
         "search_first": {k: _value(v) for k, v in p.study.search_first.items()},
+        "select": list(p.study.select),
+        "confirm_seeds": confirm_seeds(p.seeds, budget=p.budget_name)
+        if selects(p.study) and getattr(p.args, "confirm", True)
+        else [],
         "classes": classes,
         "fixed": {k: _value(v) for k, v in p.fixed.items()},
         "iterations": p.budget.iterations,

@@ -94,7 +94,7 @@ def execute(p: Plan) -> int:
     import ray
     from ray import tune
 
-    from studies.engine import results, storage
+    from studies.engine import confirm, results, storage
     from studies.engine.progress import RunLog, drawing_on
     from studies.engine.search import GridSearch, GroupedASHA
 
@@ -107,7 +107,7 @@ def execute(p: Plan) -> int:
     staging = Path(tempfile.mkdtemp(prefix="study-log-")) if remote else None  # the log of a URI run, uploaded
     own_ray = not ray.is_initialized()
     storage.reset()
-    fault = None
+    fault, confirming = None, 0
     try:
         with log.capturing(), drawing_on(None if p.args.verbose else out):
             if own_ray:
@@ -168,6 +168,9 @@ def execute(p: Plan) -> int:
                 fault = next((e for e, _ in storage.faults()), None)  # the guard stopped the study at it
                 if fault is None:
                     trials, curves = results.tables(grid, p, storage.statuses())
+                    if trials.loc[trials["status"] != "unfinished", "trial"].nunique() >= p.n_trials:
+                        trials, curves, confirming = confirm.run_phase(p, trials, curves, out)
+                        fault = next((e for e, _ in storage.faults()), None)
             finally:
                 if own_ray:
                     ray.shutdown()
@@ -190,7 +193,7 @@ def execute(p: Plan) -> int:
         _say(p.prog, "error", storage.fault_message(p.run_dir, fault, resume))
         return FAULT
     ended = trials.loc[trials["status"] != "unfinished", "trial"].nunique()
-    missing = max(p.n_trials - ended, 0)
+    missing = max(p.n_trials + confirming - ended, 0)
     try:
         paths = results.write(p, trials, curves, started=started, missing=missing)
     except results.WriteFault as e:  # the disk filled after the trials: their results are all in tune/
@@ -212,7 +215,7 @@ def execute(p: Plan) -> int:
         f"{int((configs['status'] == 'error').sum())} errored, {time.time() - started:.0f} s"
     )
     if missing:
-        print(f"  {'missing':8s} {missing} of {p.n_trials} trials did not finish: continue with {resume}")
+        print(f"  {'missing':8s} {missing} of {p.n_trials + confirming} trials did not finish: continue with {resume}")
     print(f"  {'log':8s} {p.log_path} (Ray's and Tune's output)")
     print(f"  {'curves':8s} tensorboard --logdir {p.tune_dir}")
     for label, path in paths.items():

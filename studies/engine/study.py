@@ -46,6 +46,9 @@ class Study:
     # scientific keys whose best value is itself chosen, per value of the other scientific keys (the best
     # lr of an lr scan): chosen on validation and confirmed on fresh seeds like the tuned nuisance values
     select: tuple[str, ...] = ()
+    # confirm the hand-run setting (`search_first`) beside the chosen one, on the same fresh seeds, where
+    # claims compare the two (the optimizers at one fixed lr against each at its tuned lr)
+    confirm_first: bool = False
     metric: str = "val_acc"
     mode: str = "max"
     datasets: tuple[str, ...] = ("digits", "cifar10")
