@@ -38,7 +38,7 @@ import pandas as pd
 
 from analysis.data import ci95, run_summary, summarize
 from analysis.modules import analysis_module
-from analysis.selection import best, selection, tuned_trials
+from analysis.selection import SEARCH, best, phase, selection, tuned_trials
 from analysis.style import config_text
 from analysis.verdicts import counts
 
@@ -138,9 +138,10 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
     )
     if callable(hue):  # a derived key: its values are computed from the trials
         trials, hue = trials.assign(**{f"config.{hue.__name__}": hue(trials)}), hue.__name__
+    search = phase(trials, SEARCH)  # what the search saw; the confirmation's seeds are in the study's figures
     for name, fig in (
-        ("hparam_axes", hparam_axes(trials, manifest)),
-        ("curves_all_trials", curves_all_trials(trials, curves, manifest, hue)),
+        ("hparam_axes", hparam_axes(search, manifest)),
+        ("curves_all_trials", curves_all_trials(search, curves, manifest, hue)),
     ):
         if fig is not None:
             figs[name] = fig

@@ -160,6 +160,8 @@ def run_summary(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     ]
     if not keys:  # nothing varied: one row for the whole run
         t, keys = t.assign(study=manifest.get("study", "")), ["study"]
+    if "phase" in t and t["phase"].nunique() > 1:  # the search's seeds and the confirmation's, apart
+        keys = [*keys, "phase"]
     metrics = [m.format(objective=manifest.get("metric", "val_acc")) for m in SUMMARY_METRICS]
     metrics = list(dict.fromkeys(m for m in metrics if m in t))
     counts = t.groupby(keys, dropna=False, sort=True).agg(

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from analysis import draw
 from analysis.data import spread, summarize
-from analysis.selection import selection
+from analysis.selection import SEARCH, phase, selection, tuned_trials
 from analysis.style import colors, fmt_sci
 from analysis.verdicts import INCONCLUSIVE, Claim, Sample, Verdict, at_least, ended, every, greater, sample
 
@@ -50,8 +50,8 @@ VAR = "metric.train_loss_var"  # the step-to-step variance of the training loss 
 
 
 def _grid(trials: pd.DataFrame) -> pd.DataFrame:
-    """Final validation accuracy per batch size, lr and seed (the seeds that ran to the end)."""
-    t = ended(trials)
+    """Final validation accuracy per batch size, lr and seed (the search's seeds that ran to the end)."""
+    t = ended(phase(trials, SEARCH))
     return t.pivot_table(index=["config.batch_size", "config.seed"], columns="config.lr", values=METRIC)
 
 
@@ -63,7 +63,7 @@ def best_lr_data(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     rows = []
     g = _grid(trials)
     lrs = np.log10(np.asarray(g.columns, dtype=float))
-    for seed, t in trials.groupby("config.seed"):
+    for seed, t in phase(trials, SEARCH).groupby("config.seed"):
         for _, b in selection(t, manifest, by=["batch_size"], over=["lr"]).iterrows():
             bs, a = int(b["config.batch_size"]), g.loc[(b["config.batch_size"], seed)].to_numpy(dtype=float)
             i = int(np.argmin(np.abs(lrs - np.log10(b["config.lr"]))))
@@ -89,6 +89,7 @@ def exponents(d: pd.DataFrame) -> pd.DataFrame:
 
 
 def heatmap_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
+    trials = phase(trials, SEARCH)  # the grid as the search ran it
     s = summarize(ended(trials), ["config.batch_size", "config.lr"], [METRIC])
     bss, lrs = sorted(s["config.batch_size"].unique()), sorted(s["config.lr"].unique())
     grid = np.full((len(bss), len(lrs)), np.nan)
@@ -153,12 +154,12 @@ def best_lr_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
 def loss_variance_data(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     """`train_loss_var` (the last iteration's) per batch size at the hand-run lr and at each batch
     size's best lr (`analysis.selection`, on validation): mean and spread over seeds."""
-    t = ended(trials)
-    rows = []
-    best = selection(trials, manifest, by=["batch_size"], over=["lr"]).set_index("config.batch_size")
+    t, rows = ended(phase(trials, SEARCH)), []
+    best = ended(tuned_trials(trials, manifest, by=["batch_size"], over=["lr"]))  # its confirmation seeds
     for bs, g in t.groupby("config.batch_size"):
-        for view, lr in (("hand-run lr 1e-4", HAND_LR), ("lr 1e-3", FIXED_LR), ("best lr", best.loc[bs, "config.lr"])):
-            v = g.loc[np.isclose(g["config.lr"], lr), VAR]
+        b = best[best["config.batch_size"] == bs]
+        for view, lr in (("hand-run lr 1e-4", HAND_LR), ("lr 1e-3", FIXED_LR), ("best lr", b["config.lr"].iloc[0])):
+            v = (b if view == "best lr" else g.loc[np.isclose(g["config.lr"], lr)])[VAR]
             s = spread(v)
             rows.append(
                 {"batch_size": int(bs), "view": view, "lr": lr, "mean": s.mean, "lo": s.lo, "hi": s.hi, "n": s.n}
@@ -219,7 +220,7 @@ def curves_figure(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) ->
     (top) and at each batch size's best lr (bottom)."""
     if not len(curves) or METRIC not in curves:
         return None
-    t = ended(trials)
+    t = ended(phase(trials, SEARCH))  # the search's view
     c = curves.merge(t[["trial_id", "config.batch_size", "config.lr"]], on="trial_id", suffixes=("_c", ""))
     c = c.assign(epoch=_epochs(c, manifest))
     best = loss_variance_data(trials, manifest).query("view == 'best lr'").set_index("batch_size")["lr"]
@@ -273,7 +274,7 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
 def at_step(trials: pd.DataFrame, curves: pd.DataFrame, bs: int, lr: float, step: float) -> Sample:
     """Each seed's validation accuracy at optimizer step `step` (linear between reports; the seeds
     of (bs, lr) that ran to the end)."""
-    t = ended(trials)
+    t = ended(phase(trials, SEARCH))
     t = t[(t["config.batch_size"] == bs) & np.isclose(t["config.lr"], lr)]
     values = []
     for tid in t["trial_id"]:
@@ -307,7 +308,7 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
         }
         rule = rules.get((bool(s.lo <= 0.5 <= s.hi), bool(s.lo <= 1 <= s.hi)), "neither rule")
         out.append(f"Best lr ~ batch size^a with a = {s.text(2)} over seeds: the data support {rule}.")
-    v = summarize(ended(trials), ["config.batch_size", "config.lr"], [VAR]).pivot(
+    v = summarize(ended(phase(trials, SEARCH)), ["config.batch_size", "config.lr"], [VAR]).pivot(
         index="config.lr", columns="config.batch_size", values=f"{VAR}.mean"
     )
     if v.shape[1] >= 2:
@@ -326,7 +327,8 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
 
 
 def _at(trials, bs, lr=FIXED_LR, metric=METRIC):
-    return sample(trials, f"batch {bs}, lr {fmt_sci(lr)}", metric, batch_size=bs, lr=lr)
+    """The search's seeds at a fixed lr (tried at every batch size, never chosen)."""
+    return sample(phase(trials, SEARCH), f"batch {bs}, lr {fmt_sci(lr)}", metric, batch_size=bs, lr=lr)
 
 
 def _batches(trials) -> list[int]:
@@ -336,7 +338,9 @@ def _batches(trials) -> list[int]:
 def _equal_steps(trials, curves):
     """At the fixed lr: the largest batch against the smallest at the largest batch's last step."""
     lo, hi = _batches(trials)[0], _batches(trials)[-1]
-    steps = ended(trials).loc[lambda t: (t["config.batch_size"] == hi) & np.isclose(t["config.lr"], FIXED_LR), "step"]
+    steps = ended(phase(trials, SEARCH)).loc[
+        lambda t: (t["config.batch_size"] == hi) & np.isclose(t["config.lr"], FIXED_LR), "step"
+    ]
     if not len(steps):
         return Verdict(INCONCLUSIVE, "–", "", f"no seed of batch {hi} at lr {fmt_sci(FIXED_LR)} ran to the end")
     s = float(steps.min())

@@ -13,7 +13,7 @@ from analysis import draw
 from analysis.curves import FOUR, axis, mean_curves_figure
 from analysis.data import not_diverged, spread, stat, summarize, with_gap
 from analysis.plots import metric_vs_figure
-from analysis.selection import selection
+from analysis.selection import CONFIRM, SEARCH, phase, selection, tuned_trials
 from analysis.style import fmt_sci, range_phrase
 from analysis.verdicts import (
     CONTRADICTED,
@@ -45,6 +45,7 @@ POOR = 0.1  # an lr whose mean objective is this far below the best one falls sh
 
 
 def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
+    everything, trials = trials, phase(trials, SEARCH)  # the scan as the search ran it
     figs = {
         "accuracy_vs_lr": metric_vs_figure(
             trials, "lr", ["best.val_acc", "metric.val_acc", "metric.test_acc"], "Accuracy against learning rate"
@@ -54,9 +55,23 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
         ),
     }
     best = best_lr(trials, manifest)
-    if best is not None:  # the answer at a glance: the lr the selection rule chose
+    if best is not None:  # the answer at a glance: the lr the selection rule chose, and its fresh seeds
         a = figs["accuracy_vs_lr"].axes[0]
         a.axvline(best, color="black", ls=":", lw=1.2, label=f"best lr on validation ({fmt_sci(best)})")
+        confirm = ended(phase(everything, CONFIRM))
+        if len(confirm):
+            s = spread(confirm["metric.test_acc"])
+            a.errorbar(
+                [best],
+                [s.mean],
+                yerr=[[s.mean - s.lo], [s.hi - s.mean]],
+                fmt="*",
+                ms=13,
+                color="black",
+                capsize=4,
+                zorder=6,
+                label=f"its test accuracy on {s.n} fresh seeds (confirmation)",
+            )
         draw.legend(a, draw.point_proxies(not_diverged(trials)), outside=True)
     ax = axis(trials, curves, manifest)
     if ax:
@@ -82,14 +97,17 @@ def best_lr(trials: pd.DataFrame, manifest: dict) -> float | None:
 
 def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list[str]:
     obj = f"metric.{manifest.get('metric', 'val_acc')}"
+    everything, trials = trials, phase(trials, SEARCH)
     s = summarize(not_diverged(with_gap(trials)), ["config.lr"], [obj, "metric.test_acc", "metric.gap"])
     lr = best_lr(trials, manifest)
     if not len(s) or lr is None:
         return []
     b = s[np.isclose(s["config.lr"], lr)].iloc[0]
+    confirm = ended(phase(everything, CONFIRM))
+    again = f"; on {len(confirm)} fresh seeds {spread(confirm['metric.test_acc']).text()}" if len(confirm) else ""
     out = [
         f"Best lr {fmt_sci(lr)} (chosen on final validation accuracy): final validation accuracy {stat(b, obj)}, "
-        f"final test accuracy {stat(b, 'metric.test_acc')}."
+        f"final test accuracy {stat(b, 'metric.test_acc')}{again}."
     ]
     near = s[(s[f"{obj}.mean"] >= b[f"{obj}.mean"] - 0.01) & (s["config.lr"] != b["config.lr"])]
     if len(near):
@@ -157,6 +175,7 @@ def _early_accuracy(curves: pd.DataFrame, trials: pd.DataFrame, lr: float, epoch
 
 
 def _faster(trials, curves, manifest):
+    trials = phase(trials, SEARCH)  # two fixed lrs of the grid: the search's seeds
     epochs = max(1, int(manifest.get("iterations") or trials["config.iterations"].max()) // 3)
     v = greater(_early_accuracy(curves, trials, 1e-3, epochs), _early_accuracy(curves, trials, 1e-4, epochs))
     return replace(v, value=f"mean validation accuracy over the first {epochs} epochs: {v.value}")
@@ -186,7 +205,8 @@ def _stuck(trials, curves, manifest):
         raise ValueError("no lr whose seeds all ran to the end")
     if np.isclose(best, 4e-2):
         return Verdict(CONTRADICTED, "lr 4e-2 is the best lr on validation", RULE_GREATER)
-    big, ref = loss_fall(trials, curves, 4e-2), loss_fall(trials, curves, best)
+    at = tuned_trials(trials, manifest, by=[], over=["lr"])  # the best lr's confirmation seeds, where confirmed
+    big, ref = loss_fall(phase(trials, SEARCH), curves, 4e-2), loss_fall(at, curves, best)
     return every([at_least(big, PLATEAU, at_most=True), greater(replace(ref, label=f"best {ref.label}"), big)])
 
 
@@ -207,7 +227,7 @@ def stuck_note(trials: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
 
 
 def _gap(trials, curves, manifest):
-    t = with_gap(trials)
+    t = with_gap(phase(trials, SEARCH))
     return greater(sample(t, "lr 1e-4", "metric.gap", lr=1e-4), sample(t, "lr 1e-2", "metric.gap", lr=1e-2))
 
 

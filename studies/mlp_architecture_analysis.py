@@ -15,7 +15,7 @@ from analysis import draw
 from analysis.curves import FOUR, axis, mean_curves_figure
 from analysis.data import not_diverged, spread_kind, spread_note, summarize, with_gap
 from analysis.plots import metric_vs_figure
-from analysis.selection import selection, tuned_trials
+from analysis.selection import SEARCH, phase, selection, tuned_trials
 from analysis.style import colors, fmt_sci, label
 from analysis.verdicts import RANKING, Claim, Sample, ended, every, greater, matching, ranking, sample, tuned
 
@@ -81,7 +81,7 @@ def view(trials: pd.DataFrame, manifest: dict, which: str) -> pd.DataFrame:
     """The full-length trials of one view: 'tuned' (each architecture at its tuned lr) or 'hand-run'
     (every architecture at the hand-run lr), with `config.arch`."""
     if which == "hand-run":
-        t = _with_arch(ended(trials))
+        t = _with_arch(ended(phase(trials, SEARCH)))  # the hand-run lr: tried, never chosen
         return t[np.isclose(t["config.lr"].astype(float), hand_run_lr(manifest))]
     return ended(tuned_trials(_with_arch(trials), manifest, by=["arch"]))
 
@@ -278,7 +278,7 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
         )
     if "config.lr" in trials and trials["config.lr"].nunique() > 1:
         figs["lr_per_arch"] = metric_vs_figure(
-            _with_arch(trials),
+            _with_arch(phase(trials, SEARCH)),
             "lr",
             ["metric.val_acc"],
             "What Optuna saw: final validation accuracy against lr, per architecture",

@@ -221,7 +221,7 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
                 c, fixed, "optimizer", metrics, title, ax.x, ax.label, ax.rungs
             )
     title = "What Optuna saw: best validation accuracy against lr, per optimizer (hollow: stopped by ASHA)"
-    figs["lr_per_optimizer"] = metric_vs_figure(trials, "lr", ["best.val_acc"], title, hue="optimizer")
+    figs["lr_per_optimizer"] = metric_vs_figure(phase(trials, SEARCH), "lr", ["best.val_acc"], title, hue="optimizer")
     if any(c.startswith("metric.test_acc_") for c in trials):
         title = "Per-class test accuracy of each optimizer's best lr"
         figs["per_class_accuracy"] = per_class_figure(trials, manifest, title)

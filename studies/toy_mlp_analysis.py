@@ -8,7 +8,6 @@ panel says whether it has its trial's recorded test accuracy (a trial that ran o
 
 from __future__ import annotations
 
-from contextlib import suppress
 from itertools import product
 
 import matplotlib.pyplot as plt
@@ -18,7 +17,7 @@ from matplotlib.figure import Figure
 
 from analysis import draw
 from analysis.data import spread_kind, spread_note, stat, summarize
-from analysis.selection import selection
+from analysis.selection import SEARCH, phase, selection, tuned_trials
 from analysis.style import fmt_sci
 from analysis.verdicts import (
     Claim,
@@ -81,9 +80,10 @@ def views(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     t = ended(trials).assign(**{"config.setting": setting(ended(trials))})
     out, lr0 = [], hand_lr(manifest)
     for (ds, name), g in t.groupby(["config.dataset", "config.setting"]):
-        out.append(g[np.isclose(g["config.lr"], lr0)].assign(view="hand-run lr"))
-        with suppress(ValueError):  # no tuned lr: no lr with 2 full-length seeds
-            out.append(g[np.isclose(g["config.lr"], tuned_lr(trials, manifest, ds, name))].assign(view="tuned lr"))
+        out.append(phase(g[np.isclose(g["config.lr"], lr0)], SEARCH).assign(view="hand-run lr"))
+        at = tuned_trials(trials[(trials["config.dataset"] == ds) & (setting(trials) == name)], manifest, by=[])
+        if len(at):  # the tuned lr's confirmation seeds where the run confirmed it
+            out.append(ended(at).assign(**{"config.setting": name}, view="tuned lr"))
     return pd.concat(out, ignore_index=True) if out else t.iloc[:0].assign(view="")
 
 
