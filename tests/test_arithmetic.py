@@ -193,3 +193,33 @@ def test_a_best_lr_at_the_edge_of_the_grid_is_flagged_and_stays_within_it():
     d = best_lr_data(pd.DataFrame(rows), {"metric": "val_acc", "mode": "max"}).iloc[0]
     assert d["edge"] and np.isclose(d["grid_lr"], 3e-2) and 1e-2 < d["best_lr"] <= 3e-2 * (1 + 1e-9)  # in the grid
     assert np.isclose(d["best_lr"], 0.01926, rtol=1e-3)  # the vertex through (3e-3, 0.18), (1e-2, 0.31), (3e-2, 0.32)
+
+
+def test_a_claim_about_what_b_learned_needs_b_to_have_learned_its_two_digit_expressions():
+    import pandas as pd
+
+    from studies.arithmetic_shift_analysis import CLAIMS
+
+    def trials(two: float) -> pd.DataFrame:
+        rows = []
+        for train, cell, seed in ((t, c, s) for t in "AB" for c in ("rnn", "gru", "lstm") for s in range(3)):
+            own = {"single": 0.99 if train == "A" else 0.01, "two": two if train == "B" else 0.1, "mixed": 0.05}
+            rows.append(
+                {
+                    "config.train_set": train,
+                    "config.cell": cell,
+                    "config.lr": 1e-2,
+                    "config.seed": seed,
+                    "status": "completed",
+                    "metric.val_acc": 0.5,
+                    "metric.test_acc": 0.5,
+                    **{f"metric.test_acc_{k}": v + 0.001 * seed for k, v in own.items()},
+                }
+            )
+        return pd.DataFrame(rows)
+
+    m = {"scientific": ["train_set", "cell"], "nuisance": ["lr"], "metric": "val_acc", "budget": "quick"}
+    claim = next(c for c in CLAIMS if c.text.startswith("Trained on B"))
+    unlearned = claim.check(trials(0.16), None, m)  # above single-digit, but far from having learned the task
+    assert unlearned.verdict == "inconclusive" and "not learned (below 0.5)" in unlearned.why
+    assert claim.check(trials(0.85), None, m).verdict == "reproduced"
