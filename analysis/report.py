@@ -196,6 +196,14 @@ def blocks(
     module = analysis_module(m)
     keys = [f"config.{k}" for k in [*m.get("scientific", []), *m.get("nuisance", [])] if f"config.{k}" in t]
     out: list[Block] = [("h1", f"{m.get('study')}: {m.get('name')}")]
+    if m.get("missing_trials"):  # never a partial table presented as a finished study
+        out.append(
+            (
+                "p",
+                f"Incomplete: {m['missing_trials']} planned trials did not finish; these tables, claims and figures "
+                "rest on the rest. Run the study's command again with --resume to finish them.",
+            )
+        )
     out += claims_blocks(claims_table(t, r.curves, m) if claims is None else claims, m.get("study", ""))
     counts = t["status"].value_counts().to_dict() if "status" in t else {}
     out += [

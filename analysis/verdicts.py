@@ -164,12 +164,14 @@ def _apart(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
     return u_p_value(a - margin, b) <= ALPHA
 
 
-def difference(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+def difference(a: np.ndarray, b: np.ndarray, level: float = 0.95, paired: bool = False) -> tuple[float, float, float]:
     """The difference of the means, A − B, with its `level` percentile bootstrap interval: each side's
-    seeds resampled with replacement, BOOTSTRAP times, from a fixed seed."""
+    seeds resampled with replacement, BOOTSTRAP times, from a fixed seed (`paired`: the same seeds on both
+    sides, a[i] and b[i] from one seed, resampled together)."""
     rng = np.random.default_rng(0)
-    da = a[rng.integers(0, len(a), (BOOTSTRAP, len(a)))].mean(axis=1)
-    db = b[rng.integers(0, len(b), (BOOTSTRAP, len(b)))].mean(axis=1)
+    ia = rng.integers(0, len(a), (BOOTSTRAP, len(a)))
+    da = a[ia].mean(axis=1)
+    db = b[ia if paired else rng.integers(0, len(b), (BOOTSTRAP, len(b)))].mean(axis=1)
     lo, hi = np.quantile(da - db, [(1 - level) / 2, (1 + level) / 2])
     return float(a.mean() - b.mean()), float(lo), float(hi)
 
@@ -236,20 +238,23 @@ def rule_equal(margin: float, ratio: bool) -> str:
     )
 
 
-def about_equal(a: Sample, b: Sample, margin: float, ratio: bool = False) -> Verdict:
+def about_equal(a: Sample, b: Sample, margin: float, ratio: bool = False, paired: bool = False) -> Verdict:
     """Claim: A ≈ B, |A − B| <= margin (an equivalence test, TOST at 0.05). With `ratio`, on the logs of
-    the values: A / B within [1 / (1 + margin), 1 + margin]."""
+    the values: A / B within [1 / (1 + margin), 1 + margin]. With `paired`, A and B hold the same seeds in
+    the same order (two implementations from the same initial weights): the seed-by-seed differences
+    are resampled together."""
+    paired = paired and len(a.values) == len(b.values)
     if ratio:
         m = float(np.log1p(margin))
         a_, b_ = (Sample(s.label, np.log(s.values), s.left_out, s.digits) for s in (a, b))
     else:
         m, a_, b_ = margin, a, b
     why = _too_few(a, b)
-    tost = lambda: difference(a_.values, b_.values, 0.90)  # noqa: E731
+    tost = lambda: difference(a_.values, b_.values, 0.90, paired)  # noqa: E731
     v = _pair(
         a,
         b,
-        rule_equal(margin, ratio),
+        rule_equal(margin, ratio) + ("; seed by seed" if paired else ""),
         lambda: -m <= tost()[1] and tost()[2] <= m,
         lambda: _apart(a_.values, b_.values, m) or _apart(b_.values, a_.values, m),
         "the interval of the difference reaches past the margin: the seeds do not show equivalence",

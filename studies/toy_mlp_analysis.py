@@ -305,8 +305,10 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
 
 
 def _at(trials, ds, impl, lr, hidden="20"):
+    """The seeds of a setting at `lr`, in the order of their seeds (NumPy's and PyTorch's pair up)."""
     label = f"{ds} {impl} {'MLP' if hidden else 'linear'} lr {fmt_sci(lr)}"
-    return sample(trials, label, "metric.test_acc", dataset=ds, impl=impl, hidden=hidden, lr=lr)
+    t = phase(trials, SEARCH).sort_values("config.seed", kind="stable")
+    return sample(t, label, "metric.test_acc", dataset=ds, impl=impl, hidden=hidden, lr=lr)
 
 
 def _tuned(trials, manifest, ds, impl, hidden="20"):
@@ -317,7 +319,10 @@ def _tuned(trials, manifest, ds, impl, hidden="20"):
 def _agree_every_dataset(t, c, m):
     lr = hand_lr(m)
     return every(
-        [about_equal(_at(t, ds, "numpy", lr), _at(t, ds, "torch", lr), TOL) for ds in _order(t["config.dataset"])]
+        [
+            about_equal(_at(t, ds, "numpy", lr), _at(t, ds, "torch", lr), TOL, paired=True)
+            for ds in _order(t["config.dataset"])
+        ]
     )
 
 

@@ -83,6 +83,11 @@ def test_about_equal_is_an_equivalence_test_with_a_stated_margin():
     ppl = about_equal(S(120, 121, 119), S(125, 126, 124), 0.1, ratio=True)  # within 10%: on the logs
     assert ppl.verdict == REPRODUCED and ppl.effect.startswith("ratio 0.96")
     assert about_equal(S(120, 121, 119), S(200, 210, 190), 0.1, ratio=True).verdict == CONTRADICTED
+    # the same seeds on both sides (one initial weights, two implementations): seed by seed
+    a, b = S(0.6, 0.9, 0.75, 0.7), S(0.605, 0.9, 0.745, 0.7)
+    assert (
+        about_equal(a, b, 0.02).verdict == INCONCLUSIVE and about_equal(a, b, 0.02, paired=True).verdict == REPRODUCED
+    )
 
 
 def test_a_claim_about_what_models_learned_needs_each_model_to_have_learned():
