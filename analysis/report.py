@@ -16,6 +16,7 @@ import pandas as pd
 from analysis.data import MIN_CI, interval, spread, stat
 from analysis.modules import analysis_module
 from analysis.selection import CONFIRM, SEARCH, phase, selection
+from analysis.selection import at as rows_at
 from analysis.selection import best as best_setting
 from analysis.style import CSS, SCI_KEYS, cell, config_text, fmt_sci, img, key
 from analysis.verdicts import INCONCLUSIVE, evaluate
@@ -163,7 +164,7 @@ def confirmation_blocks(r: Results) -> list[Block]:
     keys = [c for c in chosen.columns if c.startswith("config.")]
     rows = []
     for _, c in chosen.iterrows():
-        at = t[(t[keys] == c[keys]).all(axis=1)] if keys else t
+        at = rows_at(t, c.to_frame().T) if keys else t
         row = {k.removeprefix("config."): fmt_sci(c[k]) if key(k) in SCI_KEYS else c[k] for k in keys}
         for name, ph in (("search", phase(at, SEARCH)), ("confirm", phase(at, CONFIRM))):
             done = ph[ph["status"].isin(["completed", "diverged"])] if "status" in ph else ph

@@ -102,11 +102,11 @@ def selection(
     s = _scores(search, by, over, metric, mode)
     s = s[(s["ended"] == s["seeds"]) & (s["ended"] > 0)]
     if by:
-        s = s[s["ended"] == s.groupby(by)["ended"].transform("max")]
+        s = s[s["ended"] == s.groupby(by, dropna=False)["ended"].transform("max")]
     else:
         s = s[s["ended"] == s["ended"].max()]
     s = s.sort_values([*by, "score"], ascending=[True] * len(by) + [mode == "min"], kind="stable")
-    s = s.groupby(by, sort=True).head(1) if by else s.head(1)
+    s = s.groupby(by, sort=True, dropna=False).head(1) if by else s.head(1)
     return s[[*by, *over, "score", "ended"]].reset_index(drop=True)
 
 
@@ -140,6 +140,12 @@ def best(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     )
 
 
+def at(trials: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `trials` at one of the settings in `chosen` (its `config.*` columns; NaN matches NaN)."""
+    keys = [c for c in chosen.columns if c.startswith("config.")]
+    return trials[_at(trials, chosen, keys)]
+
+
 def _at(trials: pd.DataFrame, chosen: pd.DataFrame, keys: list[str]) -> pd.Series:
     """Whether each row of `trials` has one of the chosen settings of `keys`."""
     if not keys:
@@ -162,9 +168,11 @@ def tuned_trials(
     keys = [c for c in chosen.columns if c.startswith("config.")]
     at = trials[_at(trials, chosen, keys)]
     confirm = phase(at, CONFIRM)
-    if report == CONFIRM or (report == "auto" and len(confirm)):
-        return confirm
-    return phase(at, SEARCH)
+    if report != "auto":
+        return confirm if report == CONFIRM else phase(at, SEARCH)
+    confirmed = chosen[_at(chosen, confirm, keys).to_numpy()] if len(confirm) else chosen.iloc[:0]
+    # each chosen setting's confirmation seeds where it has them, else its search seeds
+    return pd.concat([confirm, phase(at[~_at(at, confirmed, keys)], SEARCH)]).sort_index()
 
 
 def mark_tuned(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:

@@ -185,3 +185,19 @@ def test_a_claim_that_needs_a_longer_budget_counts_only_a_reproduction():
     assert row["verdict"] == INCONCLUSIVE and row["why"] == "needs --budget full; at quick: contradicted"
     full = evaluate([claim((0.1, 0.2, 0.3), (1, 1, 1))], pd.DataFrame(), pd.DataFrame(), {"budget": "full"})
     assert full["verdict"][0] == CONTRADICTED
+
+
+def test_settings_with_a_key_they_lack_are_chosen_and_each_reports_its_own_phase():
+    rows = [("lstm", None, lr, s, "completed", v, 0.5) for lr, v in ((1e-3, 0.8), (3e-3, 0.9)) for s in range(3)]
+    rows += [("transformer", 2.0, lr, s, "completed", v, 0.5) for lr, v in ((1e-3, 0.9), (3e-3, 0.8)) for s in range(3)]
+    cols = ["config.cell", "config.heads", "config.lr", "config.seed", "status", "metric.val_acc", "metric.test_acc"]
+    search = pd.DataFrame(rows, columns=cols).assign(phase="search")  # an LSTM has no heads: NaN
+    confirm = search[(search["config.cell"] == "transformer") & (search["config.lr"] == 1e-3)]
+    t = pd.concat([search, confirm.assign(phase="confirm", **{"config.seed": [7, 8, 9]})], ignore_index=True)
+    m = {"scientific": ["cell", "heads"], "nuisance": ["lr"], "metric": "val_acc"}
+    assert selection(t, m)["config.lr"].tolist() == [3e-3, 1e-3]  # the LSTM's group is kept
+    at = tuned_trials(t, m)
+    assert at.groupby("config.cell")["phase"].unique().map(list).to_dict() == {
+        "lstm": ["search"],  # not confirmed: its search seeds
+        "transformer": ["confirm"],
+    }
