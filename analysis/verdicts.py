@@ -260,9 +260,15 @@ def about_equal(a: Sample, b: Sample, margin: float, ratio: bool = False, paired
         "the interval of the difference reaches past the margin: the seeds do not show equivalence",
         lambda: max(u_p_value(a_.values + m, b_.values), u_p_value(b_.values + m, a_.values)),
     )
-    if why or not ratio:
+    if why:
         return v
-    d, lo, hi = difference(a_.values, b_.values)
+    if not ratio:
+        if not paired:
+            return v
+        d, lo, hi = difference(a.values, b.values, paired=True)
+        n = max(a.digits, b.digits)
+        return replace(v, effect=f"{d:+.{n}f} [{lo:+.{n}f}, {hi:+.{n}f}] seed by seed")
+    d, lo, hi = difference(a_.values, b_.values, paired=paired)
     return replace(v, effect=f"ratio {np.exp(d):.3f} [{np.exp(lo):.3f}, {np.exp(hi):.3f}]")
 
 
