@@ -15,7 +15,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from analysis.selection import chosen, keys_of, selection, tuned_trials
+from analysis.selection import chosen, keys_of, matches, selection, tuned_trials
 
 
 def ci95(values: ArrayLike) -> float:
@@ -121,11 +121,9 @@ def best_per_group(trials: pd.DataFrame, manifest: dict, metric: str, by: list[s
     """The isolation view: for each scientific value (or value of `by`), its tuned nuisance setting
     (chosen on validation by `analysis.selection`), with the summary of `metric` over that setting's
     seeds (its confirmation seeds where the run has them; diverged seeds left out)."""
-    by = keys_of(trials, manifest.get("scientific", []) if by is None else by)
-    over = keys_of(trials, manifest.get("nuisance", []))
-    return summarize(
-        not_diverged(tuned_trials(trials, manifest, by=[k.removeprefix("config.") for k in by])), by + over, [metric]
-    )
+    by = manifest.get("scientific", []) if by is None else by
+    t = not_diverged(tuned_trials(trials, manifest, by=by))
+    return summarize(t, keys_of(trials, by) + keys_of(trials, manifest.get("nuisance", [])), [metric])
 
 
 def with_gap(trials: pd.DataFrame) -> pd.DataFrame:
@@ -170,12 +168,9 @@ def run_summary(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     s = summarize(t[~t["diverged"]], keys, metrics)
     out = counts.reset_index().merge(s, on=keys, how="left") if len(s) else counts.reset_index()
     out = out.astype({"trials": int, "stopped_early": int, "diverged": int})
-    picked = selection(trials, manifest) if "study" not in keys and chosen(manifest) else None
-    if picked is None:  # nothing tuned: every row is its scientific value's only setting
+    if "study" in keys or not chosen(manifest):  # nothing tuned: every row is its scientific value's only setting
         return out.assign(tuned=True)
-    on = [c for c in picked.columns if c.startswith("config.")]
-    hit = out[on].merge(picked[on], how="left", on=on, indicator=True)["_merge"] == "both"
-    return out.assign(tuned=hit.to_numpy())
+    return out.assign(tuned=matches(out, selection(trials, manifest)))
 
 
 # ---- what the figures plot -----------------------------------------------------------------------

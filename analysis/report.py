@@ -15,11 +15,10 @@ import pandas as pd
 
 from analysis.data import MIN_CI, interval, spread, stat
 from analysis.modules import analysis_module
-from analysis.selection import CONFIRM, SEARCH, phase, selection
-from analysis.selection import at as rows_at
+from analysis.selection import CONFIRM, SEARCH, matches, phase, selection
 from analysis.selection import best as best_setting
 from analysis.style import CSS, SCI_KEYS, cell, config_text, fmt_sci, img, key
-from analysis.verdicts import INCONCLUSIVE, evaluate
+from analysis.verdicts import INCONCLUSIVE, ended, evaluate
 
 if TYPE_CHECKING:
     from analysis import Results  # type only: the package imports this module, not the reverse
@@ -135,7 +134,9 @@ def _best_blocks(r: Results, keys: list[str], summary: pd.DataFrame | None) -> l
     chosen = best_setting(t, m)
     if summary is not None and len(chosen):
         on = [c for c in chosen.columns if c.startswith("config.")]
-        sb = summary.merge(chosen[on], on=on).iloc[0] if on else summary.iloc[0]
+        sb = summary[matches(summary, chosen)] if on else summary
+        fresh = sb[sb["phase"] == CONFIRM] if "phase" in sb else sb.iloc[:0]  # its confirmation, where it has one
+        sb = (fresh if len(fresh) else sb).iloc[0]
         val = f"metric.{m.get('metric', 'val_acc')}"
         out.append(
             (
@@ -164,10 +165,10 @@ def confirmation_blocks(r: Results) -> list[Block]:
     keys = [c for c in chosen.columns if c.startswith("config.")]
     rows = []
     for _, c in chosen.iterrows():
-        at = rows_at(t, c.to_frame().T) if keys else t
+        at = t[matches(t, c.to_frame().T)]
         row = {k.removeprefix("config."): fmt_sci(c[k]) if key(k) in SCI_KEYS else c[k] for k in keys}
         for name, ph in (("search", phase(at, SEARCH)), ("confirm", phase(at, CONFIRM))):
-            done = ph[ph["status"].isin(["completed", "diverged"])] if "status" in ph else ph
+            done = ended(ph)
             for col in (obj, tm):
                 row[f"{col.removeprefix('metric.')} ({name})"] = spread(done[col]).text(3) if col in done else ""
             row[f"seeds ({name})"] = ", ".join(str(int(v)) for v in sorted(ph["config.seed"].unique()))

@@ -17,7 +17,8 @@ search seeds, and what is reported about the chosen setting comes from its confi
 from the search seeds, so that the winner's score is not inflated by its own selection.
 
 `tuned_trials` gives the rows (seeds) at the chosen settings; `selection` one row per group with the
-chosen setting and its selection score; `mark_tuned` adds the `tuned` column that the summary shows.
+chosen setting and its selection score; `mark_tuned` adds the `tuned` column that the summary shows;
+`matches` finds the rows of given settings.
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ def _scores(trials: pd.DataFrame, by: list[str], over: list[str], metric: str, m
     return s.drop(columns=["_all"], errors="ignore")
 
 
+def _eligible(s: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """The settings (`_scores` rows) that may be chosen: every seed ran to the end, and as many seeds as the
+    most of their group."""
+    s = s[(s["ended"] == s["seeds"]) & (s["ended"] > 0)]
+    most = s.groupby(by, dropna=False)["ended"].transform("max") if by else s["ended"].max()
+    return s[s["ended"] == most]
+
+
 def selection(
     trials: pd.DataFrame, manifest: dict, by: list[str] | None = None, over: list[str] | None = None, metric=None
 ) -> pd.DataFrame:
@@ -99,12 +108,7 @@ def selection(
     search = phase(trials, SEARCH)
     if not len(search) or metric not in search:
         return pd.DataFrame(columns=[*by, *over, "score", "ended"])
-    s = _scores(search, by, over, metric, mode)
-    s = s[(s["ended"] == s["seeds"]) & (s["ended"] > 0)]
-    if by:
-        s = s[s["ended"] == s.groupby(by, dropna=False)["ended"].transform("max")]
-    else:
-        s = s[s["ended"] == s["ended"].max()]
+    s = _eligible(_scores(search, by, over, metric, mode), by)
     s = s.sort_values([*by, "score"], ascending=[True] * len(by) + [mode == "min"], kind="stable")
     s = s.groupby(by, sort=True, dropna=False).head(1) if by else s.head(1)
     return s[[*by, *over, "score", "ended"]].reset_index(drop=True)
@@ -116,8 +120,7 @@ def resampled_choice(trials: pd.DataFrame, manifest: dict, key: str, n: int = 20
     seed. A choice that rests on noise between close settings moves between resamples."""
     metric, mode = objective(manifest, metric)
     search = phase(trials, SEARCH)
-    s = _scores(search, [], keys_of(search, [key]), metric, mode)
-    s = s[(s["ended"] == s["seeds"]) & (s["ended"] == s["ended"].max()) & (s["ended"] > 0)]
+    s = _eligible(_scores(search, [], keys_of(search, [key]), metric, mode), [])
     if not len(s):
         return np.array([])
     col, rng = f"config.{key}", np.random.default_rng(0)
@@ -140,14 +143,10 @@ def best(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     )
 
 
-def at(trials: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
-    """The rows of `trials` at one of the settings in `chosen` (its `config.*` columns; NaN matches NaN)."""
+def matches(trials: pd.DataFrame, chosen: pd.DataFrame) -> pd.Series:
+    """Whether each row of `trials` has one of the settings in `chosen` (its `config.*` columns; NaN
+    matches NaN, a key a setting lacks)."""
     keys = [c for c in chosen.columns if c.startswith("config.")]
-    return trials[_at(trials, chosen, keys)]
-
-
-def _at(trials: pd.DataFrame, chosen: pd.DataFrame, keys: list[str]) -> pd.Series:
-    """Whether each row of `trials` has one of the chosen settings of `keys`."""
     if not keys:
         return pd.Series(len(chosen) > 0, index=trials.index)
     hit = trials[keys].merge(chosen[keys].drop_duplicates(), how="left", on=keys, indicator=True)["_merge"]
@@ -165,14 +164,14 @@ def tuned_trials(
     """The rows (seeds) at each group's chosen setting. `report`: "auto" gives the confirmation seeds of
     the chosen settings where the run has them, else the search seeds; "search" or "confirm" one phase."""
     chosen = selection(trials, manifest, by, over, metric)
-    keys = [c for c in chosen.columns if c.startswith("config.")]
-    at = trials[_at(trials, chosen, keys)]
+    at = trials[matches(trials, chosen)]
     confirm = phase(at, CONFIRM)
     if report != "auto":
         return confirm if report == CONFIRM else phase(at, SEARCH)
-    confirmed = chosen[_at(chosen, confirm, keys).to_numpy()] if len(confirm) else chosen.iloc[:0]
+    keys = [c for c in chosen.columns if c.startswith("config.")]
+    confirmed = chosen[matches(chosen, confirm[keys])]
     # each chosen setting's confirmation seeds where it has them, else its search seeds
-    return pd.concat([confirm, phase(at[~_at(at, confirmed, keys)], SEARCH)]).sort_index()
+    return pd.concat([confirm, phase(at[~matches(at, confirmed)], SEARCH)]).sort_index()
 
 
 def mark_tuned(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
@@ -180,6 +179,4 @@ def mark_tuned(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     rows of a study with nothing to tune)."""
     if not chosen(manifest):
         return trials.assign(tuned=True)
-    picked = selection(trials, manifest)
-    keys = [c for c in picked.columns if c.startswith("config.")]
-    return trials.assign(tuned=_at(trials, picked, keys).to_numpy())
+    return trials.assign(tuned=matches(trials, selection(trials, manifest)))

@@ -160,11 +160,6 @@ def _speed(trials: pd.DataFrame, curves: pd.DataFrame, best: float) -> str:
 # ---- claims (docs/references.md#lr_scan) ---------------------------------------------------------
 
 
-def _ended_lrs(trials: pd.DataFrame, metric: str) -> pd.Series:
-    """Mean of `metric` per lr over the seeds that ran to the end."""
-    return ended(trials).groupby("config.lr")[metric].mean()
-
-
 def _early_accuracy(curves: pd.DataFrame, trials: pd.DataFrame, lr: float, epochs: int) -> Sample:
     """Per seed of `lr` that ran to the end: its mean validation accuracy over the first `epochs`
     epochs (the area under the early learning curve: how fast it converges)."""

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from analysis.selection import tuned_trials
+from analysis.selection import chosen, chosen_by, tuned_trials
 from studies.engine.confirm import configs, confirm_seeds, selection_manifest, tag
 from studies.engine.study import Budget, Study
 
@@ -52,9 +52,8 @@ def test_the_chosen_configuration_of_each_scientific_value_is_confirmed():
 
 def test_a_scan_that_selects_a_scientific_key_confirms_its_best_value():
     study = _study(grid=[{"lr": 1e-3}, {"lr": 1e-2}], select=("lr",))
-    assert selection_manifest(_plan(study))["scientific"] == [] and selection_manifest(_plan(study))["nuisance"] == [
-        "lr"
-    ]
+    m = selection_manifest(_plan(study))
+    assert chosen_by(m) == [] and chosen(m) == ["lr"]  # chosen once, over the lr
     rows = [("adam", lr, s, "completed", v, 0.5) for lr, v in ((1e-3, 0.9), (1e-2, 0.8)) for s in range(3)]
     assert configs(_trials(rows), _plan(study)) == [{"task": "image", "epochs": 2, "lr": 1e-3}]
 

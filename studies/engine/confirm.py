@@ -19,33 +19,33 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.selection import CONFIRM, SEARCH, selection
+from analysis.selection import CONFIRM, SEARCH, chosen, selection
 
 MIN_CONFIRM = 3  # confirmation seeds: no decision rests on fewer than 3 seeds a side
 
 
-def selects(study) -> list[str]:
-    """The keys a study chooses ("tuned"): its `select` scientific keys, then its nuisance keys."""
-    return list(dict.fromkeys([*study.select, *study.search]))
-
-
-def confirm_seeds(seeds: list[int], n: int | None = None, budget: str = "") -> list[int]:
-    """Fresh seeds for the confirmation: the next `n` (default: as many as the search's, at least 3; at
-    the smoke budget, a test of the machinery, as many as the search's) after the search seeds, so the
-    two sets never overlap."""
-    n = n or (len(seeds) if budget == "smoke" else max(MIN_CONFIRM, len(seeds)))
-    start = max(seeds) + 1
-    return list(range(start, start + n))
-
-
 def selection_manifest(p) -> dict:
     """What the selection rule reads of a run (the manifest's keys), from its plan."""
+    study = p.study
     return {
-        "scientific": [k for k in p.study.scientific if k not in p.study.select],
-        "nuisance": selects(p.study),
-        "metric": p.study.metric,
-        "mode": p.study.mode,
+        "scientific": study.scientific,
+        "select": list(study.select),
+        "nuisance": list(study.search),
+        "metric": study.metric,
+        "mode": study.mode,
     }
+
+
+def selects(study) -> list[str]:
+    """The keys a study chooses ("tuned"): its `select` scientific keys, then its nuisance keys."""
+    return chosen({"select": study.select, "nuisance": list(study.search)})
+
+
+def confirm_seeds(seeds: list[int], budget: str = "") -> list[int]:
+    """Fresh seeds for the confirmation, the next after the search seeds, so the two sets never overlap:
+    as many as the search's, at least 3 (at the smoke budget, a test of the machinery, as many)."""
+    n = len(seeds) if budget == "smoke" else max(MIN_CONFIRM, len(seeds))
+    return list(range(max(seeds) + 1, max(seeds) + 1 + n))
 
 
 def _same(a, b) -> bool:
@@ -61,20 +61,17 @@ def configs(trials: pd.DataFrame, p) -> list[dict]:
     setting (`search_first`) where the study asks for it (`confirm_first`: claims compare the two on the
     same seeds).
     Empty where the study selects nothing or no setting ran to the end."""
-    keys = selects(p.study)
-    if not keys or not len(trials):
+    if not selects(p.study) or not len(trials):
         return []
-    m = selection_manifest(p)
-    chosen = selection(trials[trials["phase"] == SEARCH] if "phase" in trials else trials, m)
+    hand = {k: v for k, v in p.study.search_first.items() if k in p.study.search} if p.study.confirm_first else {}
     out = []
-    for _, row in chosen.iterrows():
+    for _, row in selection(trials, selection_manifest(p)).iterrows():
         cfg = {k[len("config.") :]: v for k, v in row.items() if k.startswith("config.")}
         point = next((q for q in p.points if all(_same(cfg[k], q[k]) for k in q if f"config.{k}" in row.index)), None)
         if point is None:
             continue
         nuisance = {k: cfg[k] for k in p.study.search if k in cfg}
         out.append({**p.fixed, **point, **nuisance})
-        hand = {k: v for k, v in p.study.search_first.items() if k in p.study.search and p.study.confirm_first}
         if hand and not all(_same(nuisance.get(k), v) for k, v in hand.items()):
             out.append({**p.fixed, **point, **hand})  # the hand-run setting, which claims compare with
     return out

@@ -322,9 +322,9 @@ def evaluate_lm(model, x, y, c, amp) -> tuple[float, float]:
 def unigram_ppl(d: Data) -> float:
     """The test text's perplexity under the training text's word frequencies (add-one): what a model that
     learned only how often each word occurs reaches, the level a language model must beat to have learned."""
-    counts = torch.bincount(d.train[1].flatten().cpu(), minlength=len(d.classes)).double() + 1
+    counts = torch.bincount(d.train[1].flatten(), minlength=len(d.classes)).double() + 1
     logp = (counts / counts.sum()).log()
-    return math.exp(-logp[d.test[1].flatten().cpu()].mean().item())
+    return math.exp(-logp[d.test[1].flatten()].mean().item())  # on the data's device: one sync
 
 
 def measure_lm(model, c: dict, d: Data, train_loss: float, batch_acc: float, amp) -> dict:
