@@ -311,7 +311,10 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
         out.append(
             f"Each architecture at its tuned lr, final test accuracy ({RANKING}): "
             + _chain(
-                tuned, tv, "metric.test_acc", lambda r: f" (lr {fmt_sci(r['config.lr'])}, {int(r['params']):,} params)"
+                tuned,
+                tv,
+                "metric.test_acc",
+                lambda r: f" (lr {fmt_sci(r['config.lr'])}, {int(r['params']):,} parameters)",
             )
             + "."
         )

@@ -2,6 +2,7 @@
 
 import importlib
 import inspect
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -181,6 +182,87 @@ def test_grid_search_state_survives_save_and_restore(tmp_path):
     t = GridSearch([{"lr": 9}], seeds=[5], fixed={}, metric="acc", mode="max")
     t.restore(str(tmp_path / "s.pkl"))
     assert t.suggest("b")["lr"] == 2 and t.suggest("c") == GridSearch.FINISHED
+
+
+def saved_experiment(exp: Path, search: GridSearch, trials: list[tuple[str, dict, str]], counter: int) -> None:
+    """The three files of a Tune experiment that the searcher's restore reads, as Tune names them."""
+    import cloudpickle
+
+    exp.mkdir(exist_ok=True)
+    search.save(str(exp / "searcher-state-s1.pkl"))
+    data = [
+        [json.dumps({"trial_id": t, "config": c, "status": st}), json.dumps({"last_result": r})]
+        for t, c, st, r in trials
+    ]
+    (exp / "experiment_state-s1.json").write_text(json.dumps({"trial_data": data}))
+    gen = {"counter": counter, "total_samples": search.total, "finished": False, "experiment": None}
+    (exp / "search_gen_state-s1.json").write_bytes(cloudpickle.dumps(gen))
+
+
+def restored(exp: Path) -> tuple[GridSearch, dict]:
+    import cloudpickle
+
+    t = GridSearch([{"lr": 9}], seeds=[5], fixed={}, metric="acc", mode="max")
+    t.restore(str(exp / "searcher-state-s1.pkl"))
+    return t, cloudpickle.loads((exp / "search_gen_state-s1.json").read_bytes())
+
+
+def test_a_trial_the_searcher_gave_but_tune_never_saved_is_given_again(tmp_path):
+    from ray import tune
+
+    from studies.engine.search import repair
+
+    s = GridSearch(
+        [{"opt": "a"}, {"opt": "b"}],
+        seeds=[0],
+        fixed={},
+        metric="acc",
+        mode="max",
+        space={"lr": tune.loguniform(1e-4, 1e-1)},
+        samples=2,
+    )
+    configs = {t: s.suggest(t) for t in "wxyz"}  # Tune saved its trial list after w, x, y: z is lost
+    s.on_trial_complete("w", {"acc": 0.5, "training_iteration": 4})
+    saved = [(t, configs[t], "TERMINATED" if t == "w" else "RUNNING", {}) for t in "wxy"]
+    saved_experiment(tmp_path, s, saved, counter=4)
+    repair(str(tmp_path))
+    t, gen = restored(tmp_path)
+    assert gen["counter"] == 3 and not gen["finished"] and gen["total_samples"] >= 4
+    again = t.suggest("z2")
+    assert again == configs["z"] and t.suggest("q") == GridSearch.FINISHED  # the same point and Optuna trial
+    assert sum(len(st.trials) for st in t.studies) == 4  # no Optuna trial asked twice
+
+
+def test_a_trial_tune_saved_that_the_searcher_never_saw_takes_the_next_point_and_is_told(tmp_path):
+    from optuna.trial import TrialState
+    from ray import tune
+
+    from studies.engine.search import repair
+
+    s = GridSearch(
+        [{"opt": "a"}, {"opt": "b"}],
+        seeds=[0],
+        fixed={},
+        metric="acc",
+        mode="max",
+        space={"lr": tune.loguniform(1e-4, 1e-1)},
+        samples=2,
+    )
+    configs = {t: s.suggest(t) for t in "wxy"}
+    s.save(str(tmp_path / "older.pkl"))  # the searcher's file before z: the disk refused the newer one
+    configs["z"] = s.suggest("z")
+    older = GridSearch([{"lr": 9}], seeds=[5], fixed={}, metric="acc", mode="max")
+    older.restore(str(tmp_path / "older.pkl"))
+    saved = [(t, configs[t], "RUNNING", {}) for t in "wxy"] + [
+        ("z", configs["z"], "TERMINATED", {"acc": 0.7, "training_iteration": 4})
+    ]
+    saved_experiment(tmp_path, older, saved, counter=3)
+    repair(str(tmp_path))
+    t, gen = restored(tmp_path)
+    assert gen["counter"] == 4 and gen["finished"] and t.suggest("q") == GridSearch.FINISHED  # no point twice
+    [told] = [tr for tr in t.studies[1].trials if tr.state == TrialState.COMPLETE]
+    assert told.value == pytest.approx(0.7) and told.params["lr"] == pytest.approx(configs["z"]["lr"])
+    assert set(t.live) == {"w", "x", "y"}
 
 
 def test_precision_flag_reaches_the_config(tmp_path):

@@ -14,6 +14,7 @@ neither has nothing to confirm; `--no-confirm` skips the phase."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -48,11 +49,17 @@ def confirm_seeds(seeds: list[int], budget: str = "") -> list[int]:
     return list(range(max(seeds) + 1, max(seeds) + 1 + n))
 
 
-def _same(a, b) -> bool:
-    """Whether a table's value is a config's value (tables hold tuples and lists as text)."""
-    if isinstance(a, float) and isinstance(b, (int, float)):
-        return abs(a - b) <= 1e-12 * max(1.0, abs(a), abs(b))
-    return a == b or str(a) == str(b)
+def _same(cell, value) -> bool:
+    """Whether a table cell holds a config's value, as `results` writes it (sequences as '128-64', None as
+    a missing cell; floats within rounding)."""
+    from studies.engine.results import _value
+
+    value = _value(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return cell is None or (isinstance(cell, float) and math.isnan(cell))
+    if isinstance(cell, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return abs(cell - value) <= 1e-12 * max(1.0, abs(cell), abs(value))
+    return cell == value or str(cell) == str(value)
 
 
 def configs(trials: pd.DataFrame, p) -> list[dict]:
@@ -102,7 +109,7 @@ def run_phase(p, trials: pd.DataFrame, curves: pd.DataFrame, out) -> tuple[pd.Da
     from ray.tune.schedulers import FIFOScheduler
 
     from studies.engine import results, storage
-    from studies.engine.search import GridSearch
+    from studies.engine.search import GridSearch, repair
 
     trials, curves = tag(trials, curves, SEARCH)
     todo = configs(trials, p) if getattr(p.args, "confirm", True) else []
@@ -113,6 +120,8 @@ def run_phase(p, trials: pd.DataFrame, curves: pd.DataFrame, out) -> tuple[pd.Da
         shutil.rmtree(exp)  # killed before Tune saved any state: nothing to resume, start afresh
     print(f"  confirming {len(todo)} chosen configurations on fresh seeds {seeds[0]}-{seeds[-1]}", file=out, flush=True)
     if tune.Tuner.can_restore(exp):
+        if Path(exp).is_dir():
+            repair(exp)  # a searcher that a full disk left out of step
         fs = storage.filesystem_for(p.run_dir)
         tuner = tune.Tuner.restore(
             exp, p.trainable(), resume_unfinished=True, resume_errored=True, storage_filesystem=fs

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -96,7 +98,7 @@ def execute(p: Plan) -> int:
 
     from studies.engine import confirm, results, storage
     from studies.engine.progress import RunLog, drawing_on
-    from studies.engine.search import GridSearch, GroupedASHA
+    from studies.engine.search import GridSearch, GroupedASHA, repair
 
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -108,6 +110,7 @@ def execute(p: Plan) -> int:
     own_ray = not ray.is_initialized()
     storage.reset()
     fault, confirming = None, 0
+    usr1 = signal.getsignal(signal.SIGUSR1) if hasattr(signal, "SIGUSR1") else None  # Tune's fit never restores it
     try:
         with log.capturing(), drawing_on(None if p.args.verbose else out):
             if own_ray:
@@ -136,6 +139,8 @@ def execute(p: Plan) -> int:
                 if not remote and Path(exp).is_dir() and not list(Path(exp).glob("experiment_state-*.json")):
                     shutil.rmtree(exp)  # killed before Tune saved any state: nothing to resume, start afresh
                 if tune.Tuner.can_restore(exp):
+                    if Path(exp).is_dir():
+                        repair(exp)  # a searcher that a full disk left out of step
                     print(f"  resuming {exp}", file=out, flush=True)
                     tuner = tune.Tuner.restore(
                         exp,
@@ -184,6 +189,8 @@ def execute(p: Plan) -> int:
         raise
     finally:
         log.end()
+        if usr1 is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, usr1)  # a later fault in this process must not reach a finished run
     if remote and log.path is not None:
         results.upload(staging, p.run_dir)
     if staging is not None:

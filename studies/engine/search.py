@@ -13,7 +13,9 @@ configuration that ran to the end, so the tuned value is a real optimum.
 from __future__ import annotations
 
 import copy
+import json
 import math
+from pathlib import Path
 
 import cloudpickle
 from ray.tune.schedulers import ASHAScheduler
@@ -40,6 +42,8 @@ class GridSearch(Searcher):
         self.order = [(p, k) for k in range(self.samples) for p in range(len(points))]  # round robin
         self.issued = 0
         self.live: dict[str, tuple[int, object]] = {}  # Tune trial id -> (point, Optuna trial or None)
+        self.given: set[str] | None = set()  # every Tune trial id suggested
+        self.requeue: list[tuple[int, object]] = []  # suggested, then lost from Tune's saved trials: again
         self.studies = None
         if space:
             import optuna
@@ -67,13 +71,44 @@ class GridSearch(Searcher):
         return True  # metric and mode are set here already; the config comes from the grid
 
     def suggest(self, trial_id: str):
-        if self.issued == len(self.order):
+        if self.requeue:
+            p, ot = self.requeue.pop(0)
+        elif self.issued == len(self.order):
             return Searcher.FINISHED
+        else:
+            p, ot = self._next()
+        self.live[trial_id] = (p, ot)
+        if self.given is not None:
+            self.given.add(trial_id)
+        return {**self.fixed, **self.points[p], **(ot.params if ot else {}), "seeds": self.seeds}
+
+    def _next(self, params: dict | None = None) -> tuple[int, object]:
         p, _ = self.order[self.issued]
         self.issued += 1
-        ot = self.studies[p].ask(self.distributions) if self.studies else None
-        self.live[trial_id] = (p, ot)
-        return {**self.fixed, **self.points[p], **(ot.params if ot else {}), "seeds": self.seeds}
+        if self.studies and params is not None:
+            self.studies[p].enqueue_trial(params)  # a trial Tune has already run with these values
+        return p, self.studies[p].ask(self.distributions) if self.studies else None
+
+    def reconcile(self, trials: list[tuple[str, dict, str, dict]]) -> int:
+        """Agree with Tune's saved trials, `(trial id, config, status, last result)` in the order Tune
+        created them. A disk that fills while Tune saves its experiment can leave that list older than
+        this searcher's state, or newer: a trial this searcher suggested that Tune never saved is
+        suggested again, and a trial Tune saved that this searcher never saw takes the next grid point,
+        told its result if it ended. Returns how many trials Tune will ask for."""
+        saved = {tid for tid, *_ in trials}
+        for tid in [t for t in self.live if t not in saved]:
+            self.requeue.append(self.live.pop(tid))
+            if self.given is not None:
+                self.given.discard(tid)
+        for tid, config, status, result in trials if self.given is not None else ():
+            if tid in self.given:
+                continue
+            keys = self.distributions if self.studies else {}
+            self.live[tid] = self._next({k: config[k] for k in keys if k in config})
+            self.given.add(tid)
+            if status == "TERMINATED":
+                self.on_trial_complete(tid, result)
+        return len(self.requeue) + len(self.order) - self.issued
 
     def on_trial_result(self, trial_id: str, result: dict):
         ot = self.live.get(trial_id, (None, None))[1]
@@ -101,7 +136,35 @@ class GridSearch(Searcher):
 
     def restore(self, checkpoint_path: str):
         with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(cloudpickle.load(f))
+            self.__dict__.update({"given": None, "requeue": [], **cloudpickle.load(f)})  # None: saved before both
+
+
+def repair(exp: str) -> None:
+    """Make a saved experiment's searcher agree with its saved trials before Tune restores it (see
+    `GridSearch.reconcile`); Tune saves the three files one by one, and a full disk can stop it midway.
+    Each file is rewritten whole (a temporary file, then a rename). A local folder only."""
+    newest = {
+        k: max(Path(exp).glob(f"{k}-*"), default=None)
+        for k in ("experiment_state", "searcher-state", "search_gen_state")
+    }
+    if None in newest.values():
+        return
+    trials = []
+    for trial, meta in json.loads(newest["experiment_state"].read_text())["trial_data"]:
+        t, m = json.loads(trial), json.loads(meta)
+        trials.append((t["trial_id"], t.get("config") or {}, t.get("status"), m.get("last_result") or {}))
+    search = GridSearch.__new__(GridSearch)
+    search.restore(str(newest["searcher-state"]))
+    before = (search.issued, len(search.live), len(search.requeue))
+    left = search.reconcile(trials)
+    if (search.issued, len(search.live), len(search.requeue)) == before:
+        return
+    gen = cloudpickle.loads(newest["search_gen_state"].read_bytes())
+    gen.update(counter=len(trials), finished=left == 0, total_samples=max(gen["total_samples"], len(trials) + left))
+    for path, state in ((newest["searcher-state"], search.__dict__), (newest["search_gen_state"], gen)):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(cloudpickle.dumps(state))
+        tmp.replace(path)
 
 
 class GroupedASHA(ASHAScheduler):
