@@ -3,7 +3,10 @@
 Re-renders the summary table, claims table, figures, report.md and report.html of each run; a RESULTS_DIR
 that is a results root (holding <study>/<name>/trials.parquet) stands for every run under it, and
 gets an index.html and summary.png over them (or --out does). Bad input: one line, exit code 2,
-nothing written."""
+nothing written.
+
+python -m analysis dashboard RUN [--port N]: the live view, optuna-dashboard on the run's Optuna
+database (`analysis.dashboard`)."""
 
 from __future__ import annotations
 
@@ -20,9 +23,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["dashboard"]:
+        from analysis import dashboard
+
+        return dashboard.main(argv[1:])
     p = _Parser(
         prog="python -m analysis",
-        description=__doc__.split("\n\n", 1)[1],
+        description="\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(

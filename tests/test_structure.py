@@ -29,6 +29,7 @@ LAYERS = {
     "selection": 0,
     "data": 0.5,
     "files": 0,
+    "dashboard": 0,
     "verdicts": 1,
     "draw": 1,
     "plots": 2,

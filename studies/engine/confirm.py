@@ -109,6 +109,7 @@ def run_phase(p, trials: pd.DataFrame, curves: pd.DataFrame, out) -> tuple[pd.Da
     from ray.tune.schedulers import FIFOScheduler
 
     from studies.engine import results, storage
+    from studies.engine.record import for_plan
     from studies.engine.search import GridSearch, repair
 
     trials, curves = tag(trials, curves, SEARCH)
@@ -127,7 +128,7 @@ def run_phase(p, trials: pd.DataFrame, curves: pd.DataFrame, out) -> tuple[pd.Da
             exp, p.trainable(), resume_unfinished=True, resume_errored=True, storage_filesystem=fs
         )
     else:
-        search = GridSearch(todo, seeds, {}, p.study.metric, p.study.mode)
+        search = GridSearch(todo, seeds, {}, p.study.metric, p.study.mode, record=for_plan(p, CONFIRM, Path(exp).name))
         tuner = tune.Tuner(
             p.trainable(),
             tune_config=p.tune_config(search, FIFOScheduler()),

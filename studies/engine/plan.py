@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from studies.engine.checks import UsageError, replace_axis
 from studies.engine.cluster import cuda_available
+from studies.engine.record import add_flag
 from studies.engine.source import Source, command, resolve_trainable, source_of
 from studies.engine.study import BUDGETS, Budget, Study
 from studies.engine.task import Task, resolve_task
@@ -143,6 +144,7 @@ def parser(study: Study, source: Source | None = None) -> argparse.ArgumentParse
         action="store_true",
         help=f"run even above {LARGE_RUNS:,} seed runs (trials x seeds) or {LARGE_ITERATIONS:,} iterations per trial",
     )
+    add_flag(p)  # --optuna-storage URL
     p.add_argument(
         "--inject-faults",
         type=float,

@@ -27,6 +27,7 @@ from studies.engine.checks import (  # noqa: F401  (FALLBACK: what callers impor
 )
 from studies.engine.cluster import loopback_only, ray_init_kwargs, storage_problem, unschedulable
 from studies.engine.plan import Plan, plan, prog
+from studies.engine.record import check_url
 from studies.engine.source import Source
 from studies.engine.study import Study
 
@@ -62,6 +63,8 @@ def run(
         check_storage(p)
         check_address(p)
         check_analysis(p)
+        if getattr(p.args, "optuna_storage", None):
+            check_url(p.args.optuna_storage)
     except UsageError as e:
         _say(who, "error", str(e))
         return 2
@@ -96,7 +99,7 @@ def execute(p: Plan) -> int:
     import ray
     from ray import tune
 
-    from studies.engine import confirm, results, storage
+    from studies.engine import confirm, record, results, storage
     from studies.engine.progress import RunLog, drawing_on
     from studies.engine.search import GridSearch, GroupedASHA, repair
 
@@ -159,6 +162,7 @@ def execute(p: Plan) -> int:
                         p.study.search,
                         p.budget.samples,
                         p.study.search_first,
+                        record=record.for_plan(p),
                     )
                     asha = GroupedASHA(
                         p.study.asha_groups,

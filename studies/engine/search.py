@@ -34,6 +34,7 @@ class GridSearch(Searcher):
         samples: int = 1,
         first: dict | None = None,
         max_t: int | None = None,
+        record=None,
     ):
         super().__init__(metric=metric, mode=mode)
         self.points, self.seeds, self.fixed = points, list(seeds), fixed
@@ -44,22 +45,24 @@ class GridSearch(Searcher):
         self.live: dict[str, tuple[int, object]] = {}  # Tune trial id -> (point, Optuna trial or None)
         self.given: set[str] | None = set()  # every Tune trial id suggested
         self.requeue: list[tuple[int, object]] = []  # suggested, then lost from Tune's saved trials: again
-        self.studies = None
-        if space:
+        self.record = record  # a `studies.engine.record.Record`: the Optuna studies live in its database
+        self.known: set[int] = set()  # with a record: the Optuna trial ids given out (the rest are orphans)
+        self.orphans: dict[str, list[int]] = {}  # study name -> Optuna trials asked after this state was saved
+        self.studies, self.distributions = None, {}
+        if space or record:
             import optuna
             from ray.tune.search.optuna import OptunaSearch
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            self.distributions = OptunaSearch.convert_search_space(space)
+            self.distributions = OptunaSearch.convert_search_space(space) if space else {}
             startup = max(2, min(10, self.samples // 2))  # TPE needs a few random points first
-            direction = "maximize" if mode == "max" else "minimize"
-            self.studies = [
-                optuna.create_study(
-                    direction=direction, sampler=optuna.samplers.TPESampler(seed=p, n_startup_trials=startup)
-                )
-                for p in range(len(points))
-            ]
-            for s in self.studies if first else ():  # the nuisance values every scientific value tries first
+            self.samplers = [optuna.samplers.TPESampler(seed=p, n_startup_trials=startup) for p in range(len(points))]
+            if record:
+                self.studies = record.studies(points, self.samplers, fresh=True)
+            else:
+                direction = "maximize" if mode == "max" else "minimize"
+                self.studies = [optuna.create_study(direction=direction, sampler=s) for s in self.samplers]
+            for s in dict.fromkeys(self.studies) if first and space else ():  # the nuisance values tried first
                 s.enqueue_trial(dict(first))
 
     @property
@@ -73,21 +76,60 @@ class GridSearch(Searcher):
     def suggest(self, trial_id: str):
         if self.requeue:
             p, ot = self.requeue.pop(0)
+            if self.record and ot is not None:
+                self.record.label(ot, self.points[p], trial_id, self.seeds)  # given again: its new Tune id
         elif self.issued == len(self.order):
             return Searcher.FINISHED
         else:
-            p, ot = self._next()
+            p, ot = self._next(trial_id=trial_id)
         self.live[trial_id] = (p, ot)
         if self.given is not None:
             self.given.add(trial_id)
-        return {**self.fixed, **self.points[p], **(ot.params if ot else {}), "seeds": self.seeds}
+        tuned = {k: v for k, v in ot.params.items() if k in self.distributions} if ot else {}
+        return {**self.fixed, **self.points[p], **tuned, "seeds": self.seeds}
 
-    def _next(self, params: dict | None = None) -> tuple[int, object]:
+    def _next(self, params: dict | None = None, trial_id: str | None = None) -> tuple[int, object]:
         p, _ = self.order[self.issued]
         self.issued += 1
-        if self.studies and params is not None:
-            self.studies[p].enqueue_trial(params)  # a trial Tune has already run with these values
-        return p, self.studies[p].ask(self.distributions) if self.studies else None
+        if not self.studies:
+            return p, None
+        point = self.points[p]
+        dists = self.distributions or (self.record.nuisance_in(point) if self.record else {})
+        if params is None and not self.distributions:
+            params = {k: point[k] for k in dists} or None  # a confirmation's values, recorded, never sampled
+        ot = self._adopt(p, params, trial_id, dists)
+        if ot is None:
+            if params is not None:
+                self.studies[p].enqueue_trial(params)  # a trial Tune has already run with these values
+            ot = self.studies[p].ask(dists)
+        if self.record:
+            self.known.add(ot._trial_id)
+            self.record.label(ot, point, trial_id, self.seeds)
+        return p, ot
+
+    def _adopt(self, p: int, params: dict | None, trial_id: str | None, dists: dict):
+        """An Optuna trial of point p's study that a killed run asked after it last saved this state (it
+        is in the database, and Tune gives its point again): taken up, never asked twice. The one that
+        Tune's trial id names, else the first whose values agree with `params`."""
+        import optuna
+
+        name = self.record.name(self.record.point(self.points[p])) if self.record else None
+        cands = self.orphans.get(name) or []
+        if not cands:
+            return None
+        study = self.studies[p]
+        trials = {t._trial_id: t for t in study.get_trials(deepcopy=False)}
+        ok = lambda t: all(t.params.get(k, v) == v for k, v in (params or {}).items())
+        pick = next((i for i in cands if trial_id and trials[i].user_attrs.get("tune_trial_id") == trial_id), None)
+        pick = pick if pick is not None else next((i for i in cands if ok(trials[i])), None)
+        if pick is None:
+            return None
+        cands.remove(pick)
+        ot = optuna.Trial(study, pick)
+        if not trials[pick].state.is_finished():
+            for k, d in dists.items():
+                ot._suggest(k, d)  # any value the kill left unset (the database holds the rest)
+        return ot
 
     def reconcile(self, trials: list[tuple[str, dict, str, dict]]) -> int:
         """Agree with Tune's saved trials, `(trial id, config, status, last result)` in the order Tune
@@ -103,8 +145,8 @@ class GridSearch(Searcher):
         for tid, config, status, result in trials if self.given is not None else ():
             if tid in self.given:
                 continue
-            keys = self.distributions if self.studies else {}
-            self.live[tid] = self._next({k: config[k] for k in keys if k in config})
+            keys = self.distributions
+            self.live[tid] = self._next({k: config[k] for k in keys if k in config} if keys else None, tid)
             self.given.add(tid)
             if status == "TERMINATED":
                 self.on_trial_complete(tid, result)
@@ -113,7 +155,9 @@ class GridSearch(Searcher):
     def on_trial_result(self, trial_id: str, result: dict):
         ot = self.live.get(trial_id, (None, None))[1]
         value = result.get(self.metric)
-        if ot is not None and value is not None and math.isfinite(value):
+        if ot is not None and self.record:
+            self.record.report(ot, result, self.seeds)
+        elif ot is not None and value is not None and math.isfinite(value):
             ot.report(value, result.get("training_iteration", 0))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
@@ -122,21 +166,51 @@ class GridSearch(Searcher):
             return
         from optuna.trial import TrialState
 
+        if self.record:
+            self.record.finish(ot, None if error else result, self.seeds)
         value = None if error or not result else result.get(self.metric)
+        done = dict(skip_if_finished=True)  # told before a kill that Tune's saved state did not see
         if value is None or not math.isfinite(value):
-            self.studies[p].tell(ot, state=TrialState.FAIL)
+            self.studies[p].tell(ot, state=TrialState.FAIL, **done)
         elif self.max_t and result.get("training_iteration", self.max_t) < self.max_t:
-            self.studies[p].tell(ot, state=TrialState.PRUNED)  # stopped by ASHA: not a final value
+            self.studies[p].tell(ot, state=TrialState.PRUNED, **done)  # stopped by ASHA: not a final value
         else:
-            self.studies[p].tell(ot, value)
+            self.studies[p].tell(ot, value, **done)
+
+    def __getstate__(self) -> dict:
+        """What is pickled (with Tune's experiment, and by `save`): everything, or with a record, the
+        bookkeeping alone, each Optuna trial as its id in the database (which holds the studies)."""
+        if not getattr(self, "record", None):
+            return dict(self.__dict__)
+        ids = lambda pairs: [(p, None if ot is None else ot._trial_id) for p, ot in pairs]
+        state = {k: v for k, v in self.__dict__.items() if k not in ("studies", "orphans")}
+        return {**state, "live": dict(zip(self.live, ids(self.live.values()))), "requeue": ids(self.requeue)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"given": None, "requeue": [], "record": None, "known": set(), "orphans": {}, **state})
+        if not self.record:
+            return
+        import optuna
+
+        self.studies = self.record.studies(self.points, self.samplers, fresh=False)
+        trial = lambda p, i: (p, None if i is None else optuna.Trial(self.studies[p], i))
+        self.live = {t: trial(p, i) for t, (p, i) in self.live.items()}
+        self.requeue = [trial(p, i) for p, i in self.requeue]
+        held = {ot._trial_id for _, ot in [*self.live.values(), *self.requeue] if ot is not None} | self.known
+        self.orphans = {}
+        for s in dict.fromkeys(self.studies):  # asked after this state was saved: taken up, never asked again
+            trials = s.get_trials(deepcopy=False)
+            lost = [t._trial_id for t in trials if t._trial_id not in held and t.state.name != "WAITING"]
+            if lost:
+                self.orphans[s.study_name] = lost
 
     def save(self, checkpoint_path: str):
         with open(checkpoint_path, "wb") as f:
-            cloudpickle.dump(self.__dict__, f)
+            cloudpickle.dump(self.__getstate__(), f)
 
     def restore(self, checkpoint_path: str):
         with open(checkpoint_path, "rb") as f:
-            self.__dict__.update({"given": None, "requeue": [], **cloudpickle.load(f)})  # None: saved before both
+            self.__setstate__(cloudpickle.load(f))  # given None: saved before both
 
 
 def repair(exp: str) -> None:
@@ -161,7 +235,7 @@ def repair(exp: str) -> None:
         return
     gen = cloudpickle.loads(newest["search_gen_state"].read_bytes())
     gen.update(counter=len(trials), finished=left == 0, total_samples=max(gen["total_samples"], len(trials) + left))
-    for path, state in ((newest["searcher-state"], search.__dict__), (newest["search_gen_state"], gen)):
+    for path, state in ((newest["searcher-state"], search.__getstate__()), (newest["search_gen_state"], gen)):
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(cloudpickle.dumps(state))
         tmp.replace(path)

@@ -39,6 +39,8 @@ REASONS = {
     errno.EROFS: "became read-only",
 }
 _ERRNO_TEXT = re.compile(r"\[errno (\d+)\]", re.IGNORECASE)
+# SQLite's words for the same faults (the Optuna database, `studies.engine.record`), which carry no errno
+_SQLITE_TEXT = {"database or disk is full": errno.ENOSPC, "disk i/o error": errno.EIO}
 
 _faults: list[tuple[OSError, str | None]] = []  # (the error, the trial it stopped, if any)
 _statuses: dict[str, str] = {}  # each trial's Tune status at the end of Tune's last step
@@ -47,7 +49,8 @@ _lock = threading.Lock()
 
 def storage_error(e) -> OSError | None:
     """The storage's OSError behind `e` (an exception, or an error's text), or None. Follows the
-    causes of chained exceptions and of Ray's task errors; in text, an '[Errno N]' of the storage."""
+    causes of chained exceptions and of Ray's task errors; in text, an '[Errno N]' of the storage, or
+    SQLite's 'database or disk is full' (a write of the Optuna database)."""
     seen, todo = set(), [e]
     while todo:
         x = todo.pop(0)
@@ -60,7 +63,8 @@ def storage_error(e) -> OSError | None:
             todo += [getattr(x, "cause", None), x.__cause__, x.__context__, *x.args]
             x = str(x)
         if isinstance(x, str):
-            for n in map(int, _ERRNO_TEXT.findall(x)):
+            found = [*map(int, _ERRNO_TEXT.findall(x)), *(n for t, n in _SQLITE_TEXT.items() if t in x.lower())]
+            for n in found:
                 if n in STORAGE_ERRNOS:
                     return OSError(n, os.strerror(n))
     return None
