@@ -162,12 +162,17 @@ def claims(run: str | Path | Results) -> pd.DataFrame:
 
 def render(path: str | Path, out: str | Path | None = None, fmt: str = "png") -> dict:
     """Write a run's summary table, claims table, figures, report.md and report.html (into the run
-    folder, or `out`). Returns what was written, and what an index of several runs shows of this
-    one (its best configuration, headline figure, findings and claims' verdict counts)."""
+    folder, or `out`); for a study with a nuisance search, its parameter importance too
+    (`analysis.importance`: importance.csv / .parquet, figures/importance, a section of the report).
+    Returns what was written, and what an index of several runs shows of this one (its best
+    configuration, headline figure, findings and claims' verdict counts)."""
     import matplotlib.pyplot as plt
 
     from analysis import files
     from analysis.findings import findings
+    from analysis.importance import blocks as importance_blocks
+    from analysis.importance import figure as importance_figure
+    from analysis.importance import importance
     from analysis.report import blocks, claims_table, to_html, to_markdown
 
     r = load(path)
@@ -183,11 +188,23 @@ def render(path: str | Path, out: str | Path | None = None, fmt: str = "png") ->
         written.append(files.write_bytes(target, png) if fmt == "png" else files.save_figure(fig, target))
         figs.append((name, target.relative_to(out).as_posix(), png))
         plt.close(fig)
+    imp = importance(r.trials, r.manifest)  # studies with a nuisance search: Optuna's importance, with its spread
+    extra = []
+    if len(imp):
+        fig = importance_figure(imp)
+        png = files.figure_png(fig)
+        target = out / "figures" / f"importance.{fmt}"
+        written.append(files.write_bytes(target, png) if fmt == "png" else files.save_figure(fig, target))
+        plt.close(fig)
+        files.write_table(out / "importance", imp)
+        extra = importance_blocks(imp, target.relative_to(out).as_posix(), png)
     found = findings(r.trials, r.curves, r.manifest)
     for stale in (out / "figures").glob(f"*.{fmt}"):  # figures that an older version of this code wrote
         if stale not in written:
             stale.unlink()
     bl = blocks(r, figs, summary, found, table)
+    at = next((i for i, b in enumerate(bl) if b[:2] in (("h2", "Figures"), ("h2", "Manifest"))), len(bl))
+    bl = bl[:at] + extra + bl[at:]
     rep = files.write_text(out / "report.md", to_markdown(bl))
     page = files.write_text(out / "report.html", to_html(bl, f"{r.manifest['study']}: {r.manifest.get('name')}"))
     head = getattr(analysis_module(r.manifest), "HEADLINE", None)

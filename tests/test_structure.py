@@ -30,6 +30,7 @@ LAYERS = {
     "data": 0.5,
     "files": 0,
     "dashboard": 0,
+    "importance": 1,
     "verdicts": 1,
     "draw": 1,
     "plots": 2,
