@@ -5,7 +5,7 @@ table, claims table, figures and reports.
     >>> trials, curves, manifest, path = analysis.load("results/lr_scan/quick")
     >>> trials.groupby("config.lr")["metric.val_acc"].mean()
     >>> analysis.tuned_trials(trials, manifest)  # the seeds at each scientific value's tuned setting
-    >>> analysis.claims("results/lr_scan/quick")  # claim, reference, value, verdict, rule, why, effect, p, seeds
+    >>> analysis.claims("results/lr_scan/quick")  # claim, reference, value, verdict, rule, why, effect, p, seeds, look
 
 `load`, `find_runs`: read runs. `figures`, `render`, `render_all`: a run's figures, and its files
 (summary, claims, figures, report.md, report.html; an index over several runs). `claims(run)`:

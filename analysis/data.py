@@ -18,13 +18,13 @@ from scipy import stats
 from analysis.selection import chosen, keys_of, matches, selection, tuned_trials
 
 
-def ci95(values: ArrayLike) -> float:
-    """Half-width of the 95% confidence interval of the mean (Student t); NaN for n < 2."""
+def ci95(values: ArrayLike, level: float = 0.95) -> float:
+    """Half-width of the 95% (or `level`) confidence interval of the mean (Student t); NaN for n < 2."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if len(v) < 2:
         return float("nan")
-    return float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return float(stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
 MIN_CI = 3  # seeds from which the spread is a 95% CI rather than the min-max
@@ -51,15 +51,16 @@ class Spread:
         return f"{self.mean:.{digits}f} (1 seed)" if self.n else "–"
 
 
-def spread(values: ArrayLike) -> Spread:
-    """The spread of values over seeds, by the rule above (non-finite values left out)."""
+def spread(values: ArrayLike, level: float = 0.95) -> Spread:
+    """The spread of values over seeds, by the rule above (non-finite values left out; `level`: the
+    confidence interval's, for a test at another level)."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if not len(v):
         return Spread(np.nan, np.nan, np.nan, 0)
     m = float(v.mean())
     if len(v) >= MIN_CI:
-        h = ci95(v)
+        h = ci95(v, level)
         return Spread(m, m - h, m + h, len(v))
     return Spread(m, float(v.min()), float(v.max()), len(v))
 

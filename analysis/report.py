@@ -17,8 +17,10 @@ from analysis.data import MIN_CI, interval, spread, stat
 from analysis.modules import analysis_module
 from analysis.selection import CONFIRM, SEARCH, matches, phase, selection
 from analysis.selection import best as best_setting
+from analysis.sequential import evaluate as evaluate_looks
+from analysis.sequential import rule as looks_rule
 from analysis.style import CSS, SCI_KEYS, cell, config_text, fmt_sci, img, key
-from analysis.verdicts import INCONCLUSIVE, ended, evaluate
+from analysis.verdicts import INCONCLUSIVE, ended
 
 if TYPE_CHECKING:
     from analysis import Results  # type only: the package imports this module, not the reverse
@@ -33,10 +35,11 @@ Block = tuple  # (kind, ...): h1, h2, p, ul, table, code, fig
 
 def claims_table(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     """The run's claims table (`analysis.verdicts.evaluate` of its study's CLAIMS): claim, reference,
-    value, verdict, rule, why, effect, p, seeds; no rows for a study that declares no claims. Each reference
-    cites the module's `REFERENCES` (where the hand-run reference is told in full)."""
+    value, verdict, rule, why, effect, p, seeds, look (`analysis.sequential`); no rows for a study that
+    declares no claims. Each reference cites the module's `REFERENCES` (where the hand-run reference is
+    told in full)."""
     module = analysis_module(manifest)
-    table = evaluate(getattr(module, "CLAIMS", None) or [], trials, curves, manifest)
+    table = evaluate_looks(getattr(module, "CLAIMS", None) or [], trials, curves, manifest)
     cite = getattr(module, "REFERENCES", None)  # the account of the references (docs/references.md#NAME)
     if cite and len(table):
         table["reference"] = [r if cite in r else f"{r} [{cite}]" for r in table["reference"]]
@@ -83,10 +86,11 @@ def compact(summary: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.Da
     return out
 
 
-def claims_blocks(table: pd.DataFrame, study: str) -> list[Block]:
+def claims_blocks(table: pd.DataFrame, study: str, plan: list[int] | None = None) -> list[Block]:
     """The Claims section: one row per claim (its reference, this run's value with its spread, the effect
-    with its 95% interval, the p-value, the seeds a side, the verdict and why where inconclusive), then one
-    line per distinct rule that decided."""
+    with its 95% interval, the p-value, the seeds a side, the look that decided it where there are several,
+    the verdict and why where inconclusive), then one line per distinct rule that decided, and the
+    sequential rule over the looks (`plan`, `analysis.sequential`)."""
     out: list[Block] = [("h2", "Claims")]
     if not len(table):
         return out + [("p", "This study declares no claims (CLAIMS in its analysis module).")]
@@ -102,6 +106,7 @@ def claims_blocks(table: pd.DataFrame, study: str) -> list[Block]:
                     "effect [95% CI]": table["effect"] if "effect" in table else "",
                     "p": [f"{p:.3g}" if pd.notna(p) else "" for p in table.get("p", [float("nan")] * len(table))],
                     "seeds": table["seeds"] if "seeds" in table else "",
+                    **({"look": table["look"]} if plan and len(plan) > 1 else {}),
                     "verdict": verdict,
                 }
             ),
@@ -109,6 +114,8 @@ def claims_blocks(table: pd.DataFrame, study: str) -> list[Block]:
         )
     )
     out += [("p", f"Rule: {rule}") for rule in dict.fromkeys(r for r in table["rule"] if r)]
+    if plan:
+        out.append(("p", f"Seeds: {looks_rule(plan)}."))
     return out
 
 
@@ -206,7 +213,8 @@ def blocks(
                 "rest on the rest. Run the study's command again with --resume to finish them.",
             )
         )
-    out += claims_blocks(claims_table(t, r.curves, m) if claims is None else claims, m.get("study", ""))
+    table = claims_table(t, r.curves, m) if claims is None else claims
+    out += claims_blocks(table, m.get("study", ""), m.get("looks") if m.get("confirm_seeds") else None)
     counts = t["status"].value_counts().to_dict() if "status" in t else {}
     out += [
         ("h2", "Run"),

@@ -32,6 +32,7 @@ LAYERS = {
     "dashboard": 0,
     "importance": 1,
     "verdicts": 1,
+    "sequential": 1.5,
     "draw": 1,
     "plots": 2,
     "curves": 2,
@@ -268,7 +269,7 @@ def test_the_report_opens_with_the_claims_table(tmp_path, monkeypatch):
     assert html.index("<h2>Claims</h2>") < html.index("<h2>Findings</h2>")
 
     df = analysis.claims(run)
-    assert list(df.columns) == ["claim", "reference", "value", "verdict", "rule", "why", "effect", "p", "seeds"]
+    assert list(df.columns) == ["claim", "reference", "value", "verdict", "rule", "why", "effect", "p", "seeds", "look"]
     assert df["verdict"].tolist() == [REPRODUCED, INCONCLUSIVE] and df["why"].iloc[1] == "one seed never decides"
     pd.testing.assert_frame_equal(analysis.claims(analysis.load(run)), df)
     pd.testing.assert_frame_equal(pd.read_parquet(run / "claims.parquet"), df)

@@ -70,7 +70,9 @@ def test_bad_flags_are_usage_errors(argv, match):
         plan(STUDY, argv)
 
 
-@pytest.mark.parametrize("argv", [["--budget", "huge"], ["--gpus-per-trial", "-1"], ["--dataset", "nope"]])
+@pytest.mark.parametrize(
+    "argv", [["--budget", "huge"], ["--gpus-per-trial", "-1"], ["--dataset", "nope"], ["--max-seeds", "2"]]
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, argv):
     out = subprocess.run(
         [sys.executable, "-m", "studies.lr_scan", *argv, "--storage", str(tmp_path / "r")],

@@ -14,6 +14,7 @@ neither has nothing to confirm; `--no-confirm` skips the phase."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.selection import CONFIRM, SEARCH, chosen, selection
+from analysis.sequential import looks, open_claims
 
 MIN_CONFIRM = 3  # confirmation seeds: no decision rests on fewer than 3 seeds a side
 
@@ -95,16 +97,30 @@ def tag(trials: pd.DataFrame, curves: pd.DataFrame, phase: str) -> tuple[pd.Data
     return trials.assign(phase=phase), (curves.assign(phase=phase) if len(curves) else curves)
 
 
-def experiment(p) -> str:
-    """The confirmation's Tune experiment folder, beside the search's."""
-    return f"{p.run_dir}/confirm"
+def experiment(p, n: int | None = None) -> str:
+    """The confirmation's Tune experiment folder, beside the search's (the look of `n` seeds a side after
+    the first: `confirm-N`)."""
+    return f"{p.run_dir}/confirm" + (f"-{n}" if n else "")
 
 
-def run_phase(p, trials: pd.DataFrame, curves: pd.DataFrame, out) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """After the search: train the chosen configurations on fresh seeds (a new Tune experiment, or the
-    interrupted one resumed) and return both phases' tables, and how many confirmation trials there are.
-    The search's tables alone where the study selects nothing, `--no-confirm` was given, or no setting ran
-    to the end."""
+def planned_looks(p) -> list[int]:
+    """The confirmation seeds a side at each look of the sequential test (`analysis.sequential`): the first
+    look's, doubled up to the cap, `--max-seeds` or else the budget's `max_seeds` (default: one look).
+    Raises UsageError for a `--max-seeds` below the first look's seeds."""
+    from studies.engine.checks import UsageError
+
+    first = len(confirm_seeds(p.seeds, budget=p.budget_name))
+    flag = getattr(p.args, "max_seeds", None)
+    if flag is not None and flag < first:
+        raise UsageError(
+            f"--max-seeds {flag}: the confirmation already trains {first} fresh seeds a side; give at least {first}"
+        )
+    return looks(first, max(flag or p.budget.max_seeds or first, first))
+
+
+def _round(p, todo: list[dict], seeds: list[int], exp: str, out):
+    """One look's Tune experiment: `todo` on `seeds`, every trial to the end; resumed where it was
+    interrupted. Its tables, or None where the storage guard stopped it."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
@@ -112,11 +128,6 @@ def run_phase(p, trials: pd.DataFrame, curves: pd.DataFrame, out) -> tuple[pd.Da
     from studies.engine.record import for_plan
     from studies.engine.search import GridSearch, repair
 
-    trials, curves = tag(trials, curves, SEARCH)
-    todo = configs(trials, p) if getattr(p.args, "confirm", True) else []
-    if not todo:
-        return trials, curves, 0
-    seeds, exp = confirm_seeds(p.seeds, budget=p.budget_name), experiment(p)
     if Path(exp).is_dir() and not list(Path(exp).glob("experiment_state-*.json")):
         shutil.rmtree(exp)  # killed before Tune saved any state: nothing to resume, start afresh
     print(f"  confirming {len(todo)} chosen configurations on fresh seeds {seeds[0]}-{seeds[-1]}", file=out, flush=True)
@@ -132,10 +143,48 @@ def run_phase(p, trials: pd.DataFrame, curves: pd.DataFrame, out) -> tuple[pd.Da
         tuner = tune.Tuner(
             p.trainable(),
             tune_config=p.tune_config(search, FIFOScheduler()),
-            run_config=p.run_config("confirm", len(todo), seeds),
+            run_config=p.run_config(Path(exp).name, len(todo), seeds),
         )
     grid = tuner.fit()
     if storage.faults():  # the storage guard stopped it: the caller says so, and --resume continues
-        return trials, curves, len(todo)
-    ct, cc = tag(*results.tables(grid, p, storage.statuses()), CONFIRM)
-    return pd.concat([trials, ct], ignore_index=True), pd.concat([curves, cc], ignore_index=True), len(todo)
+        return None
+    return tag(*results.tables(grid, p, storage.statuses()), CONFIRM)
+
+
+def _open(p, trials: pd.DataFrame, curves: pd.DataFrame) -> int:
+    """How many of the study's claims more seeds could decide, on the tables as they stand (read back as
+    the report will read them)."""
+    import io
+    import time
+
+    from analysis.report import claims_table
+    from studies.engine.results import manifest
+
+    m = json.loads(json.dumps(manifest(p, time.time(), None), default=str))
+    t, c = (pd.read_parquet(io.BytesIO(df.to_parquet(index=False))) for df in (trials, curves))
+    return open_claims(claims_table(t, c, m))
+
+
+def run_phase(p, trials: pd.DataFrame, curves: pd.DataFrame, out) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """After the search: train the chosen configurations on fresh seeds (a new Tune experiment, or the
+    interrupted one resumed), then, while a claim's comparison is undecided and the plan has another look
+    (`planned_looks`), on as many seeds again; return every phase's tables, and how many confirmation
+    trials there are. The search's tables alone where the study selects nothing, `--no-confirm` was
+    given, or no setting ran to the end."""
+    trials, curves = tag(trials, curves, SEARCH)
+    todo = configs(trials, p) if getattr(p.args, "confirm", True) else []
+    if not todo:
+        return trials, curves, 0
+    seeds, plan = confirm_seeds(p.seeds, budget=p.budget_name), planned_looks(p)
+    done, rounds = 0, 0
+    for n in plan:
+        if done and not _open(p, trials, curves):
+            break  # every claim is decided, or waits for something other than seeds
+        rounds += 1
+        fresh = list(range(seeds[0] + done, seeds[0] + n))
+        got = _round(p, todo, fresh, experiment(p, n if done else None), out)
+        if got is None:
+            break
+        trials, curves = (pd.concat([a, b], ignore_index=True) for a, b in zip((trials, curves), got))
+        done = n
+    return trials, curves, rounds * len(todo)

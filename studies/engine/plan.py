@@ -139,6 +139,8 @@ def parser(study: Study, source: Source | None = None) -> argparse.ArgumentParse
         help="skip the confirmation phase (the chosen configuration of each scientific value trained again on "
         "fresh seeds, on which the claims rest)",
     )
+    more = "looks of twice as many (3, 6, 12), each at 0.05 / looks (default: the budget's, else one look)"
+    p.add_argument("--max-seeds", type=_positive(int), help=f"confirmation seeds a side, at most, in {more}")
     p.add_argument(
         "--yes",
         action="store_true",

@@ -28,6 +28,9 @@ class Budget:
     reduction: int = 3  # ASHA reduction factor
     grid: list[dict] | None = None  # a smaller scientific grid (smoke tests)
     fixed: dict = field(default_factory=dict)  # overrides of the study's fixed config
+    # confirmation seeds a side, at most, for a claim that its first look leaves undecided (`analysis.sequential`);
+    # None: one look
+    max_seeds: int | None = None
 
 
 @dataclass(frozen=True)
