@@ -19,10 +19,12 @@ BENCHMARKS.md at the repository root (see benchmarks/common.py).
   resident data, GPU augmentation and channels_last, bf16 autocast and (optionally) torch.compile.
 - `packed`: K configs of one MLP trained in one process with torch.func (vmap), vs K trainings
   one after another as studies.engine.loop trains a trial's seeds.
+- `database`: what recording every trial in Optuna's database costs the driver (`studies.engine.record`):
+  the searcher's calls with a SQLite file against in memory, and their share of a real study's wall time.
 - `validity` (run by name only, `python -m benchmarks validity [STUDY ...] [--repeats N]`): each
   study's default command N times with new seeds, and whether its claims held, into VALIDITY.md.
 """
 
 import studies  # noqa: F401  (puts the project root first on sys.path: our `datasets` wins)
 
-NAMES = ("throughput", "overhead", "asha", "gpu", "packed")
+NAMES = ("throughput", "overhead", "asha", "gpu", "packed", "database")

@@ -122,12 +122,16 @@ def test_a_trial_asked_after_the_last_save_is_taken_up_after_a_kill_never_asked_
     t.restore(str(tmp_path / "s.pkl"))
     b2, c2 = t.suggest("b2"), t.suggest("c2")
     assert (b2, c2) == (b, c)  # the same Optuna trials, taken up
+    d2, e2 = t.suggest("d2"), t.suggest("e2")  # new ones: their own values, never a taken-up trial's again
+    assert d2["optimizer"] == "sgd" and e2["optimizer"] == "adam" and e2["lr"] != c["lr"] and d2["lr"] != b["lr"]
+    t.on_trial_complete("d2", None, error=True)
+    t.on_trial_complete("e2", None, error=True)
     t.on_trial_complete("b2", report(t, "b2", [0.9, 0.9, 0.9, 0.9]))  # told before the kill: kept as told
     t.on_trial_complete("c2", report(t, "c2", [0.1, 0.2, 0.3, 0.6]))
     trials = db(tmp_path)
-    assert sum(map(len, trials.values())) == 3
+    assert sum(map(len, trials.values())) == 5
     sgd = trials["opt/smoke optimizer=sgd"]
-    assert [(x.state, x.value) for x in sgd] == [(TrialState.COMPLETE, pytest.approx(0.5))]
+    assert [(x.state, x.value) for x in sgd] == [(TrialState.COMPLETE, pytest.approx(0.5)), (TrialState.FAIL, None)]
     assert trials["opt/smoke optimizer=adam"][1].user_attrs["tune_trial_id"] == "c2"
 
 
@@ -194,6 +198,11 @@ def test_optuna_storage_flag_and_its_default(tmp_path):
     p = plan(STUDY, ["--storage", str(tmp_path), "--optuna-storage", "sqlite:////elsewhere/x.db"])
     assert url_for(p) == "sqlite:////elsewhere/x.db"
     assert url_for(plan(STUDY, ["--storage", "s3://bucket/r"])) is None  # SQLite cannot live at a URI
+    from studies.engine.runner import _header
+
+    live = f"\n  live view: python -m analysis dashboard {tmp_path}/lr_scan/smoke"  # the run prints it at its start
+    assert _header(plan(STUDY, ["--budget", "smoke", "--storage", str(tmp_path)])).endswith(live)
+    assert "live view" not in _header(plan(STUDY, ["--storage", "s3://bucket/r"]))
 
 
 @pytest.mark.parametrize("bad", ["nosuchdialect://x", "postgresql+nosuchdriver://u@h/db", "no url at all"])

@@ -27,7 +27,7 @@ from studies.engine.checks import (  # noqa: F401  (FALLBACK: what callers impor
 )
 from studies.engine.cluster import loopback_only, ray_init_kwargs, storage_problem, unschedulable
 from studies.engine.plan import Plan, plan, prog
-from studies.engine.record import check_url
+from studies.engine.record import check_url, url_for
 from studies.engine.source import Source
 from studies.engine.study import Study
 
@@ -74,15 +74,17 @@ def run(
 
 
 def _header(p: Plan) -> str:
-    """What the terminal shows when the trials start: the study, where it runs, where things go."""
+    """What the terminal shows when the trials start: the study, where it runs, where things go, and the
+    command of the live view (optuna-dashboard on the run's Optuna database)."""
     from studies.engine.progress import seeds_text
 
     where = "this machine's Ray" if p.args.address is None else f"the Ray cluster at {p.args.address}"
     later = " (uploaded at the end)" if "://" in p.run_dir else ""
+    live = f"\n  live view: python -m analysis dashboard {shlex.quote(p.run_dir)}" if url_for(p) else ""
     return (
         f"{p.study.name}, budget {p.budget_name}: {p.n_trials} trials, each trains {seeds_text(p.seeds)}, on "
         f"{where}; results in {p.run_dir}\n  Ray's output: {p.log_path}{later}; curves: "
-        f"tensorboard --logdir {p.tune_dir}"
+        f"tensorboard --logdir {p.tune_dir}{live}"
     )
 
 

@@ -13,6 +13,7 @@ configuration that ran to the end, so the tuned value is a real optimum.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -45,6 +46,8 @@ class GridSearch(Searcher):
         self.live: dict[str, tuple[int, object]] = {}  # Tune trial id -> (point, Optuna trial or None)
         self.given: set[str] | None = set()  # every Tune trial id suggested
         self.requeue: list[tuple[int, object]] = []  # suggested, then lost from Tune's saved trials: again
+        if record is not None and (record.metric, record.mode) != (metric, mode):
+            record = dataclasses.replace(record, metric=metric, mode=mode)  # what this searcher is told
         self.record = record  # a `studies.engine.record.Record`: the Optuna studies live in its database
         self.known: set[int] = set()  # with a record: the Optuna trial ids given out (the rest are orphans)
         self.orphans: dict[str, list[int]] = {}  # study name -> Optuna trials asked after this state was saved
@@ -55,8 +58,8 @@ class GridSearch(Searcher):
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             self.distributions = OptunaSearch.convert_search_space(space) if space else {}
-            startup = max(2, min(10, self.samples // 2))  # TPE needs a few random points first
-            self.samplers = [optuna.samplers.TPESampler(seed=p, n_startup_trials=startup) for p in range(len(points))]
+            self.startup = max(2, min(10, self.samples // 2))  # TPE needs a few random points first
+            self.samplers = [self._sampler(p) for p in range(len(points))]
             if record:
                 self.studies = record.studies(points, self.samplers, fresh=True)
             else:
@@ -64,6 +67,13 @@ class GridSearch(Searcher):
                 self.studies = [optuna.create_study(direction=direction, sampler=s) for s in self.samplers]
             for s in dict.fromkeys(self.studies) if first and space else ():  # the nuisance values tried first
                 s.enqueue_trial(dict(first))
+
+    def _sampler(self, p: int, told: int = 0):
+        """Point p's TPE sampler; `told`: its study's trials in the database when a run resumes (a sampler
+        seeded as at the last save would draw again what the trials asked after it drew)."""
+        import optuna
+
+        return optuna.samplers.TPESampler(seed=p + 1009 * told, n_startup_trials=self.startup)
 
     @property
     def total(self) -> int:
@@ -183,7 +193,7 @@ class GridSearch(Searcher):
         if not getattr(self, "record", None):
             return dict(self.__dict__)
         ids = lambda pairs: [(p, None if ot is None else ot._trial_id) for p, ot in pairs]
-        state = {k: v for k, v in self.__dict__.items() if k not in ("studies", "orphans")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("studies", "orphans", "samplers")}
         return {**state, "live": dict(zip(self.live, ids(self.live.values()))), "requeue": ids(self.requeue)}
 
     def __setstate__(self, state: dict) -> None:
@@ -192,7 +202,10 @@ class GridSearch(Searcher):
             return
         import optuna
 
-        self.studies = self.record.studies(self.points, self.samplers, fresh=False)
+        self.studies = self.record.studies(self.points, [None] * len(self.points), fresh=False)
+        for p, s in enumerate(self.studies):
+            s.sampler = self._sampler(p, len(s.get_trials(deepcopy=False)))
+        self.samplers = [s.sampler for s in self.studies]
         trial = lambda p, i: (p, None if i is None else optuna.Trial(self.studies[p], i))
         self.live = {t: trial(p, i) for t, (p, i) in self.live.items()}
         self.requeue = [trial(p, i) for p, i in self.requeue]
