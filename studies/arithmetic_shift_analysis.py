@@ -184,6 +184,10 @@ def _own_learned(trials, manifest, pairs) -> Verdict:
 
 
 FULL = ("full",)  # the hand-run levels need the hand-run training sets and steps
+# What B's model learned needs the full budget: at the quick size (hidden 64, 10% of the sets) the LSTM trained on
+# B reached 0.16 on two-digit expressions in the quick 2,800 steps, and 0.22 in three times as many (8,400 steps,
+# lr 1e-2, VALIDITY.md): the floor of 0.5 is out of reach within the quick wall-time limit.
+LEARNS_B = ("full",)
 # "GRU ≈ LSTM" is about trained models: within the quick budget's 2,800 steps the cells still learn at different
 # speeds, and which of the two is ahead depends on the lr (at lr 3e-3 the GRU led on A, at 1e-2 the LSTM)
 TRAINED = ("full",)
@@ -215,18 +219,21 @@ CLAIMS = [
             LEARNED,
             _acc(t, m, "B", "two"),
         ),
+        budgets=LEARNS_B,
     ),
     Claim(
         "No generalisation across the shift: each training set's model is best on its own operands, A on "
         "single-digit and B on two-digit expressions",
         "single-digit: A 0.988 vs B 0.003; two-digit: B 0.846 vs A 0.169 (hand-run LSTM)",
         lambda t, c, m: _own_learned(t, m, [(("A", "single"), ("B", "single")), (("B", "two"), ("A", "two"))]),
+        budgets=LEARNS_B,
     ),
     Claim(
         "Mixed expressions are harder than each model's own: the mixed accuracy is below A's single-digit and "
         "below B's two-digit accuracy",
         "mixed: A 0.122 (single-digit 0.988), B 0.615 (two-digit 0.846) (hand-run LSTM)",
         lambda t, c, m: _own_learned(t, m, [(("A", "single"), ("A", "mixed")), (("B", "two"), ("B", "mixed"))]),
+        budgets=LEARNS_B,
     ),
     Claim(
         "GRU ≈ LSTM: on each training set's own distribution the GRU's test accuracy is within 0.05 of the LSTM's",
@@ -247,6 +254,7 @@ CLAIMS = [
             LEARNED,
             *(_acc(t, m, "B", "two", cell) for cell in ("lstm", "gru")),
         ),
+        budgets=LEARNS_B,
     ),
     Claim(
         "At the hand-run sizes the LSTM reaches the hand-run levels: A single-digit >= 0.95, B two-digit >= 0.75 "
