@@ -174,6 +174,27 @@ def test_repair_gives_a_trial_tune_never_saved_again_with_its_optuna_trial(tmp_p
     assert trials["opt/smoke optimizer=sgd"][1].user_attrs["tune_trial_id"] == "z2"
 
 
+def test_repair_gives_a_trial_tune_saved_but_the_searcher_never_saw_its_optuna_trial_and_tells_it(tmp_path):
+    s = searcher(tmp_path, samples=2)
+    configs = {t: s.suggest(t) for t in "wxy"}
+    s.save(str(tmp_path / "older.pkl"))  # the searcher's file before z: the disk refused the newer one
+    configs["z"] = s.suggest("z")  # asked in the database all the same
+    older = GridSearch([{"lr": 9}], seeds=[5], fixed={}, metric="acc", mode="max")
+    older.restore(str(tmp_path / "older.pkl"))
+    saved = [(t, configs[t], "RUNNING", {}) for t in "wxy"]
+    saved += [("z", configs["z"], "TERMINATED", {"acc": 0.7, "training_iteration": 4})]
+    exp = tmp_path / "exp"
+    saved_experiment(exp, older, saved, counter=3)
+    repair(str(exp))
+    t = GridSearch([{"lr": 9}], seeds=[5], fixed={}, metric="acc", mode="max")
+    t.restore(str(exp / "searcher-state-s1.pkl"))
+    assert t.suggest("q") == GridSearch.FINISHED and set(t.live) == {"w", "x", "y"}
+    trials = db(tmp_path)
+    assert sum(map(len, trials.values())) == 4  # z's Optuna trial taken up, not asked again
+    [z] = [x for x in trials["opt/smoke optimizer=sgd"] if x.user_attrs["tune_trial_id"] == "z"]
+    assert z.state == TrialState.COMPLETE and z.value == pytest.approx(0.7) and z.params["lr"] == configs["z"]["lr"]
+
+
 def test_a_full_disk_under_the_database_is_a_fault_of_the_storage(small_disk):  # noqa: F811
     st = optuna.storages.RDBStorage(f"sqlite:///{small_disk.path}/optuna.db")
     study = optuna.create_study(storage=st, study_name="full")
