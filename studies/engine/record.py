@@ -8,7 +8,7 @@ One Optuna study per scientific value and phase, named by the run and that value
 for a grid without a nuisance search. Each trial holds its scientific values (a categorical of one
 choice: never sampled) and its nuisance values as parameters, its intermediate values (the mean over
 the seeds, what ASHA and Optuna see), its value and its state (COMPLETE, PRUNED where ASHA stopped it,
-FAIL), and as user attributes its phase, its Tune trial id, its seeds and each seed's values. Each
+FAIL), and as user attributes its phase, its Tune trial id, its seeds and each seed's final values. Each
 write is one transaction of the database: a killed run leaves it consistent. The searcher
 (`studies.engine.search.GridSearch`) asks and tells through these studies and pickles only its own
 bookkeeping (which Optuna trial each Tune trial holds), so `--resume` continues the studies in the
@@ -192,33 +192,36 @@ class Record:
         except UpdateFinishedTrialError:
             pass
 
-    def report(self, ot, result: dict, seeds: list[int]) -> None:
-        """One iteration: the mean over the seeds as the intermediate value, each seed's value beside it."""
+    def report(self, ot, result: dict) -> None:
+        """One iteration: the mean over the seeds as the intermediate value (one write; each seed's values
+        go in once, at the end: `finish`)."""
         from optuna.exceptions import UpdateFinishedTrialError
 
         value = result.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return
         try:
-            if value is not None and math.isfinite(value):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # a step reported before a kill: Optuna keeps the first
-                    ot.report(value, int(result.get("training_iteration", 0)))
-            per_seed = {str(s): finite(result.get(f"seed{s}/{self.metric}")) for s in seeds}
-            ot.set_user_attr(f"{self.metric} per seed", per_seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a step reported before a kill: Optuna keeps the first
+                ot.report(value, int(result.get("training_iteration", 0)))
         except UpdateFinishedTrialError:  # told before a kill that Tune's saved state did not see: kept as told
             pass
 
     def finish(self, ot, result: dict | None, seeds: list[int]) -> None:
         """The last result (which Tune gives to `on_trial_complete` alone where the scheduler stopped the
-        trial at it) and its per-seed values of every metric, before the trial is told."""
+        trial at it), each seed's objective (`<metric> per seed`) and each seed's every metric (`per seed`),
+        before the trial is told."""
         from optuna.exceptions import UpdateFinishedTrialError
 
-        if result:
-            self.report(ot, result, seeds)
-            per_seed = {k: finite(v) for k, v in result.items() if k.startswith("seed") and "/" in k}
-            try:
-                ot.set_user_attr("per seed", per_seed)
-            except UpdateFinishedTrialError:
-                pass
+        if not result:
+            return
+        self.report(ot, result)
+        per_seed = {k: finite(v) for k, v in result.items() if k.startswith("seed") and "/" in k}
+        try:
+            ot.set_user_attr(f"{self.metric} per seed", {str(s): per_seed.get(f"seed{s}/{self.metric}") for s in seeds})
+            ot.set_user_attr("per seed", per_seed)
+        except UpdateFinishedTrialError:
+            pass
 
 
 def finite(v):

@@ -166,7 +166,7 @@ class GridSearch(Searcher):
         ot = self.live.get(trial_id, (None, None))[1]
         value = result.get(self.metric)
         if ot is not None and self.record:
-            self.record.report(ot, result, self.seeds)
+            self.record.report(ot, result)
         elif ot is not None and value is not None and math.isfinite(value):
             ot.report(value, result.get("training_iteration", 0))
 
