@@ -226,7 +226,17 @@ def test_optuna_storage_flag_and_its_default(tmp_path):
     assert "live view" not in _header(plan(STUDY, ["--storage", "s3://bucket/r"]))
 
 
-@pytest.mark.parametrize("bad", ["nosuchdialect://x", "postgresql+nosuchdriver://u@h/db", "no url at all"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "nosuchdialect://x",
+        "postgresql+nosuchdriver://u@h/db",
+        "no url at all",
+        "sqlite:////nonexistent/folder/x.db",
+        "sqlite://",
+        "postgresql://u@127.0.0.1:1/db",  # nothing listens on port 1
+    ],
+)
 def test_a_bad_optuna_storage_is_one_line_exit_2_before_ray_starts(tmp_path, bad):
     out = subprocess.run(
         [sys.executable, "-m", "studies.lr_scan", "--budget", "smoke", "--storage", str(tmp_path)]

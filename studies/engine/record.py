@@ -17,9 +17,11 @@ database."""
 from __future__ import annotations
 
 import math
+import os
 import threading
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from studies.engine.checks import UsageError
 
@@ -52,8 +54,8 @@ def url_for(p) -> str | None:
 
 def check_url(url: str) -> None:
     """A UsageError (one line) for a URL that SQLAlchemy cannot parse or whose driver is missing, and
-    for a database server that does not answer; starts nothing else. SQLite is checked by the run
-    folder's own check (`check_storage`)."""
+    for a database server that does not answer, or a SQLite file in memory or in a folder that cannot be
+    written; starts nothing else, writes nothing."""
     import sqlalchemy
 
     try:
@@ -63,6 +65,12 @@ def check_url(url: str) -> None:
     except Exception as e:
         raise UsageError(f"--optuna-storage {url!r}: not a usable SQLAlchemy URL ({type(e).__name__}: {e})") from None
     if parsed.get_backend_name() == "sqlite":
+        path = parsed.database or ""
+        if path in ("", ":memory:"):
+            raise UsageError(f"--optuna-storage {url!r}: an in-memory SQLite database is no record; name a file")
+        folder = Path(path).expanduser().resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise UsageError(f"--optuna-storage {url!r}: the folder {folder} does not exist or cannot be written")
         return
     try:
         engine = sqlalchemy.create_engine(url)
