@@ -611,7 +611,7 @@ def test_report_html_is_self_contained(tmp_path):
     assert all(p.suffix == ".svg" for p in out["figures"])
     page = out["html"].read_text()
     srcs = re.findall(r"""src=["']([^"']*)""", page)
-    assert len(srcs) == len(out["figures"]) == 7
+    assert len(srcs) == len(out["figures"]) == 8  # the study's and the generic figures, and the importance
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     assert not re.search(r"<(link|script)\b", page) and "http" not in page
     assert "Isolation view (lr tuned per optimizer on validation" in page
