@@ -49,9 +49,21 @@ def _distribution(described: str | None, values: pd.Series):
 
 
 def _choice(v):
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    return v.item() if hasattr(v, "item") else str(v)
+    """A table cell as Optuna's categorical takes it; a missing one (a key that some settings lack, such as
+    the Transformer's heads beside an LSTM) as the text 'none'."""
+    v = v.item() if hasattr(v, "item") else v
+    if v is None or (isinstance(v, float) and v != v):
+        return "none"
+    return v if isinstance(v, (bool, int, float, str)) else str(v)
+
+
+def _param(dist, v):
+    """A table cell as the value of its Optuna distribution."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    if isinstance(dist, FloatDistribution):
+        return float(v)
+    return int(v) if isinstance(dist, IntDistribution) else _choice(v)
 
 
 def finished(trials: pd.DataFrame, manifest: dict) -> tuple[pd.DataFrame, dict]:
@@ -96,7 +108,9 @@ def importance(trials: pd.DataFrame, manifest: dict, resamples: int = RESAMPLES)
     direction = "minimize" if manifest.get("mode") == "min" else "maximize"
     made = [
         optuna.trial.create_trial(
-            params={k: _choice(r[f"config.{k}"]) for k in dists}, distributions=dists, value=float(r["value"])
+            params={k: _param(d, r[f"config.{k}"]) for k, d in dists.items()},
+            distributions=dists,
+            value=float(r["value"]),
         )
         for _, r in rows.iterrows()
     ]

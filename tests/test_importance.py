@@ -54,6 +54,13 @@ def test_the_nuisance_lr_that_shapes_the_objective_is_the_important_one_with_its
     assert importance(search(stopped=4), M).equals(table)  # seeded: the same tables again
 
 
+def test_a_scientific_key_that_some_settings_lack_is_a_category_of_its_own():
+    t = search(stopped=0)
+    t["config.heads"] = np.where(t["config.optimizer"] == "adam", 2.0, np.nan)  # the Transformer's heads, say
+    table = importance(t, {**M, "scientific": ["optimizer", "heads"]})
+    assert set(table["parameter"]) == {"optimizer", "heads", "lr"} and (table["resamples"] == RESAMPLES).all()
+
+
 def test_no_importance_without_a_nuisance_search_or_with_too_few_trials():
     trials, _ = synthetic_lr_scan()
     assert importance(trials, MANIFEST).empty
