@@ -209,20 +209,18 @@ def restored(exp: Path) -> tuple[GridSearch, dict]:
     return t, cloudpickle.loads((exp / "search_gen_state-s1.json").read_bytes())
 
 
-def test_a_trial_the_searcher_gave_but_tune_never_saved_is_given_again(tmp_path):
+def two_points_tuned() -> GridSearch:
+    """Two scientific values, lr tuned by Optuna with 2 samples each: 4 trials."""
     from ray import tune
+
+    return GridSearch([{"opt": "a"}, {"opt": "b"}], [0], {}, "acc", "max", {"lr": tune.loguniform(1e-4, 1e-1)}, 2)
+
+
+def test_a_trial_the_searcher_gave_but_tune_never_saved_is_given_again(tmp_path):
 
     from studies.engine.search import repair
 
-    s = GridSearch(
-        [{"opt": "a"}, {"opt": "b"}],
-        seeds=[0],
-        fixed={},
-        metric="acc",
-        mode="max",
-        space={"lr": tune.loguniform(1e-4, 1e-1)},
-        samples=2,
-    )
+    s = two_points_tuned()
     configs = {t: s.suggest(t) for t in "wxyz"}  # Tune saved its trial list after w, x, y: z is lost
     s.on_trial_complete("w", {"acc": 0.5, "training_iteration": 4})
     saved = [(t, configs[t], "TERMINATED" if t == "w" else "RUNNING", {}) for t in "wxy"]
@@ -237,19 +235,10 @@ def test_a_trial_the_searcher_gave_but_tune_never_saved_is_given_again(tmp_path)
 
 def test_a_trial_tune_saved_that_the_searcher_never_saw_takes_the_next_point_and_is_told(tmp_path):
     from optuna.trial import TrialState
-    from ray import tune
 
     from studies.engine.search import repair
 
-    s = GridSearch(
-        [{"opt": "a"}, {"opt": "b"}],
-        seeds=[0],
-        fixed={},
-        metric="acc",
-        mode="max",
-        space={"lr": tune.loguniform(1e-4, 1e-1)},
-        samples=2,
-    )
+    s = two_points_tuned()
     configs = {t: s.suggest(t) for t in "wxy"}
     s.save(str(tmp_path / "older.pkl"))  # the searcher's file before z: the disk refused the newer one
     configs["z"] = s.suggest("z")
