@@ -99,14 +99,27 @@ def run_study(
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), runs
 
 
+def _repeat(r: pd.Series) -> str:
+    """One repeat's cell: verdict and value, then the effect with its 95% interval, the p-value, the
+    seeds a side and the look that decided (where the claims table has them), and why if not reproduced."""
+    parts = [f"**{r['verdict']}**: {r['value']}"]
+    for key, label in (("effect", "effect"), ("p", "p"), ("seeds", "seeds"), ("look", "look")):
+        v = r.get(key)
+        if v is not None and not (isinstance(v, float) and pd.isna(v)) and str(v) not in ("", "nan"):
+            parts.append(f"{label} {v:.3g}" if isinstance(v, float) else f"{label} {v}")
+    if r["verdict"] != "reproduced" and r.get("why"):
+        parts.append(f"({r['why']})")
+    return "; ".join(parts)
+
+
 def summary(claims: pd.DataFrame, repeats: int) -> pd.DataFrame:
-    """One row per claim: reference, each repeat's value and verdict, and the count reproduced."""
+    """One row per claim: reference, each repeat's verdict, value, effect with its interval, p-value,
+    seeds and look, and the count reproduced."""
     rows = []
     for text, g in claims.groupby("claim", sort=False):
         row = {"claim": text, "reference": g["reference"].iloc[0]}
         for _, r in g.iterrows():
-            why = f" ({r['why']})" if r["verdict"] != "reproduced" and r["why"] else ""
-            row[f"repeat {r['repeat']}"] = f"{r['verdict']}: {r['value']}{why}"
+            row[f"repeat {r['repeat']}"] = _repeat(r)
         row["reproduced"] = f"{int((g['verdict'] == 'reproduced').sum())}/{repeats}"
         rows.append(row)
     return pd.DataFrame(rows)

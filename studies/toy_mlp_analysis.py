@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from analysis import draw
 from analysis.data import spread_kind, spread_note, stat, summarize
-from analysis.selection import SEARCH, phase, selection, tuned_trials
+from analysis.selection import CONFIRM, SEARCH, phase, selection, tuned_trials
 from analysis.style import fmt_sci
 from analysis.verdicts import (
     Claim,
@@ -115,7 +115,13 @@ def accuracy_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), sharey=True)
     w = 0.8 / max(1, len(names))
     order = _order(s["config.dataset"])
-    titles = (f"all at the hand-run lr {fmt_sci(hand_lr(manifest))}", "each at its own tuned lr")
+    titles = [f"all at the hand-run lr {fmt_sci(hand_lr(manifest))}", "each at its own tuned lr"]
+    for i, view in enumerate(VIEWS):  # which seeds each panel reads: the search's, or the confirmation's
+        at = v[v["view"] == view]
+        phases = sorted(at["phase"].astype(str).unique()) if "phase" in at else [SEARCH]
+        seeds = sorted(set(at["config.seed"].astype(int)))
+        name = {(SEARCH,): "search", (CONFIRM,): "confirmation"}.get(tuple(phases), "search and confirmation")
+        titles[i] += f"\n{name} seeds {seeds[0]}-{seeds[-1]}" if seeds else ""
     for ax, view, title in zip(axes, VIEWS, titles):
         for j, name in enumerate(names):
             g = s[(s["view"] == view) & (s["config.setting"] == name)].set_index("config.dataset").reindex(order)
@@ -290,8 +296,9 @@ def findings(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> list
         a, b = (_row(s, view, ds, "torch MLP") for view in VIEWS)
         if len(a) and len(b):
             a, b = a.iloc[0], b.iloc[0]
+            same = ", the same lr on other seeds" if np.isclose(b["lr"], lr0) else ""
             cost.append(
-                f"{ds} {a['metric.test_acc.mean']:.3f} -> {b['metric.test_acc.mean']:.3f} (lr {fmt_sci(b['lr'])})"
+                f"{ds} {a['metric.test_acc.mean']:.3f} -> {b['metric.test_acc.mean']:.3f} (lr {fmt_sci(b['lr'])}{same})"
             )
     if cost:
         out.append(

@@ -85,3 +85,44 @@ def one_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(threads)
+
+
+# ---- real smoke runs that several tests read (each study run once per session) -----------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def optimizer_smoke(tmp_path_factory, ray_session):
+    """The default smoke command of optimizer_comparison (a nuisance search, then a confirmation
+    phase), run once for the tests that only read such a run: its tables, its Optuna database, the
+    dashboard and the report in a browser. The run's folder."""
+    from studies.engine.runner import run
+    from studies.optimizer_comparison import STUDY
+
+    root = tmp_path_factory.mktemp("optimizer_smoke")
+    assert run(STUDY, ["--budget", "smoke", "--storage", str(root)]) == 0
+    return root / "optimizer_comparison" / "smoke"
+
+
+@pytest.fixture(scope="session")
+def lr_scan_cli(tmp_path_factory):
+    """lr_scan's smoke command in a process of its own, stdout a pipe, as `python -m benchmarks
+    validity` runs a first repeat (`--name validity-smoke-1 --first-seed 0`): the completed process
+    (its stdout, what a person sees) and the storage root it wrote."""
+    import subprocess
+    import sys
+
+    storage = tmp_path_factory.mktemp("lr_scan_cli")
+    flags = ["--budget", "smoke", "--storage", str(storage), "--name", "validity-smoke-1", "--first-seed", "0"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run(
+        [sys.executable, "-m", "studies.lr_scan", *flags],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out, storage

@@ -149,14 +149,9 @@ def not_blank(png: bytes) -> tuple[int, float]:
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """A real smoke run of a study with a nuisance search and a confirmation phase."""
-    from studies.engine.runner import run
-    from studies.optimizer_comparison import STUDY
-
-    root = tmp_path_factory.mktemp("browser")
-    assert run(STUDY, ["--budget", "smoke", "--storage", str(root)]) == 0
-    return root / "optimizer_comparison" / "smoke"
+def smoke_run(optimizer_smoke):
+    """A real smoke run of a study with a nuisance search and a confirmation phase (conftest's)."""
+    return optimizer_smoke
 
 
 @pytest.fixture(scope="module")

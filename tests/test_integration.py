@@ -17,9 +17,15 @@ pytestmark = pytest.mark.slow
 
 
 def run_smoke(name: str, tmp_path, *extra: str):
+    """Run `name`'s smoke budget in this process, then check its run (`check_smoke`)."""
     mod = importlib.import_module(f"studies.{name}")
     assert mod.main(["--budget", "smoke", "--storage", str(tmp_path), *extra]) == 0
-    run = tmp_path / name / "smoke"
+    return check_smoke(name, tmp_path / name / "smoke")
+
+
+def check_smoke(name: str, run):
+    """What every study's smoke run holds: both phases' trials, curves, figures, report and claims."""
+    mod = importlib.import_module(f"studies.{name}")
     r = analysis.load(run)
     both, c = r.trials, r.curves
     t = both[both["phase"] == "search"]
@@ -83,15 +89,15 @@ def run_smoke(name: str, tmp_path, *extra: str):
     return t, c, r
 
 
-def test_lr_scan_smoke(ray_session, tmp_path):
-    t, c, _ = run_smoke("lr_scan", tmp_path)
+def test_lr_scan_smoke(lr_scan_cli):
+    t, c, _ = check_smoke("lr_scan", lr_scan_cli[1] / "lr_scan" / "validity-smoke-1")
     assert sorted(t["config.lr"]) == [1e-5, 1e-3, 1.0]  # a scan that reaches lr=1.0 completes
     # ASHA compares trials only within one scientific value: every lr's curve runs to the end (or diverges)
     assert not t["stopped_early"].any() and set(t["status"]) <= {"completed", "diverged"}
 
 
-def test_optimizer_comparison_smoke_tunes_lr_per_optimizer(ray_session, tmp_path):
-    t, c, r = run_smoke("optimizer_comparison", tmp_path)
+def test_optimizer_comparison_smoke_tunes_lr_per_optimizer(optimizer_smoke):
+    t, c, r = check_smoke("optimizer_comparison", optimizer_smoke)
     for _, g in t.groupby("config.optimizer"):
         assert g["config.lr"].nunique() == 2 and g["config.lr"].between(1e-5, 1e-1).all()
     assert set(t["config.optimizer"]) == {"adam", "sgd"}

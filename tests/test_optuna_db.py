@@ -287,12 +287,8 @@ def check_recorded(run_dir: Path, phase: str = "search") -> None:
 
 
 @pytest.mark.slow
-def test_a_smoke_study_records_every_trial_of_both_phases(tmp_path):
-    from studies.engine.runner import run
-    from studies.optimizer_comparison import STUDY
-
-    assert run(STUDY, ["--budget", "smoke", "--storage", str(tmp_path)]) == 0
-    run_dir = tmp_path / "optimizer_comparison" / "smoke"
+def test_a_smoke_study_records_every_trial_of_both_phases(optimizer_smoke):
+    run_dir = optimizer_smoke
     check_recorded(run_dir)
     check_recorded(run_dir, "confirm")
     names = set(states(run_dir))
@@ -330,3 +326,6 @@ def test_kill_9_then_resume_records_every_trial_once_in_the_right_state(tmp_path
     after = {x._trial_id: x.state for xs in states(run_dir).values() for x in xs}
     assert set(before) <= set(after) and all(after[i] == s for i, s in before.items() if s.is_finished())
     assert os.path.getsize(run_dir / "optuna.db") > 0
+    import analysis  # --no-confirm: the search alone, no confirmation experiment
+
+    assert set(analysis.load(run_dir).trials["phase"]) == {"search"} and not (run_dir / "confirm").exists()

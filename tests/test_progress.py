@@ -9,7 +9,6 @@ import logging
 import os
 import pickle
 import re
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -221,18 +220,9 @@ def test_clock():
 
 
 @pytest.mark.slow
-def test_a_smoke_run_prints_a_screen_and_ends_with_where_the_results_are(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run(
-        [sys.executable, "-m", "studies.lr_scan", "--budget", "smoke", "--storage", str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # stdout: a pipe
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    run = tmp_path / "lr_scan" / "smoke"
+def test_a_smoke_run_prints_a_screen_and_ends_with_where_the_results_are(lr_scan_cli):
+    out, storage = lr_scan_cli  # stdout: a pipe
+    run = storage / "lr_scan" / "validity-smoke-1"
     lines = out.stdout.splitlines()
     assert len(lines) < 60, out.stdout
     assert lines[-1].split()[0] == "report" and f"{run}/report.md" in lines[-1]

@@ -17,6 +17,10 @@ def _claims(repeat: int, verdicts: list[str]) -> pd.DataFrame:
             "verdict": verdicts,
             "rule": ["Welch", "bound"],
             "why": ["", "the seeds do not separate the two"],
+            "effect": ["+0.100 [+0.050, +0.150]", ""],
+            "p": [0.05, float("nan")],
+            "seeds": ["3 vs 3", "3"],
+            "look": ["1 of 1", "1 of 1"],
             "repeat": repeat,
         }
     )
@@ -26,8 +30,12 @@ def test_summary_counts_the_repeats_that_reproduce_each_claim():
     claims = pd.concat([_claims(1, ["reproduced", "reproduced"]), _claims(2, ["reproduced", "inconclusive"])])
     s = validity.summary(claims, repeats=2).set_index("claim")
     assert s.loc["A beats B", "reproduced"] == "2/2" and s.loc["C holds", "reproduced"] == "1/2"
-    assert s.loc["C holds", "repeat 2"] == "inconclusive: C 1.0 (the seeds do not separate the two)"
-    assert s.loc["A beats B", "repeat 1"] == "reproduced: A 0.91 vs B 0.80"
+    assert s.loc["C holds", "repeat 2"] == (
+        "**inconclusive**: C 1.0; seeds 3; look 1 of 1; (the seeds do not separate the two)"
+    )  # each repeat: verdict, value, effect with its interval, p, seeds a side, the look that decided
+    assert s.loc["A beats B", "repeat 1"] == (
+        "**reproduced**: A 0.91 vs B 0.80; effect +0.100 [+0.050, +0.150]; p 0.05; seeds 3 vs 3; look 1 of 1"
+    )
 
 
 def test_every_rule_that_decided_is_listed_once():
@@ -55,14 +63,11 @@ def test_a_rerun_replaces_its_own_section_and_keeps_the_others(tmp_path):
 
 
 @pytest.mark.slow
-def test_validity_runs_a_study_and_reads_its_claims(tmp_path):
-    out = tmp_path / "V.md"
-    assert (
-        validity.main(
-            ["lr_scan", "--budget", "smoke", "--repeats", "1", "--storage", str(tmp_path / "r"), "--out", str(out)]
-        )
-        == 0
-    )
+def test_validity_reads_the_claims_of_a_finished_repeat(lr_scan_cli, tmp_path):
+    out, storage = tmp_path / "V.md", lr_scan_cli[1]  # the first repeat's command, run by conftest
+    argv = ["lr_scan", "--budget", "smoke", "--repeats", "1", "--storage", str(storage), "--out", str(out), "--reuse"]
+    assert validity.main(argv) == 0
     text = out.read_text()
     assert "## lr_scan (smoke)" in text and "--first-seed 0" in text and "/1 |" in text
+    assert "(earlier run; claims read anew)" in text  # --reuse: the finished run is read, not run again
     assert "lr 1e-3 converges faster than 1e-4" in text  # the study's claims, with a verdict each
