@@ -202,8 +202,9 @@ def boundaries_figure(trials: pd.DataFrame, manifest: dict) -> Figure | None:
     v = views(trials, manifest)
     if not len(v):
         return None
-    seed = int(v["config.seed"].min())
-    first = v[v["config.seed"] == seed]
+    # each view's first seed: the search's at the hand-run lr, the confirmation's at the tuned lr
+    firsts = {view: int(v.loc[v["view"] == view, "config.seed"].min()) for view in VIEWS if (v["view"] == view).any()}
+    first = v[v["config.seed"] == v["view"].map(firsts)]
     cols = [(n, view) for view in VIEWS for n in ("numpy MLP", "torch MLP")] + [("torch linear", "tuned lr")]
     order = _order(v["config.dataset"])
     fig, axes = plt.subplots(len(order), len(cols), figsize=(2.3 * len(cols), 2.2 * len(order)), squeeze=False)
@@ -215,12 +216,13 @@ def boundaries_figure(trials: pd.DataFrame, manifest: dict) -> Figure | None:
                 continue
             r = row.iloc[0]
             hidden = tuple(int(h) for h in str(r["config.hidden"]).split("-") if h)
-            model, d = retrain(manifest, ds, r["config.impl"], hidden, float(r["config.lr"]), seed)
-            _panel(ax, model, d, float(r["metric.test_acc"]), f"{ds}: {name}, lr {fmt_sci(float(r['config.lr']))}")
+            model, d = retrain(manifest, ds, r["config.impl"], hidden, float(r["config.lr"]), firsts[view])
+            title = f"{ds}: {name}, lr {fmt_sci(float(r['config.lr']))}, seed {firsts[view]}"
+            _panel(ax, model, d, float(r["metric.test_acc"]), title)
+    seeds = ", ".join(f"{view} seed {k}" for view, k in firsts.items())
     fig.suptitle(
-        f"Decision boundaries, seed {seed}, over its test points (blue: class 0, red: class 1; "
-        "x: misclassified)\ncolumns: NumPy and PyTorch MLP at the hand-run lr, at their tuned lr; "
-        "the linear model at its tuned lr",
+        f"Decision boundaries over the test points (blue: class 0, red: class 1; x: misclassified); {seeds}\n"
+        "columns: NumPy and PyTorch MLP at the hand-run lr, at their tuned lr; the linear model at its tuned lr",
         fontsize=10,
     )
     fig.tight_layout()

@@ -203,5 +203,11 @@ def test_toy_mlp_smoke(ray_session, tmp_path):
     pairs = first.pivot_table(index=["config.dataset", "config.seed"], columns="config.impl", values="metric.test_acc")
     assert np.allclose(pairs["numpy"], pairs["torch"], atol=0.011)  # same weights, same data: same training
     assert (r.path / "figures" / "decision_boundaries.png").is_file()
+    from studies.toy_mlp_analysis import boundaries_figure
+
+    drawn = [ax for ax in boundaries_figure(r.trials, r.manifest).axes if ax.axison]
+    assert (
+        len(drawn) == 2 * 4
+    )  # datasets x (NumPy, PyTorch) x (hand-run lr: a search seed, tuned lr: a confirmation seed)
     assert (r.path / "figures" / "accuracy_per_dataset.png").is_file()
     assert "hand-written forward and backward" in (r.path / "report.md").read_text()
