@@ -50,6 +50,18 @@ def test_the_chosen_configuration_of_each_scientific_value_is_confirmed():
     ]
 
 
+def test_a_budget_confirms_only_the_scientific_values_its_claims_read():
+    p = _plan(_study(search={"lr": object()}))
+    rows = [
+        (o, lr, s, "completed", v, 0.9)
+        for o in ("adam", "sgd")
+        for lr, v in ((1e-3, 0.8), (1e-2, 0.7))
+        for s in range(3)
+    ]
+    p.budget = Budget(iterations=2, confirm=[{"optimizer": "sgd"}])
+    assert configs(_trials(rows), p) == [{"task": "image", "epochs": 2, "optimizer": "sgd", "lr": 1e-3}]
+
+
 def test_a_scan_that_selects_a_scientific_key_confirms_its_best_value():
     study = _study(grid=[{"lr": 1e-3}, {"lr": 1e-2}], select=("lr",))
     m = selection_manifest(_plan(study))

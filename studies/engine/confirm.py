@@ -77,7 +77,10 @@ def configs(trials: pd.DataFrame, p) -> list[dict]:
     for _, row in selection(trials, selection_manifest(p)).iterrows():
         cfg = {k[len("config.") :]: v for k, v in row.items() if k.startswith("config.")}
         point = next((q for q in p.points if all(_same(cfg[k], q[k]) for k in q if f"config.{k}" in row.index)), None)
-        if point is None:
+        wanted = getattr(getattr(p, "budget", None), "confirm", None)
+        if point is None or (
+            wanted is not None and not any(all(point.get(k) == v for k, v in w.items()) for w in wanted)
+        ):
             continue
         nuisance = {k: cfg[k] for k in p.study.search if k in cfg}
         out.append({**p.fixed, **point, **nuisance})

@@ -31,6 +31,9 @@ class Budget:
     # confirmation seeds a side, at most, for a claim that its first look leaves undecided (`analysis.sequential`);
     # None: one look
     max_seeds: int | None = None
+    # the scientific values whose chosen configuration the confirmation retrains (each dict: values a grid
+    # point must have), where this budget's claims read only those; None: every scientific value
+    confirm: list[dict] | None = None
 
 
 @dataclass(frozen=True)
