@@ -174,6 +174,17 @@ def tuned_trials(
     return pd.concat([confirm, phase(at[~matches(at, confirmed)], SEARCH)]).sort_index()
 
 
+def seeds_said(rows: pd.DataFrame) -> str:
+    """Which seeds `rows` hold, for a figure's title: "confirmation seeds 3-5", "search seeds 0-2", or
+    both, where some chosen settings were confirmed and the others read their search seeds."""
+    said = []
+    for which, name in ((CONFIRM, "confirmation"), (SEARCH, "search")):
+        seeds = sorted(set(phase(rows, which)["config.seed"].dropna().astype(int)))
+        if seeds:
+            said.append(f"{name} seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"{name} seed {seeds[0]}")
+    return " and ".join(said) if len(said) < 2 else f"{said[0]} where confirmed, else {said[1]}"
+
+
 def mark_tuned(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     """`trials` with a boolean `tuned` column: the rows at their scientific value's chosen setting (all
     rows of a study with nothing to tune)."""

@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.data import spread
-from analysis.selection import tuned_trials
+from analysis.selection import seeds_said, tuned_trials
 from analysis.style import fmt_sci
 from analysis.verdicts import Claim, Verdict, about_equal, at_least, ended, every, greater, learned, sample
 
@@ -75,7 +75,7 @@ def heatmap_data(trials: pd.DataFrame, manifest: dict) -> pd.DataFrame:
 def heatmap_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
     """One panel per cell: rows the training sets, columns the test sets, colour the mean final test
     accuracy at the tuned lr (annotated with its spread over seeds and, for the LSTM, the hand-run value)."""
-    d = heatmap_data(trials, manifest)
+    d, seeds = heatmap_data(trials, manifest), seeds_said(tuned(trials, manifest))
     d = d[d["test_set"] != "own"]
     cells = [c for c in CELLS if c in set(d["cell"])]
     trains = sorted(d["train_set"].unique())
@@ -112,7 +112,7 @@ def heatmap_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
     what = "mean ± 95% CI over seeds" if n[0] >= 3 else "mean ± half the min-max over seeds"
     fig.suptitle(
         f"Arithmetic: test accuracy by training set and test set, each at its tuned lr\n{what} "
-        f"(n={n[0]}{'–' + str(n[-1]) if len(n) > 1 else ''}); in brackets the hand-run LSTM",
+        f"(n={n[0]}{'–' + str(n[-1]) if len(n) > 1 else ''}; {seeds}); in brackets the hand-run LSTM",
         fontsize=11,
     )
     return fig

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from analysis import draw
 from analysis.data import spread_kind, spread_note, stat, summarize
-from analysis.selection import CONFIRM, SEARCH, phase, selection, tuned_trials
+from analysis.selection import SEARCH, phase, seeds_said, selection, tuned_trials
 from analysis.style import fmt_sci
 from analysis.verdicts import (
     Claim,
@@ -117,11 +117,7 @@ def accuracy_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
     order = _order(s["config.dataset"])
     titles = [f"all at the hand-run lr {fmt_sci(hand_lr(manifest))}", "each at its own tuned lr"]
     for i, view in enumerate(VIEWS):  # which seeds each panel reads: the search's, or the confirmation's
-        at = v[v["view"] == view]
-        phases = sorted(at["phase"].astype(str).unique()) if "phase" in at else [SEARCH]
-        seeds = sorted(set(at["config.seed"].astype(int)))
-        name = {(SEARCH,): "search", (CONFIRM,): "confirmation"}.get(tuple(phases), "search and confirmation")
-        titles[i] += f"\n{name} seeds {seeds[0]}-{seeds[-1]}" if seeds else ""
+        titles[i] += f"\n{seeds_said(v[v['view'] == view])}"
     for ax, view, title in zip(axes, VIEWS, titles):
         for j, name in enumerate(names):
             g = s[(s["view"] == view) & (s["config.setting"] == name)].set_index("config.dataset").reindex(order)

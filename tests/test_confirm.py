@@ -161,3 +161,12 @@ def test_a_kill_in_the_confirmation_phase_then_resume_gives_every_trial_once(tmp
     report = (run_dir / "report.md").read_text()
     assert "## Search and confirmation" in report and "looks at 1, 2 confirmation seeds a side" in report
     # --no-confirm (the search alone): tests/test_optuna_db.py's kill -9 test runs with it
+
+
+def test_a_figure_says_which_seeds_it_reads():
+    from analysis.selection import seeds_said
+
+    rows = pd.DataFrame({"config.seed": [0, 1, 2, 3, 4, 5], "phase": ["search"] * 3 + ["confirm"] * 3})
+    assert seeds_said(rows) == "confirmation seeds 3-5 where confirmed, else search seeds 0-2"
+    assert seeds_said(rows[rows["phase"] == "confirm"]) == "confirmation seeds 3-5"
+    assert seeds_said(rows.drop(columns="phase").iloc[:1]) == "search seed 0"  # a run without a confirmation
