@@ -186,7 +186,13 @@ def confirmation_blocks(r: Results) -> list[Block]:
             "p",
             "Each scientific value's configuration, chosen on the search seeds' validation objective "
             "(`analysis.selection`), trained again on fresh seeds: the claims and the headline figures read the "
-            "confirmation seeds, whose values the choice never saw.",
+            "confirmation seeds, whose values the choice never saw."
+            + (
+                " A budget that confirms only the values its claims read (`Budget.confirm`) leaves the others "
+                "on their search seeds (–)."
+                if any(not r.get("seeds (confirm)") for r in rows)
+                else ""
+            ),
         ),
         ("table", pd.DataFrame(rows), "text"),
     ]
