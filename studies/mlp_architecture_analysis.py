@@ -15,7 +15,7 @@ from analysis import draw
 from analysis.curves import FOUR, axis, mean_curves_figure
 from analysis.data import not_diverged, spread_kind, spread_note, summarize, with_gap
 from analysis.plots import metric_vs_figure
-from analysis.selection import SEARCH, phase, selection, tuned_trials
+from analysis.selection import SEARCH, phase, seeds_said, selection, tuned_trials
 from analysis.style import colors, fmt_sci, label
 from analysis.verdicts import RANKING, Claim, Sample, ended, every, greater, matching, ranking, sample, tuned
 
@@ -142,6 +142,7 @@ def accuracy_per_arch_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
         ("tuned", "each at its own tuned lr"),
         ("hand-run", f"all at the hand-run lr {fmt_sci(hand_run_lr(manifest))}"),
     ]
+    views = [(w, f"{title}\n{seeds_said(view(trials, manifest, w))}") for w, title in views]
     data = {w: arch_table(trials, manifest, w) for w, _ in views}
     kind = (
         spread_kind(pd.concat([d for d in data.values() if len(d)]), METRICS)
