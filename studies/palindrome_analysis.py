@@ -57,25 +57,55 @@ def _with_setup(trials: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFram
     return trials, curves
 
 
+FLAW_COLOURS = {"": "C0", "double softmax": "C1", "torch init": "C3"}  # the corrected setup: blue
+
+
+def _flaw_bars(ax, trials: pd.DataFrame, flawed: pd.Series, manifest: dict) -> None:
+    """Per cell and T that a flaw ran at: the corrected setup's bar and beside it each flaw's, mean final
+    test accuracy with its 95% interval over seeds and every seed as a dot."""
+    t = ended(trials)
+    groups = t.loc[flawed.reindex(t.index, fill_value=False), ["config.seq_len", "config.setup_cell"]]
+    ticks, names, x = [], [], 0.0
+    for T, cell in sorted(
+        set(map(tuple, groups.to_numpy())),
+        key=lambda g: (g[0], ("rnn", "gru", "lstm").index(g[1]) if g[1] in ("rnn", "gru", "lstm") else 9),
+    ):
+        g = t[(t["config.seq_len"] == T) & (t["config.setup_cell"] == cell)]
+        for name, h in sorted(g.groupby("config.cell"), key=lambda kv: (kv[0] != cell, kv[0])):
+            flaw = name.split(", ", 1)[1] if ", " in name else ""
+            acc = spread(h["metric.test_acc"])
+            ax.bar(x, acc.mean, 0.8, color=FLAW_COLOURS.get(flaw, "C7"), alpha=0.85)
+            err = [[acc.mean - acc.lo], [acc.hi - acc.mean]]
+            ax.errorbar(x, acc.mean, yerr=err, fmt="none", ecolor="black", capsize=3)
+            ax.scatter(np.full(len(h), x), h["metric.test_acc"], s=10, color="black", zorder=5)
+            ticks.append(x)
+            names.append(f"{cell.upper()} T={T}: {flaw or 'corrected'}")
+            x += 1
+        x += 0.7
+    ax.axhline(chance(manifest), color="gray", ls=":", lw=1)
+    ax.set_xticks(ticks, names, fontsize=8, rotation=35, ha="right")
+    ax.set(title="The hand-run flaws, each beside the corrected cell it changes (blue)\nmean ± 95% CI; dots: seeds")
+    ax.set(ylim=(0, 1.02), ylabel="final test accuracy (fraction correct)")
+    ax.grid(axis="y", alpha=0.3)
+
+
 def accuracy_vs_length_figure(trials: pd.DataFrame, manifest: dict) -> Figure:
-    """Two panels: the corrected cells (the study's answer), and each hand-run flaw beside the corrected
-    cell it changes (what the flaw costs). `config.cell` holds each trial's setup."""
+    """Two panels: the corrected cells against T (the study's answer), and, as bars at the T the flaws
+    ran at, each hand-run flaw beside the corrected cell it changes (what the flaw costs). `config.cell`
+    holds each trial's setup, `config.setup_cell` its cell."""
     flawed = trials["config.cell"] != trials["config.setup_cell"]
-    panels = [("The corrected cells", trials[~flawed])]
+    fig, axes = plt.subplots(1, 2 if flawed.any() else 1, figsize=(15 if flawed.any() else 7.6, 4.8), squeeze=False)
+    metric_vs_figure(
+        trials[~flawed],
+        "seq_len",
+        ["metric.test_acc"],
+        "Palindrome: the corrected cells",
+        hue="cell",
+        chance=chance(manifest),
+        ax=axes[0][0],
+    )
     if flawed.any():
-        base = trials[~flawed & trials["config.setup_cell"].isin(trials.loc[flawed, "config.setup_cell"])]
-        panels.append(("The hand-run flaws, beside the cell they change", pd.concat([trials[flawed], base])))
-    fig, axes = plt.subplots(1, len(panels), figsize=(7.6 * len(panels), 4.8), sharey=True, squeeze=False)
-    for ax, (title, t) in zip(axes[0], panels):
-        metric_vs_figure(
-            t,
-            "seq_len",
-            ["metric.test_acc"],
-            f"Palindrome: {title.lower()}",
-            hue="cell",
-            chance=chance(manifest),
-            ax=ax,
-        )
+        _flaw_bars(axes[0][1], trials, flawed, manifest)
     fig.tight_layout()
     return fig
 
