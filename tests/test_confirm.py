@@ -50,6 +50,19 @@ def test_the_chosen_configuration_of_each_scientific_value_is_confirmed():
     ]
 
 
+def test_a_point_with_a_key_the_others_lack_confirms_as_itself():
+    grid = [{"optimizer": "adam"}, {"optimizer": "adam", "forget_bias": 1.0}]  # plain, and with a key of its own
+    p = _plan(_study(grid=grid, search={"lr": object()}))
+    rows = [("adam", lr, s, "completed", v, 0.9) for lr, v in ((1e-3, 0.8), (1e-2, 0.7)) for s in range(3)]
+    t = pd.concat([_trials(rows).assign(**{"config.forget_bias": fb}) for fb in (float("nan"), 1.0)])
+    t = t.assign(trial_id=[f"x{i}" for i in range(len(t))])
+    t.loc[t["config.forget_bias"].eq(1.0) & t["config.lr"].eq(1e-2), "metric.val_acc"] = 0.9  # its own best lr
+    base = {"task": "image", "epochs": 2, "optimizer": "adam"}
+    assert sorted(configs(t, p), key=str) == sorted(
+        [{**base, "lr": 1e-3}, {**base, "forget_bias": 1.0, "lr": 1e-2}], key=str
+    )
+
+
 def test_a_budget_confirms_only_the_scientific_values_its_claims_read():
     p = _plan(_study(search={"lr": object()}))
     rows = [

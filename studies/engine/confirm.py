@@ -76,7 +76,10 @@ def configs(trials: pd.DataFrame, p) -> list[dict]:
     out = []
     for _, row in selection(trials, selection_manifest(p)).iterrows():
         cfg = {k[len("config.") :]: v for k, v in row.items() if k.startswith("config.")}
-        point = next((q for q in p.points if all(_same(cfg[k], q[k]) for k in q if f"config.{k}" in row.index)), None)
+        # the grid point with this row's scientific values: every key of the point, and no key the point
+        # lacks that the row holds (an 8-layer LSTM with forget bias 1 is not the plain 8-layer LSTM)
+        held = {k for k in p.study.scientific if f"config.{k}" in row.index}
+        point = next((q for q in p.points if all(_same(cfg.get(k), q.get(k)) for k in set(q) | held)), None)
         wanted = getattr(getattr(p, "budget", None), "confirm", None)
         if point is None or (
             wanted is not None and not any(all(point.get(k) == v for k, v in w.items()) for w in wanted)
