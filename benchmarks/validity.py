@@ -105,7 +105,7 @@ def _repeat(r: pd.Series) -> str:
     parts = [f"**{r['verdict']}**: {r['value']}"]
     for key, label in (("effect", "effect"), ("p", "p"), ("seeds", "seeds"), ("look", "look")):
         v = r.get(key)
-        if v is not None and not (isinstance(v, float) and pd.isna(v)) and str(v) not in ("", "nan"):
+        if v is not None and str(v) not in ("", "nan"):
             parts.append(f"{label} {v:.3g}" if isinstance(v, float) else f"{label} {v}")
     if r["verdict"] != "reproduced" and r.get("why"):
         parts.append(f"({r['why']})")

@@ -58,6 +58,7 @@ def _with_setup(trials: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFram
 
 
 FLAW_COLOURS = {"": "C0", "double softmax": "C1", "torch init": "C3"}  # the corrected setup: blue
+ORDER = {"rnn": 0, "gru": 1, "lstm": 2}  # the cells left to right
 
 
 def _flaw_bars(ax, trials: pd.DataFrame, flawed: pd.Series, manifest: dict) -> None:
@@ -66,10 +67,7 @@ def _flaw_bars(ax, trials: pd.DataFrame, flawed: pd.Series, manifest: dict) -> N
     t = ended(trials)
     groups = t.loc[flawed.reindex(t.index, fill_value=False), ["config.seq_len", "config.setup_cell"]]
     ticks, names, x = [], [], 0.0
-    for T, cell in sorted(
-        set(map(tuple, groups.to_numpy())),
-        key=lambda g: (g[0], ("rnn", "gru", "lstm").index(g[1]) if g[1] in ("rnn", "gru", "lstm") else 9),
-    ):
+    for T, cell in sorted(set(map(tuple, groups.to_numpy())), key=lambda g: (g[0], ORDER.get(g[1], len(ORDER)))):
         g = t[(t["config.seq_len"] == T) & (t["config.setup_cell"] == cell)]
         for name, h in sorted(g.groupby("config.cell"), key=lambda kv: (kv[0] != cell, kv[0])):
             flaw = name.split(", ", 1)[1] if ", " in name else ""

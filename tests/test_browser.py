@@ -149,12 +149,6 @@ def not_blank(png: bytes) -> tuple[int, float]:
 
 
 @pytest.fixture(scope="module")
-def smoke_run(optimizer_smoke):
-    """A real smoke run of a study with a nuisance search and a confirmation phase (conftest's)."""
-    return optimizer_smoke
-
-
-@pytest.fixture(scope="module")
 def page(tmp_path_factory):
     exe = browser()
     if exe is None:
@@ -165,10 +159,10 @@ def page(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dashboard(smoke_run):
+def dashboard(optimizer_smoke):
     pytest.importorskip("optuna_dashboard", reason='optuna-dashboard is not installed (pip install -e ".[dashboard]")')
     proc = subprocess.Popen(
-        [sys.executable, "-m", "analysis", "dashboard", str(smoke_run)],
+        [sys.executable, "-m", "analysis", "dashboard", str(optimizer_smoke)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -187,10 +181,12 @@ def api(url: str):
 
 
 @pytest.mark.slow
-def test_the_dashboard_shows_every_trial_with_its_values_on_the_run_database(smoke_run, dashboard, page, tmp_path):
+def test_the_dashboard_shows_every_trial_with_its_values_on_the_run_database(
+    optimizer_smoke, dashboard, page, tmp_path
+):
     import optuna
 
-    db = f"sqlite:///{smoke_run}/optuna.db"
+    db = f"sqlite:///{optimizer_smoke}/optuna.db"
     studies = api(f"{dashboard}api/studies")["study_summaries"]
     names = {s["study_name"]: s["study_id"] for s in studies}
     assert set(names) == {s.study_name for s in optuna.get_all_study_summaries(db)}
@@ -217,11 +213,11 @@ def test_the_dashboard_shows_every_trial_with_its_values_on_the_run_database(smo
 
 
 @pytest.mark.slow
-def test_the_report_loads_every_figure_in_the_browser_without_console_errors(smoke_run, page):
-    report = smoke_run / "report.html"
+def test_the_report_loads_every_figure_in_the_browser_without_console_errors(optimizer_smoke, page):
+    report = optimizer_smoke / "report.html"
     page.goto(report.as_uri())
     images = page.evaluate("[...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
-    figures = sorted(p.stem for p in (smoke_run / "figures").glob("*.png"))
+    figures = sorted(p.stem for p in (optimizer_smoke / "figures").glob("*.png"))
     assert sorted(alt for alt, *_ in images) == figures and "importance" in figures
     broken = [alt for alt, complete, w, h in images if not (complete and w > 0 and h > 0)]
     assert not broken, broken

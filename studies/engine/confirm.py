@@ -73,6 +73,7 @@ def configs(trials: pd.DataFrame, p) -> list[dict]:
     if not selects(p.study) or not len(trials):
         return []
     hand = {k: v for k, v in p.study.search_first.items() if k in p.study.search} if p.study.confirm_first else {}
+    wanted = getattr(getattr(p, "budget", None), "confirm", None)  # the values this budget confirms (None: all)
     out = []
     for _, row in selection(trials, selection_manifest(p)).iterrows():
         cfg = {k[len("config.") :]: v for k, v in row.items() if k.startswith("config.")}
@@ -80,7 +81,6 @@ def configs(trials: pd.DataFrame, p) -> list[dict]:
         # lacks that the row holds (an 8-layer LSTM with forget bias 1 is not the plain 8-layer LSTM)
         held = {k for k in p.study.scientific if f"config.{k}" in row.index}
         point = next((q for q in p.points if all(_same(cfg.get(k), q.get(k)) for k in set(q) | held)), None)
-        wanted = getattr(getattr(p, "budget", None), "confirm", None)
         if point is None or (
             wanted is not None and not any(all(point.get(k) == v for k, v in w.items()) for w in wanted)
         ):
