@@ -166,6 +166,17 @@ def confirmation_blocks(r: Results) -> list[Block]:
     metric over its search seeds (what chose it) and over its confirmation seeds (fresh: what is reported)."""
     t, m = r.trials, r.manifest
     if "phase" not in t or not (t["phase"] == CONFIRM).any():
+        if m.get("samples") == 1 and m.get("nuisance") and not m.get("select"):
+            tried = ", ".join(f"{k} {fmt_sci(v)}" for k, v in (m.get("search_first") or {}).items())
+            return [
+                ("h2", "Search and confirmation"),
+                (
+                    "p",
+                    f"This budget tries one nuisance setting per scientific value{f' ({tried})' if tried else ''}: "
+                    "nothing is chosen, so nothing is confirmed, and the claims read the search seeds, which no "
+                    "selection favoured.",
+                ),
+            ]
         return []
     obj, tm = f"metric.{m.get('metric', 'val_acc')}", f"metric.{test_metric(m.get('metric', 'val_acc'))}"
     chosen = selection(t, m)

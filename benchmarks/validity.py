@@ -71,15 +71,20 @@ def run_study(
     wall times. With `reuse`, a repeat whose run already finished is not run again: its claims are
     read anew from its tables (after a change to the analysis, not to the training)."""
     import analysis
+    from studies.engine.confirm import chooses, planned_looks
     from studies.engine.plan import plan
 
-    seeds = len(plan(__import__(f"studies.{study}", fromlist=["STUDY"]).STUDY, ["--budget", budget, *extra]).seeds)
+    p = plan(__import__(f"studies.{study}", fromlist=["STUDY"]).STUDY, ["--budget", budget, *extra])
+    seeds = len(p.seeds)
+    # each repeat's seeds start after the last seed the one before could train (its search's, then its
+    # confirmation's at the last planned look), so no two repeats share a seed
+    stride = seeds + (planned_looks(p)[-1] if chooses(p) else 0)
     tables, runs = [], []
     for r in range(repeats):
         name = f"validity-{budget}-{r + 1}"
-        cmd = _command(study, budget, name, r * seeds, storage, extra)
+        cmd = _command(study, budget, name, r * stride, storage, extra)
         shown = " ".join(["python", *cmd[1:]]).replace(storage, "STORAGE")
-        wall = _finished(Path(storage) / study / name, list(range(r * seeds, (r + 1) * seeds))) if reuse else None
+        wall = _finished(Path(storage) / study / name, list(range(r * stride, r * stride + seeds))) if reuse else None
         if wall is not None:
             out = subprocess.CompletedProcess(cmd, 0)
             shown += " (earlier run; claims read anew)"

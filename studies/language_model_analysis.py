@@ -362,6 +362,9 @@ CLAIMS = [
         "Four layers are worse than one and than two: the 4-layer LSTM's test perplexity is above both",
         "LSTM 1 / 2 / 4 layers: 120.9 / 116.4 / 130.3 test perplexity (hand-run, docs/references.md#language_model)",
         _deeper_worse,
+        # at quick (4 epochs, 100k words) the 4-layer LSTM stays above the learning floor (220.9 against 188.9):
+        # the comparison of what the models learned needs the hand-run setup's epochs
+        budgets=FULL,
     ),
     Claim(
         "Two layers are at least as good as one: the 2-layer LSTM's test perplexity is not above the 1-layer's",

@@ -25,7 +25,10 @@ def _study(**kw) -> Study:
 
 
 def _plan(study: Study, seeds=(0, 1, 2)):
-    return SimpleNamespace(study=study, points=study.grid, seeds=list(seeds), fixed={"task": "image", "epochs": 2})
+    budget = Budget(iterations=2, samples=2)
+    return SimpleNamespace(
+        study=study, points=study.grid, seeds=list(seeds), fixed={"task": "image", "epochs": 2}, budget=budget
+    )
 
 
 def _trials(rows) -> pd.DataFrame:
@@ -71,7 +74,7 @@ def test_a_budget_confirms_only_the_scientific_values_its_claims_read():
         for lr, v in ((1e-3, 0.8), (1e-2, 0.7))
         for s in range(3)
     ]
-    p.budget = Budget(iterations=2, confirm=[{"optimizer": "sgd"}])
+    p.budget = Budget(iterations=2, samples=2, confirm=[{"optimizer": "sgd"}])
     assert configs(_trials(rows), p) == [{"task": "image", "epochs": 2, "optimizer": "sgd", "lr": 1e-3}]
 
 
@@ -86,6 +89,14 @@ def test_a_scan_that_selects_a_scientific_key_confirms_its_best_value():
 def test_a_grid_that_selects_nothing_has_nothing_to_confirm():
     rows = [("adam", 1e-3, s, "completed", 0.9, 0.9) for s in range(3)]
     assert configs(_trials(rows), _plan(_study())) == []
+
+
+def test_a_budget_with_one_nuisance_setting_per_value_chooses_nothing_to_confirm():
+    p = _plan(_study(search={"lr": object()}))
+    rows = [(o, 1e-3, s, "completed", 0.8, 0.9) for o in ("adam", "sgd") for s in range(3)]
+    assert len(configs(_trials(rows), p)) == 2
+    p.budget = Budget(iterations=2, samples=1)  # the one lr is the only candidate: no winner, no bias
+    assert configs(_trials(rows), p) == []
 
 
 def test_the_phases_are_tagged_and_the_report_reads_the_confirmation_seeds():
@@ -165,7 +176,12 @@ def test_a_kill_in_the_confirmation_phase_then_resume_gives_every_trial_once(tmp
     assert set(confirm["config.seed"]) == {1, 2} and (run_dir / "confirm-2").is_dir()
     first = confirm[confirm["config.seed"] == 1]
     # each optimizer's tuned lr, and beside it the fixed lr 1e-4 (confirm_first) where that is not the tuned one
-    chosen = configs(search, SimpleNamespace(study=STUDY, points=STUDY.budgets["smoke"].grid, seeds=[0], fixed={}))
+    chosen = configs(
+        search,
+        SimpleNamespace(
+            study=STUDY, points=STUDY.budgets["smoke"].grid, seeds=[0], fixed={}, budget=STUDY.budgets["smoke"]
+        ),
+    )
     assert 2 <= len(chosen) <= 4 and {c["lr"] for c in chosen} >= {1e-4}
     assert sorted((c["optimizer"], c["lr"]) for c in chosen) == sorted(
         zip(first["config.optimizer"], first["config.lr"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import pytest
 import analysis
 import studies
 from analysis.verdicts import VERDICTS
-from studies.engine.confirm import selects
+from studies.engine.confirm import chooses
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,11 @@ def check_smoke(name: str, run):
     assert len(t) == n and both["trial_id"].is_unique
     # the confirmation: each scientific value's chosen configuration again, on fresh seeds, run to the end
     by = [k for k in mod.STUDY.scientific if k not in mod.STUDY.select]
-    chosen = len({tuple(str(q.get(k)) for k in by) for q in grid}) if selects(mod.STUDY) else 0
+    chosen = (
+        len({tuple(str(q.get(k)) for k in by) for q in grid})
+        if chooses(SimpleNamespace(study=mod.STUDY, budget=b))
+        else 0
+    )
     confirm = both[both["phase"] == "confirm"]
     extra = chosen if mod.STUDY.confirm_first else 0  # the hand-run setting beside each, where not the chosen one
     assert (

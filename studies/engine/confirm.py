@@ -8,9 +8,11 @@ The confirmation is a second Tune experiment in the same Ray session (`<run>/tun
 the chosen configurations, every trial run to the end (no ASHA), with the same trainable, retries,
 checkpoints and resume as the search. Its rows carry `phase` = "confirm", the search's "search".
 
-A study confirms when it selects something: its nuisance search (the tuned values per scientific
-value), or the scientific keys it names in `Study.select` (the best lr of an lr scan). A grid with
-neither has nothing to confirm; `--no-confirm` skips the phase."""
+A study confirms when its budget selects something: its nuisance search with more than one sample per
+scientific value (the tuned values), or the scientific keys it names in `Study.select` (the best lr of an
+lr scan). A grid with neither, or a budget that tries one nuisance setting per scientific value (nothing
+to choose between: its search seeds are no selection's winners), has nothing to confirm; `--no-confirm`
+skips the phase."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.selection import CONFIRM, SEARCH, chosen, selection
+from analysis.selection import CONFIRM, SEARCH, selection
 from analysis.sequential import looks, open_claims
 
 MIN_CONFIRM = 3  # confirmation seeds: no decision rests on fewer than 3 seeds a side
@@ -39,9 +41,10 @@ def selection_manifest(p) -> dict:
     }
 
 
-def selects(study) -> list[str]:
-    """The keys a study chooses ("tuned"): its `select` scientific keys, then its nuisance keys."""
-    return chosen({"select": study.select, "nuisance": list(study.search)})
+def chooses(p) -> bool:
+    """Whether a plan's run selects anything: `Study.select` keys, or a nuisance search with more than one
+    sample per scientific value (one sample is the only candidate: nothing is chosen, nothing to confirm)."""
+    return bool(p.study.select) or (bool(p.study.search) and p.budget.samples > 1)
 
 
 def confirm_seeds(seeds: list[int], budget: str = "") -> list[int]:
@@ -70,7 +73,7 @@ def configs(trials: pd.DataFrame, p) -> list[dict]:
     setting (`search_first`) where the study asks for it (`confirm_first`: claims compare the two on the
     same seeds).
     Empty where the study selects nothing or no setting ran to the end."""
-    if not selects(p.study) or not len(trials):
+    if not chooses(p) or not len(trials):
         return []
     hand = {k: v for k, v in p.study.search_first.items() if k in p.study.search} if p.study.confirm_first else {}
     wanted = getattr(getattr(p, "budget", None), "confirm", None)  # the values this budget confirms (None: all)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import files
-from studies.engine.confirm import confirm_seeds, planned_looks, selects
+from studies.engine.confirm import chooses, confirm_seeds, planned_looks
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
@@ -208,7 +208,7 @@ def manifest(p, started: float, finished: float | None, missing: int | None = No
 
     ours = git_state(PROJECT)
     theirs = git_state(p.source.root) if p.source.external else ours
-    confirming = bool(selects(p.study)) and getattr(p.args, "confirm", True)
+    confirming = chooses(p) and getattr(p.args, "confirm", True)
     data = p.fixed.get("dataset") or p.fixed.get("task")
     try:
         classes = list(class_names(data)) if data else None
@@ -229,6 +229,7 @@ def manifest(p, started: float, finished: float | None, missing: int | None = No
         "nuisance": list(p.study.search),
         "seeds": p.seeds,
         "search_first": {k: _value(v) for k, v in p.study.search_first.items()},
+        "samples": p.budget.samples if p.study.search else None,  # nuisance settings tried per scientific value
         "select": list(p.study.select),
         "confirm_seeds": confirm_seeds(p.seeds, budget=p.budget_name) if confirming else [],
         "looks": planned_looks(p) if confirming else [],  # confirmation seeds a side at each look
