@@ -15,6 +15,7 @@ import torch
 
 from models import RecurrentClassifier
 from studies.engine import loop as train_mod
+from studies.engine import storage  # noqa: F401 (imported while ray.tune is real: the tests stand a fake in for it)
 from studies.engine.task import refresh_bn
 
 

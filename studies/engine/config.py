@@ -39,6 +39,7 @@ DEFAULTS = dict(  # every key the loop reads, with its default; a task adds its 
     lr_step_size=10,
     lr_gamma=0.7,  # StepLR, counted in iterations (report blocks)
     pack="auto",  # train the seeds as one batched model (models.packed): auto (see loop.packs) | on | off
+    compile="auto",  # the training step through torch.compile: auto (see loop.compiles) | on | off
     double_softmax=False,  # the hand-run flaw: softmax before CrossEntropyLoss
     precision="auto",  # matmuls and convolutions: auto (bf16 autocast on a GPU, fp32 on the CPU) | bf16 | fp32
     iterations=10,  # reports per trial: epochs, or blocks of steps
@@ -65,6 +66,7 @@ CHECKS = {  # config key -> (valid?, what is valid)
     "lr_schedule": (lambda v: v in SCHEDULES, ", ".join(SCHEDULES)),
     "lr_gamma": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]"),
     "pack": (lambda v: v in ("auto", "on", "off"), "auto, on or off"),
+    "compile": (lambda v: v in ("auto", "on", "off"), "auto, on or off"),
     "clip": (lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "a positive number"),
     "fault_rate": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a probability in [0, 1]"),
     "seeds": (

@@ -25,6 +25,7 @@ import math
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -55,6 +56,20 @@ def device_for_trial() -> torch.device:
     return torch.device("cuda") if gpus and torch.cuda.is_available() else torch.device("cpu")
 
 
+def forward_loss(model, params, x, y, c, amp=nullcontext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The differentiable part of a step: (loss, objective, logits) of batch (x, y). A packed model takes
+    K seeds' batches stacked, (K, B, ...), and gives K losses; the objective adds each seed's penalty on
+    its own parameters."""
+    packed = isinstance(model, Packed)
+    with amp():
+        logits = model(x)
+    loss = loss_fn(logits, y, c, per_seed=packed)
+    objective = loss
+    if c["l2"]:
+        objective = loss + c["l2"] * sum(p.flatten(1).norm(dim=1) if packed else p.norm(2) for p in params)
+    return loss, objective, logits
+
+
 @dataclass
 class Replica:
     """One seed of a configuration: its model, its data and the generator of its data order."""
@@ -79,6 +94,7 @@ class Unit:
     packed: bool = False
     sched: torch.optim.lr_scheduler.LRScheduler | None = None
     params: list = field(default_factory=list)
+    forward: Callable = forward_loss  # the step's differentiable part: forward_loss, or its compiled form
 
     def __post_init__(self):
         self.params = list(self.model.parameters())
@@ -126,10 +142,29 @@ def make_scheduler(opt: torch.optim.Optimizer, c: dict) -> torch.optim.lr_schedu
     return None
 
 
+def compiles(c: dict, dev: torch.device) -> bool:
+    """Whether a trial's training step goes through `torch.compile`: "on" everywhere, "off" never, "auto"
+    nowhere yet: on the 2-core CPU the compiled step of the small models gains less than its compile
+    time costs a quick trial (BENCHMARKS.md, compiled step)."""
+    return c["compile"] == "on"
+
+
+def compiled(dev: torch.device):
+    """`forward_loss` through torch.compile: inductor fuses the elementwise work (a recurrent cell's gates)
+    and AOTAutograd compiles its backward; on a GPU with CUDA graphs ("reduce-overhead"), so a step is a
+    replay, not dozens of launches. Static shapes: every training batch of a trial has the same shape (the
+    last partial batch is dropped). Inductor's FX graph cache (TORCHINDUCTOR_CACHE_DIR, by default one per
+    machine and user) lets every trial of a shape after the first load its kernels instead of compiling."""
+    mode = "reduce-overhead" if dev.type == "cuda" else "default"
+    return torch.compile(forward_loss, dynamic=False, mode=mode)
+
+
 def make_unit(c: dict, replicas: list[Replica], packed: bool) -> Unit:
     model = pack([r.model for r in replicas]) if packed else replicas[0].model
     opt = OPTIMIZERS[c["optimizer"]](model.parameters(), c)
-    return Unit(replicas, model, opt, packed, make_scheduler(opt, c))
+    dev = replicas[0].gen.device
+    forward = compiled(dev) if compiles(c, dev) else forward_loss
+    return Unit(replicas, model, opt, packed, make_scheduler(opt, c), forward=forward)
 
 
 def make_units(c: dict, replicas: list[Replica], dev: torch.device) -> list[Unit]:
@@ -147,17 +182,16 @@ def clip_per_seed(params: list[torch.Tensor], max_norm: float) -> None:
     torch._foreach_mul_([p.grad for p in params], [coef.view(-1, *[1] * (p.dim() - 1)) for p in params])
 
 
-def train_step(model, opt, params, x, y, c, amp=nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(model, opt, params, x, y, c, amp=nullcontext, forward=forward_loss) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on batch (x, y); returns the loss and logits, still on the device. A packed
     model takes K seeds' batches stacked, (K, B, ...), and gives K losses: each seed's penalty and
-    clipping read its own parameters and gradient only."""
+    clipping read its own parameters and gradient only. `forward`: `forward_loss`, or its compiled form
+    (`compiled`); the clipping and the optimizer's (foreach or fused) update stay eager, so a changing lr
+    never recompiles."""
     packed = isinstance(model, Packed)
-    with amp():
-        logits = model(x)
-    loss = loss_fn(logits, y, c, per_seed=packed)
-    objective = loss
-    if c["l2"]:
-        objective = loss + c["l2"] * sum(p.flatten(1).norm(dim=1) if packed else p.norm(2) for p in params)
+    loss, objective, logits = forward(model, params, x, y, c, amp)
+    if forward is not forward_loss:  # a CUDA graph's outputs are overwritten by its next replay
+        loss = loss.detach().clone()
     opt.zero_grad(set_to_none=True)
     objective.sum().backward()
     if c["clip"]:
@@ -184,7 +218,7 @@ def train_block(u: Unit, c: dict, task: Task, amp=nullcontext) -> tuple:
         x, y = (torch.stack(t) for t in zip(*pairs)) if u.packed else pairs[0]
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        loss, logits = train_step(u.model, u.opt, u.params, x, y, c, amp)
+        loss, logits = train_step(u.model, u.opt, u.params, x, y, c, amp, u.forward)
         loss_sum += loss.detach() * y.shape[-1]
         correct += (logits.argmax(-1) == y).sum(-1)
         seen += y.shape[-1]

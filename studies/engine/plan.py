@@ -92,7 +92,6 @@ def parser(study: Study, source: Source | None = None) -> argparse.ArgumentParse
     p.add_argument(
         "--gpus-per-trial",
         type=_non_negative,
-        default=None,
         help="GPUs per trial, fractions allowed (default: 1 if a GPU is visible, else 0)",
     )
     p.add_argument(
@@ -121,24 +120,24 @@ def parser(study: Study, source: Source | None = None) -> argparse.ArgumentParse
         help="arithmetic of matmuls and convolutions: auto (default: bf16 autocast on a GPU, fp32 on "
         "the CPU), bf16 (autocast on the CPU too, for CPUs with bf16 units: avx512_bf16, AMX), fp32",
     )
+    for flag, what in (
+        (
+            "--pack",
+            "train the seeds of a trial as one batched model (models.packed): auto (default: on a GPU, "
+            "and for the MLP on the CPU), on (wherever the model packs), off (one model per seed)",
+        ),
+        (
+            "--compile",
+            "the training step (forward, loss and their backward) through torch.compile: auto "
+            "(default: off; on this project's 2-core CPU it gains less than it costs, BENCHMARKS.md), on, off",
+        ),
+    ):
+        p.add_argument(flag, choices=("auto", "on", "off"), help=what)
     p.add_argument(
-        "--pack",
-        choices=("auto", "on", "off"),
-        help="train the seeds of a trial as one batched model (models.packed): auto (default: on a GPU, "
-        "and for the MLP on the CPU), on (wherever the model packs), off (one model per seed)",
+        "--verbose", action="store_true", help="show Ray's and Tune's full output here (always in <run>/ray.log)"
     )
-    p.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show Ray's and Tune's full output here (it always goes to <run>/ray.log)",
-    )
-    p.add_argument(
-        "--no-confirm",
-        dest="confirm",
-        action="store_false",
-        help="skip the confirmation phase (the chosen configuration of each scientific value trained again on "
-        "fresh seeds, on which the claims rest)",
-    )
+    confirm = "the chosen configuration of each scientific value trained again on fresh seeds, which the claims read"
+    p.add_argument("--no-confirm", dest="confirm", action="store_false", help=f"skip the confirmation ({confirm})")
     more = "looks of twice as many (3, 6, 12), each at 0.05 / looks (default: the budget's, else one look)"
     p.add_argument("--max-seeds", type=_positive(int), help=f"confirmation seeds a side, at most, in {more}")
     p.add_argument(
@@ -339,10 +338,7 @@ def plan(study: Study, argv: list[str] | None = None, source: Source | None = No
     fixed = {**study.fixed, **b.fixed, "iterations": b.iterations}
     if args.inject_faults:
         fixed["fault_rate"] = args.inject_faults
-    if args.precision is not None:
-        fixed["precision"] = args.precision
-    if args.pack is not None:
-        fixed["pack"] = args.pack
+    fixed |= {k: getattr(args, k) for k in ("precision", "pack", "compile") if getattr(args, k) is not None}
     if args.dataset is not None:
         if args.dataset not in study.datasets:
             raise UsageError(
