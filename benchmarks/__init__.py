@@ -19,6 +19,9 @@ BENCHMARKS.md at the repository root (see benchmarks/common.py).
   resident data, GPU augmentation and channels_last, bf16 autocast and (optionally) torch.compile.
 - `packed`: K configs of one MLP trained in one process with torch.func (vmap), vs K trainings
   one after another as studies.engine.loop trains a trial's seeds.
+- `compiled`: the training step through torch.compile (`--compile on`) against the eager one: samples/s
+  and % of peak for the recurrent cells and the MLPs at K = 1 and 5, cold and warm compile times, and the
+  steps it takes to earn them back.
 - `database`: what recording every trial in Optuna's database costs the driver (`studies.engine.record`):
   the searcher's calls with a SQLite file against in memory, and their share of a real study's wall time.
 - `validity` (run by name only, `python -m benchmarks validity [STUDY ...] [--repeats N]`): each
@@ -27,4 +30,4 @@ BENCHMARKS.md at the repository root (see benchmarks/common.py).
 
 import studies  # noqa: F401  (puts the project root first on sys.path: our `datasets` wins)
 
-NAMES = ("throughput", "overhead", "asha", "gpu", "packed", "database")
+NAMES = ("throughput", "overhead", "asha", "gpu", "packed", "compiled", "database")

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {name} ==", flush=True)
         t = time.perf_counter()
         kwargs = {"quick": args.quick}
-        if name in ("throughput", "packed"):
+        if name in ("throughput", "packed", "compiled"):
             kwargs["threads"] = args.threads
         if name == "gpu":
             kwargs["compile"] = args.compile

@@ -143,15 +143,17 @@ def make_scheduler(opt: torch.optim.Optimizer, c: dict) -> torch.optim.lr_schedu
 
 
 def compiles(c: dict, dev: torch.device) -> bool:
-    """Whether a trial's training step goes through `torch.compile`: "on" everywhere, "off" never, "auto"
-    nowhere yet: on the 2-core CPU the compiled step of the small models gains less than its compile
-    time costs a quick trial (BENCHMARKS.md, compiled step)."""
+    """Whether a trial's training step goes through `torch.compile` (`compiled`): "on" everywhere, "off"
+    never, and "auto" nowhere for now. On the 2-core CPU the compiled step gains x1.12-1.15 only for packed
+    LSTM and GRU cells, x0.9-1.0 elsewhere, and its first compile of a shape (3-20 s) takes 500-2,700 steps to
+    earn back (BENCHMARKS.md, compiled); on a GPU it has not been measured yet."""
     return c["compile"] == "on"
 
 
 def compiled(dev: torch.device):
-    """`forward_loss` through torch.compile: inductor fuses the elementwise work (a recurrent cell's gates)
-    and AOTAutograd compiles its backward; on a GPU with CUDA graphs ("reduce-overhead"), so a step is a
+    """`forward_loss` through torch.compile: inductor fuses the elementwise work (the gates of a packed or
+    scratch recurrent cell; torch's own RNN/LSTM/GRU modules run as they are, Dynamo leaves them out) and
+    AOTAutograd compiles its backward; on a GPU with CUDA graphs ("reduce-overhead"), so a step is a
     replay, not dozens of launches. Static shapes: every training batch of a trial has the same shape (the
     last partial batch is dropped). Inductor's FX graph cache (TORCHINDUCTOR_CACHE_DIR, by default one per
     machine and user) lets every trial of a shape after the first load its kernels instead of compiling."""
@@ -266,6 +268,9 @@ def train(config: dict, task: Task | None = None) -> None:
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     amp = autocast_for(dev, c["precision"])
+    if compiles(c, dev):  # a reused actor's earlier trials' graphs go; each unit's model is one more graph
+        torch._dynamo.reset()
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(c["seeds"]))
     replicas = make_replicas(c, task, task.load(c, dev), dev)
     units = make_units(c, replicas, dev)
     iteration, step, restarts = 0, 0, 0
