@@ -122,15 +122,16 @@ def _log_y(fig: Figure) -> Figure:
 
 def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[str, Figure]:
     t = _labelled(selected(tuned_trials(trials, manifest), curves))  # each setting at its tuned lr
-    figs = {}
+    figs, lr = {}, "tuned lr" if manifest.get("samples") != 1 else f"lr {manifest['search_first']['lr']:g}"
     rec = recurrent(t)
     if len(rec):
         figs["ppl_vs_layers"] = metric_vs_figure(
             rec,
             "layers",
             [SEL],
-            "Word-level PTB: test perplexity (best validation epoch, tuned lr) against depth, per cell and setup",
+            f"Word-level PTB: test perplexity (best validation epoch, {lr}) against depth, per cell and setup",
             hue="setting",
+            chance=unigram(trials) if "metric.unigram_ppl" in trials else None,  # what word frequencies reach
         )
     tf = t[t["config.cell"] == "transformer"]
     if len(tf):
@@ -145,7 +146,7 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
             tf,
             "layers",
             [SEL],
-            "Causal Transformer: test perplexity (best validation epoch, tuned lr) against layers, per heads",
+            f"Causal Transformer: test perplexity (best validation epoch, {lr}) against layers, per heads",
             hue="setting",
         )
     ax = axis(t, curves, manifest)

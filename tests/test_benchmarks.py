@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from benchmarks import common, gpu, packed, throughput
+from benchmarks import common, compiled, gpu, packed, throughput
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
@@ -74,6 +74,19 @@ def test_the_packed_benchmark_times_the_same_training_both_ways(hidden):
     one, both = fns["one by one"](), fns["packed"]()  # each after the same warm-up block
     assert one.samples == both.samples == 2 * 3 * packed.BATCH and one.samples_per_s > 0 and both.samples_per_s > 0
     assert abs(one.loss - both.loss) < 1e-4  # the same seeds, batches and steps: the same mean loss
+
+
+def test_the_compiled_benchmark_times_the_same_step_eager_and_compiled():
+    import torch
+
+    from studies.engine.tasks import IMAGE
+
+    c = {**packed.mlp_config((16,)), "steps_per_report": 2}
+    r = compiled.case(c, IMAGE, packed.fashion_shaped(2, torch.device("cpu")), K=2, rounds=1)
+    assert set(r["sps"]) == {"eager", "compiled"} and min(r["sps"].values()) > 0 and len(r["peaks"]) == 1
+    assert (
+        r["steps"] == 2 and r["cold"] == r["cold"] and r["warm"] == r["warm"]
+    )  # both compile times measured (not NaN)
 
 
 def test_record_appends_atomically(tmp_path):
