@@ -36,6 +36,9 @@ def metric_vs_figure(
     if not is_num:
         draw.categories(ax, trials[xcol])
     clip = bounds(shown[0]) if len({bounds(m) for m in shown}) == 1 else None
+    # one trial per point: the mean is the trial, so its marker is hollow, and the trial's dot on it tells
+    # (filled, or hollow where ASHA stopped it)
+    one = {"mfc": "white"} if len(s) and (s[f"{shown[0]}.n"] <= 1).all() else {}
     if hue is None:
         for i, m in enumerate(metrics):
             draw.series(
@@ -48,6 +51,7 @@ def metric_vs_figure(
                 clip=clip,
                 color=f"C{i}",
                 label=legend_label(m),
+                **one,
             )
             draw.points(ax, ok, xcol, m, f"C{i}")
     else:
@@ -69,6 +73,7 @@ def metric_vs_figure(
                 color=pal[v],
                 label=hue_label(hue, v),
                 **({"ls": "none"} if gaps else {}),
+                **one,
             )
             draw.points(ax, ok[ok[hcol] == v], xcol, shown[0], pal[v])
     draw.crosses(ax, trials, xcol)

@@ -144,9 +144,9 @@ def make_scheduler(opt: torch.optim.Optimizer, c: dict) -> torch.optim.lr_schedu
 
 def compiles(c: dict, dev: torch.device) -> bool:
     """Whether a trial's training step goes through `torch.compile` (`compiled`): "on" everywhere, "off"
-    never, and "auto" nowhere for now. On the 2-core CPU the compiled step gains x1.12-1.15 only for packed
-    LSTM and GRU cells, x0.9-1.0 elsewhere, and its first compile of a shape (3-20 s) takes 500-2,700 steps to
-    earn back (BENCHMARKS.md, compiled); on a GPU it has not been measured yet."""
+    never, and "auto" nowhere for now. On the 2-core CPU the compiled step gains x1.15-1.17 only for packed
+    LSTM and GRU cells (x1.06 the packed deep MLP, x0.82-0.99 elsewhere), and its first compile of a shape
+    (1-17 s) takes 500-2,500 steps to earn back (BENCHMARKS.md, compiled); on a GPU it is not measured yet."""
     return c["compile"] == "on"
 
 
