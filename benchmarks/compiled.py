@@ -22,19 +22,14 @@ import time
 import pandas as pd
 import torch
 
-from benchmarks.packed import MLPS, fashion_shaped, mlp_config
+from benchmarks.packed import small_models
 from benchmarks.throughput import (
     BATCH,
     Speed,
-    flops_per_sample,
     interleave,
     matmul_peak,
-    palindrome_config,
-    train_flops,
 )
 from studies.engine.loop import make_replicas, make_unit, train_block
-from studies.engine.task import resolve_task
-from studies.engine.tasks import IMAGE
 
 CPU = torch.device("cpu")
 
@@ -78,20 +73,10 @@ def case(c: dict, task, loaded, K: int, rounds: int) -> dict:
 def throughput(quick: bool, threads: int) -> tuple[pd.DataFrame, list[float]]:
     torch.set_num_threads(threads)
     rounds, steps = (1, 4) if quick else (3, 12)
-    cases = []  # (model, T, config with steps_per_report, task, loaded, flops per sample)
-    for T in (5, 20):
-        for cell in ("rnn", "lstm", "gru"):
-            c = {**palindrome_config(cell, T), "steps_per_report": steps}
-            task = resolve_task(c["task"])
-            cases.append((cell.upper(), T, c, task, task.load(c, CPU), flops_per_sample("palindrome", cell, T)))
-    data = fashion_shaped(steps, CPU)
-    for name, hidden in MLPS.items():
-        c = {**mlp_config(hidden), "steps_per_report": steps}
-        model = make_replicas({**c, "seeds": [0]}, IMAGE, data, CPU)[0].model
-        flops = train_flops(model, data.train[0][:BATCH], data.train[1][:BATCH]) / BATCH
-        cases.append((name, None, c, IMAGE, data, flops))
+    cases = small_models(steps, CPU)
     rows, peaks = [], []
     for model, T, c, task, loaded, flops in cases:
+        c = {**c, "steps_per_report": steps}
         for K in (1, 5):
             r = case(c, task, loaded, K, rounds)
             peaks += r["peaks"]

@@ -76,25 +76,31 @@ def speeds(c: dict, loaded, K: int, steps: int, dev: torch.device, task: Task | 
     return {"packed": timed([pack]), "one by one": timed(alone)}
 
 
-def throughput(quick: bool, threads: int, dev: torch.device = CPU) -> tuple[pd.DataFrame, list[float]]:
-    torch.set_num_threads(threads)
-    rounds, steps = (1, 4) if quick else (3, 12) if dev.type == "cpu" else (1, 30)
-    ks = (1, 5) if quick or dev.type == "cuda" else KS  # on a GPU the study runs below are the measure
-    cases = []  # (model, T, config, what the task's load gave, flops per sample)
+def small_models(steps: int, dev: torch.device) -> list[tuple]:
+    """The benchmarked models: the palindrome cells (RNN, LSTM, GRU) at T=5 and 20 and the regularization
+    MLPs, each as (name, T or None, config, task, what the task's load gave, training FLOPs per sample)."""
+    cases = []
     for T in (5, 20):
         for cell in ("rnn", "lstm", "gru"):
             c = palindrome_config(cell, T)
-            cases.append(
-                (cell.upper(), T, c, resolve_task(c["task"]).load(c, dev), flops_per_sample("palindrome", cell, T))
-            )
+            task = resolve_task(c["task"])
+            cases.append((cell.upper(), T, c, task, task.load(c, dev), flops_per_sample("palindrome", cell, T)))
     data = fashion_shaped(steps, dev)
     for name, hidden in MLPS.items():
         c = mlp_config(hidden)
         model = make_replicas({**c, "seeds": [0]}, IMAGE, data, CPU)[0].model
         x, y = data.train[0][:BATCH].cpu(), data.train[1][:BATCH].cpu()
-        cases.append((name, None, c, data, train_flops(model, x, y) / BATCH))
+        cases.append((name, None, c, IMAGE, data, train_flops(model, x, y) / BATCH))
+    return cases
+
+
+def throughput(quick: bool, threads: int, dev: torch.device = CPU) -> tuple[pd.DataFrame, list[float]]:
+    torch.set_num_threads(threads)
+    rounds, steps = (1, 4) if quick else (3, 12) if dev.type == "cpu" else (1, 30)
+    ks = (1, 5) if quick or dev.type == "cuda" else KS  # on a GPU the study runs below are the measure
+    cases = small_models(steps, dev)
     rows, peaks = [], []
-    for model, T, c, loaded, flops in cases:
+    for model, T, c, _, loaded, flops in cases:
         for K in ks:
             fns = {**speeds(c, loaded, K, steps, dev), "peak": lambda: matmul_peak(seconds=0.3, device=dev)}
             t = interleave(fns, rounds)
