@@ -306,7 +306,7 @@ BAD = [  # (study, argv, set-up, words the message must contain)
     ("lr_scan", ["--first-seed", "x"], None, "invalid int value: 'x'"),
     ("lr_scan", ["--first-seed", str(2**32)], None, "must stay below 2^32"),
     ("lr_scan", ["--seeds", "100000"], None, "600,000 seed runs, more than 2,000: pass --yes"),
-    ("optimizer_comparison", ["--num-samples", "400"], None, "3,200 seed runs, more than 2,000: pass --yes"),
+    ("optimizer_comparison", ["--num-samples", "600"], None, "2,400 seed runs, more than 2,000: pass --yes"),
     ("lr_scan", ["--iterations", "0"], None, "must be positive"),
     ("lr_scan", ["--iterations", "-3"], None, "must be positive"),
     ("lr_scan", ["--iterations", "1.5"], None, "is not a number"),
