@@ -30,4 +30,4 @@ BENCHMARKS.md at the repository root (see benchmarks/common.py).
 
 import studies  # noqa: F401  (puts the project root first on sys.path: our `datasets` wins)
 
-NAMES = ("throughput", "overhead", "asha", "gpu", "packed", "compiled", "database")
+NAMES = ("throughput", "overhead", "asha", "gpu", "packed", "compiled", "database", "evaluation")

@@ -295,6 +295,20 @@ def test_report_costs_time_a_trial_of_every_seed_with_the_trainables_parts():
     assert (df["seeds"] == 1).all() and df["eval %"].between(0, 100).all()
 
 
+def test_the_evaluation_benchmark_splits_a_reports_measurement_into_its_parts():
+    from benchmarks import evaluation
+
+    df = evaluation.costs("smoke", ["lr_scan", "palindrome"])
+    image, pal = df.iloc[0], df.iloc[1]
+    parts = [f"{p} s" for p in evaluation.PARTS]
+    assert image["train s"] > 0 and min(image[["bn s", "train_eval s", "val s", "test s"]]) > 0
+    assert image["tests s"] == 0 and abs(image[[*parts, "other s"]].sum() - image["eval s"]) < 1e-6
+    assert (
+        pal["bn s"] == pal["train_eval s"] == 0 and min(pal[["val s", "test s"]]) > 0
+    )  # fresh batches: no training set
+    assert df["eval %"].between(0, 100).all()
+
+
 def test_gpu_packing_asks_for_1_to_8_trials_per_gpu(monkeypatch):
     import pandas as pd
 

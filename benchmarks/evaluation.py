@@ -1,0 +1,111 @@
+"""Where a quick trial's time goes between training and measurement, for every catalogue study.
+
+For one trial of each study at its quick budget (its first grid point, every seed of the budget), one
+report as `studies.engine.loop.train` makes it, with the loop's own parts (`make_replicas`, `make_units`,
+`train_block`, `measure`): the seconds of its training block(s), and of its measurement, split into
+BatchNorm's refresh (`refresh_bn`), the training-set accuracy (`train_eval`), validation, test and the
+extra test sets. `eval %` = measurement / (training + measurement): the share of the trial's compute that
+measures it (its checkpoints, a few per trial, are left out: see `python -m benchmarks overhead`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import time
+from collections import defaultdict
+
+import pandas as pd
+import torch
+
+from benchmarks.overhead import CPU, trial_config
+from studies import STUDIES
+from studies.engine import task as task_module
+from studies.engine.loop import autocast_for, make_replicas, make_units, measure, train_block
+from studies.engine.task import resolve_task
+
+TARGET = 20.0  # the most eval %, at the quick budgets
+PARTS = ("bn", "train_eval", "val", "test", "tests")
+
+
+@contextlib.contextmanager
+def timed_parts(replicas, seconds: dict):
+    """Time the default `measure`'s parts: BatchNorm's refresh and each held-out set's `evaluate`, told
+    apart by the tensor it is given (a task with a `measure` of its own shows in `other`)."""
+    names = {}
+    for r in replicas:
+        d = r.data
+        for part, pair in (("train_eval", d.train_eval), ("val", d.val), ("test", d.test)):
+            if pair is not None:
+                names[id(pair[0])] = part
+        names.update({id(t[0]): "tests" for t in d.tests.values()})
+    evaluate, refresh_bn = task_module.evaluate, task_module.refresh_bn
+
+    def timer(fn, part_of):
+        def wrapped(*a, **k):
+            t = time.perf_counter()
+            out = fn(*a, **k)
+            seconds[part_of(a)] += time.perf_counter() - t
+            return out
+
+        return wrapped
+
+    task_module.evaluate = timer(evaluate, lambda a: names.get(id(a[1]), "other"))
+    task_module.refresh_bn = timer(refresh_bn, lambda a: "bn")
+    try:
+        yield
+    finally:
+        task_module.evaluate, task_module.refresh_bn = evaluate, refresh_bn
+
+
+def report_parts(c: dict) -> dict:
+    """Seconds of one report of a trial of config `c` (after an untimed one): training and each part of
+    the measurement, all seeds."""
+    amp = autocast_for(CPU, c["precision"])
+    task = resolve_task(c["task"])
+    replicas = make_replicas(c, task, task.load(c, CPU), CPU)
+    units = make_units(c, replicas, CPU)
+    seconds = defaultdict(float)
+    for _ in range(2):  # the first report untimed (warm-up)
+        t = time.perf_counter()
+        blocks = [train_block(u, c, task, amp) for u in units]
+        train_s = time.perf_counter() - t
+        seconds.clear()
+        t = time.perf_counter()
+        with timed_parts(replicas, seconds):
+            for u, (loss, acc, _) in zip(units, blocks):
+                for r, loss_r, acc_r in zip(u.replicas, *((loss, acc) if u.packed else ([loss], [acc]))):
+                    measure(r, c, task, loss_r, acc_r, amp)
+        eval_s = time.perf_counter() - t
+    row = {"seeds": len(replicas), "train s": train_s, "eval s": eval_s}
+    row.update({f"{p} s": seconds.get(p, 0.0) for p in PARTS})
+    row["other s"] = eval_s - sum(seconds.values())
+    row["eval %"] = 100 * eval_s / (train_s + eval_s)
+    return row
+
+
+def costs(budget: str = "quick", names=None) -> pd.DataFrame:
+    torch.set_num_threads(1)  # what a trial gets at --cpus-per-trial 1
+    rows = []
+    for name in names or STUDIES:
+        s = importlib.import_module(f"studies.{name}").STUDY
+        grid = s.budgets[budget].grid or s.grid
+        c = trial_config(s, budget, grid[0] if grid else None)
+        point = ", ".join(f"{k}={v}" for k, v in (grid[0] if grid else {}).items())
+        rows.append({"study": name, "trial": point or "-", "iterations": c["iterations"], **report_parts(c)})
+    return pd.DataFrame(rows)
+
+
+def run(quick: bool = False) -> tuple[list, list[str]]:
+    budget = "smoke" if quick else "quick"
+    df = costs(budget)
+    worst = df.loc[df["eval %"].idxmax()]
+    notes = [
+        f"target: measurement <= {TARGET:.0f}% of a trial's compute at the {budget} budgets: "
+        + ("met" if worst["eval %"] <= TARGET else "NOT met")
+        + f" (at most {worst['eval %']:.1f}%, {worst['study']})",
+        "one report of the first grid point of each study at its budget, every seed, 1 thread, after an untimed "
+        "report; bn = BatchNorm's statistics refresh, train_eval = training-set accuracy in eval mode, val/test = "
+        "the held-out sets, tests = the extra test sets, other = a task's own measure (language_model) and the rest",
+    ]
+    return [(f"Training against measurement per report, {budget} budgets (1 thread)", df)], notes
