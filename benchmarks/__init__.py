@@ -22,6 +22,10 @@ BENCHMARKS.md at the repository root (see benchmarks/common.py).
 - `compiled`: the training step through torch.compile (`--compile on`) against the eager one: samples/s
   and % of peak for the recurrent cells and the MLPs at K = 1 and 5, cold and warm compile times, and the
   steps it takes to earn them back.
+- `compile_studies`: the quick palindrome, arithmetic_shift and lr_schedule studies with `--compile off`
+  and `--compile on`: both wall times and every claim's verdict in both arms.
+- `evaluation`: one report of a quick trial of every study: its training against its measurement, split
+  into BatchNorm's refresh, the training-set accuracy, validation, test and the extra test sets.
 - `database`: what recording every trial in Optuna's database costs the driver (`studies.engine.record`):
   the searcher's calls with a SQLite file against in memory, and their share of a real study's wall time.
 - `validity` (run by name only, `python -m benchmarks validity [STUDY ...] [--repeats N]`): each
@@ -30,4 +34,4 @@ BENCHMARKS.md at the repository root (see benchmarks/common.py).
 
 import studies  # noqa: F401  (puts the project root first on sys.path: our `datasets` wins)
 
-NAMES = ("throughput", "overhead", "asha", "gpu", "packed", "compiled", "database", "evaluation")
+NAMES = ("throughput", "overhead", "asha", "gpu", "packed", "compiled", "database", "evaluation", "compile_studies")

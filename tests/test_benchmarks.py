@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -329,3 +330,23 @@ def test_gpu_packing_asks_for_1_to_8_trials_per_gpu(monkeypatch):
     assert all(a[0] == "palindrome" and a[1] == "smoke" for a in asked)
     assert list(df["trials per GPU"]) == [1, 2, 4, 8] and list(df["trials per hour"]) == [24, 48, 96, 192]
     assert list(df["vs 1 per GPU"]) == [1, 2, 4, 8] and df["GPU busy %"].isna().all()  # done before a first sample
+
+
+def test_compile_studies_compares_each_claims_verdict_in_both_arms(monkeypatch):
+    import pandas as pd
+
+    from benchmarks import compile_studies
+
+    verdicts = {"off": ["reproduced", "inconclusive"], "on": ["reproduced", "contradicted"]}
+
+    def fake_run(name, budget, arm, flags):
+        v = verdicts[flags[1]]
+        claims = pd.DataFrame({"claim": ["A > B", "C > D"], "verdict": v})
+        return SimpleNamespace(claims=claims, n_trials=4, wall_s=10.0 if flags[1] == "off" else 8.0, compute_s=15.0)
+
+    monkeypatch.setattr(compile_studies, "study_run", fake_run)
+    walls, claims = compile_studies.arms(["palindrome"])
+    assert walls.loc[0, "speed-up"] == 1.25 and walls.loc[0, "verdicts equal"] == "NO"
+    assert list(claims["on"]) == ["reproduced", "contradicted"] and list(claims["off"]) == verdicts["off"]
+    verdicts["on"] = verdicts["off"]
+    assert compile_studies.arms(["palindrome"])[0].loc[0, "verdicts equal"] == "yes"
