@@ -16,7 +16,7 @@ from analysis import draw
 from analysis.data import curve_lines, has_curves, mean_curves, x_axis
 from analysis.style import DIVERGED, FADED, colors, fmt, hue_label, is_acc, label, name
 
-FOUR = ("metric.train_loss", "metric.test_loss", "metric.train_acc", "metric.test_acc")
+FOUR = ("metric.train_loss", "metric.val_loss", "metric.train_acc", "metric.val_acc")  # test: once, at the end
 TWO = ("metric.val_acc", "metric.train_loss")
 
 

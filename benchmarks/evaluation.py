@@ -4,8 +4,10 @@ For one trial of each study at its quick budget (its first grid point, every see
 report as `studies.engine.loop.train` makes it, with the loop's own parts (`make_replicas`, `make_units`,
 `train_block`, `measure`): the seconds of its training block(s), and of its measurement, split into
 BatchNorm's refresh (`refresh_bn`), the training-set accuracy (`train_eval`), validation, test and the
-extra test sets. `eval %` = measurement / (training + measurement): the share of the trial's compute that
-measures it (its checkpoints, a few per trial, are left out: see `python -m benchmarks overhead`).
+extra test sets. `report eval %` = measurement / (training + measurement) of a report that measures
+everything; `eval %` the same over the whole trial, whose test sets are measured only at its test reports
+(every `test_every`-th and the last): the share of the trial's compute that measures it (its checkpoints,
+a few per trial, are left out: see `python -m benchmarks overhead`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from benchmarks.overhead import CPU, trial_config
 from studies import STUDIES
 from studies.engine import task as task_module
-from studies.engine.loop import autocast_for, make_replicas, make_units, measure, train_block
+from studies.engine.loop import autocast_for, make_replicas, make_units, measure, tests_at, train_block
 from studies.engine.task import resolve_task
 
 TARGET = 20.0  # the most eval %, at the quick budgets
@@ -80,7 +82,12 @@ def report_parts(c: dict) -> dict:
     row = {"seeds": len(replicas), "train s": train_s, "eval s": eval_s}
     row.update({f"{p} s": seconds.get(p, 0.0) for p in PARTS})
     row["other s"] = eval_s - sum(seconds.values())
-    row["eval %"] = 100 * eval_s / (train_s + eval_s)
+    row["report eval %"] = 100 * eval_s / (train_s + eval_s)
+    # over the trial: the test sets only at the reports that measure them (`test_every`)
+    share = sum(tests_at(c, i) for i in range(1, c["iterations"] + 1)) / c["iterations"]
+    row["test reports"] = f"{share * c['iterations']:.0f} of {c['iterations']}"
+    trial_eval = eval_s - (1 - share) * (row["test s"] + row["tests s"])
+    row["eval %"] = 100 * trial_eval / (train_s + trial_eval)
     return row
 
 
@@ -90,9 +97,9 @@ def costs(budget: str = "quick", names=None) -> pd.DataFrame:
     for name in names or STUDIES:
         s = importlib.import_module(f"studies.{name}").STUDY
         grid = s.budgets[budget].grid or s.grid
-        c = trial_config(s, budget, grid[0] if grid else None)
+        c = {**trial_config(s, budget, grid[0] if grid else None), "iterations": s.budgets[budget].iterations}
         point = ", ".join(f"{k}={v}" for k, v in (grid[0] if grid else {}).items())
-        rows.append({"study": name, "trial": point or "-", "iterations": c["iterations"], **report_parts(c)})
+        rows.append({"study": name, "trial": point or "-", **report_parts(c)})
     return pd.DataFrame(rows)
 
 

@@ -16,7 +16,9 @@ STUDY = Study(
     doc=__doc__,
     grid=cross(lr=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 4e-2]),  # lr of Adam
     select=("lr",),  # the best lr, chosen on validation, is confirmed on fresh seeds
-    fixed=dict(task="image", model="cnn", optimizer="adam", batch_size=128),
+    fixed=dict(
+        task="image", model="cnn", optimizer="adam", batch_size=128, test_every=None
+    ),  # test: at the end (the curves show validation)
     datasets=("fashion_mnist", "digits", "cifar10"),
     # ASHA groups trials by the scientific values, and this study has no nuisance search: one configuration
     # per group, nothing for ASHA to stop, so the grace is the whole run (no rung is drawn)

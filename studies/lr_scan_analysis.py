@@ -38,7 +38,7 @@ REFERENCE = (
 CAPTIONS = {
     "accuracy_vs_lr": "Best and final validation accuracy and final test accuracy against lr.",
     "gap_vs_lr": "Generalisation gap (final train − test accuracy) against lr.",
-    "mean_curves_by_lr": "Train and test loss and accuracy per lr: mean over seeds (thick), single seeds (thin).",
+    "mean_curves_by_lr": "Train and validation loss and accuracy per lr: mean over seeds (thick), single seeds (thin).",
 }
 
 POOR = 0.1  # an lr whose mean objective is this far below the best one falls short
@@ -80,7 +80,7 @@ def figures(trials: pd.DataFrame, curves: pd.DataFrame, manifest: dict) -> dict[
             trials,
             "lr",
             [m for m in FOUR if m in curves],
-            "Train and test loss and accuracy per learning rate",
+            "Train and validation loss and accuracy per learning rate",
             ax.x,
             ax.label,
             ax.rungs,

@@ -27,7 +27,9 @@ STUDY = Study(
     grid=cross(model=["mlp"], hidden=[BASELINE, WIDE, DEEP]) + cross(model=["split_mlp"], hidden=[BASELINE]),
     search={"lr": tune.loguniform(1e-4, 1e-2)},  # nuisance: tuned per architecture
     search_first={"lr": 1e-3},  # the hand-run lr: its view, from the same run
-    fixed=dict(task="image", axis_hidden=(128,), optimizer="adam", lr_schedule="cosine", batch_size=128),
+    fixed=dict(
+        task="image", axis_hidden=(128,), optimizer="adam", lr_schedule="cosine", batch_size=128, test_every=None
+    ),  # test: at the end (the curves show validation)
     datasets=("fashion_mnist", "digits", "cifar10"),
     budgets={  # iterations are epochs; samples are Optuna lrs per architecture
         "smoke": Budget(

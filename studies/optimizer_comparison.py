@@ -23,7 +23,9 @@ STUDY = Study(
     search={"lr": tune.loguniform(1e-5, 1e-1)},  # nuisance: tuned per optimizer
     search_first={"lr": 1e-4},  # the hand-run reports' fixed lr: their view, from the same run
     confirm_first=True,  # the fixed lr is confirmed beside each tuned lr, on the same fresh seeds
-    fixed=dict(task="image", model="cnn", batch_size=128, momentum=0.9),
+    fixed=dict(
+        task="image", model="cnn", batch_size=128, momentum=0.9, test_every=None
+    ),  # test: at the end (the curves show validation)
     datasets=("fashion_mnist", "digits", "cifar10"),
     budgets={  # iterations are epochs; samples are Optuna lrs per optimizer
         "smoke": Budget(

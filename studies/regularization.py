@@ -17,7 +17,16 @@ STUDY = Study(
     grid=cross(dropout=[0.0, 0.2, 0.5], l2=[0.0], weight_decay=[0.0])
     + cross(dropout=[0.0], l2=[1e-3, 1e-2, 1e-1], weight_decay=[0.0])
     + cross(dropout=[0.0], l2=[0.0], weight_decay=[1e-3, 1e-2]),
-    fixed=dict(task="image", model="mlp", hidden=(2048, 1024, 256, 128, 64), optimizer="adam", lr=1e-3, batch_size=128),
+    # test: at the end (the curves show validation)
+    fixed=dict(
+        task="image",
+        model="mlp",
+        hidden=(2048, 1024, 256, 128, 64),
+        optimizer="adam",
+        lr=1e-3,
+        batch_size=128,
+        test_every=None,
+    ),
     datasets=("fashion_mnist", "digits", "cifar10"),
     # ASHA groups trials by the scientific values, and this study has no nuisance search: one configuration
     # per group, nothing for ASHA to stop, so the grace is the whole run (no rung is drawn)

@@ -205,3 +205,15 @@ def test_forget_bias_sets_the_lstm_forget_gate(impl):
     b = m.rnn.bias_ih_l0.detach() + m.rnn.bias_hh_l0.detach()
     torch.testing.assert_close(b[16:32], torch.ones(16))
     assert not torch.allclose(b[:16], torch.ones(16))  # the other gates keep torch's init
+
+
+@pytest.mark.parametrize("every, tested", [(1, [1, 2, 3, 4]), (3, [3, 4]), (None, [4])])
+def test_the_test_sets_are_measured_every_test_every_th_report_and_the_last(monkeypatch, every, tested):
+    image = dict(task="image", model="mlp", hidden=(16,), dataset="digits", n_train=128, batch_size=64)
+    reports = _run(monkeypatch, **image, iterations=4, test_every=every)
+    assert [r["training_iteration"] for r in reports if "test_acc" in r] == tested
+    assert all("val_acc" in r and "seed0/test_acc_3" in r for r in reports if r["training_iteration"] in tested)
+    assert not any("seed0/test_acc_3" in r for r in reports if r["training_iteration"] not in tested)
+    # the reports in between are the same training: the test sets are only measured, never trained on
+    every_report = _run(monkeypatch, **image, iterations=4, test_every=1)
+    assert [r["val_loss"] for r in reports] == [r["val_loss"] for r in every_report]

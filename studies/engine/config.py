@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from studies.engine.task import WHOLE, Task, resolve_task
+from studies.engine.task import WHOLE, WHOLE_OR_NONE, Task, resolve_task
 
 
 def _fused(cls, params, **kwargs) -> torch.optim.Optimizer:
@@ -45,6 +45,7 @@ DEFAULTS = dict(  # every key the loop reads, with its default; a task adds its 
     iterations=10,  # reports per trial: epochs, or blocks of steps
     checkpoint_every=2,  # a checkpoint with every k-th report (and the last): the CNN's is ~110 MB per seed
     eval_batch=1024,  # evaluation batch
+    test_every=1,  # the test sets are measured every k-th report and the last; None: the last only
     fault_rate=0.0,  # fault injection: the probability that a trial crashes once (tests)
     seeds=(0,),  # the seeds this trial trains, one replica each
 )
@@ -61,6 +62,7 @@ CHECKS = {  # config key -> (valid?, what is valid)
     "iterations": WHOLE,
     "lr_step_size": WHOLE,
     "eval_batch": WHOLE,
+    "test_every": WHOLE_OR_NONE,
     "checkpoint_every": WHOLE,
     "precision": (lambda v: v in PRECISIONS, ", ".join(PRECISIONS)),
     "lr_schedule": (lambda v: v in SCHEDULES, ", ".join(SCHEDULES)),

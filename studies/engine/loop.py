@@ -11,8 +11,9 @@ model and generator, each unit's optimizer and lr schedule, the counters and RNG
 every `checkpoint_every`-th report and the last one, so ASHA pauses, crashes and restores resume
 where they left off. A checkpoint is written to a temporary file and renamed, with its size and
 CRC-32 beside it; one that is not whole is never loaded: the trial falls back to the one before
-(`studies.engine.checkpoint`). Runs on the GPU that Ray assigns (bf16 autocast, cudnn.benchmark, channels_last
-for convolutions) and on the CPU otherwise (fp32, or bf16 autocast with precision="bf16").
+(`studies.engine.checkpoint`). Runs on the GPU that Ray assigns (bf16 autocast, cudnn.benchmark) and on the
+CPU otherwise (fp32, or bf16 autocast with precision="bf16"); convolutions channels_last on both. The test
+sets are measured every `test_every`-th report and the last (None: the last only).
 
 The parts are module-level functions that the benchmarks import: `make_replicas`, `make_units`,
 `train_step`, `train_block`, `measure`, `save_state` / `load_state`.
@@ -27,7 +28,7 @@ import random
 import tempfile
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -115,7 +116,7 @@ def make_replicas(c: dict, task: Task, loaded, dev: torch.device) -> list[Replic
         data = task.for_seed(c, loaded, seed, dev)
         torch.manual_seed(seed)  # the model's initialisation
         model = task.model(c, data).to(dev)
-        if dev.type == "cuda" and has_conv(model):
+        if has_conv(model):  # the faster layout on the GPU and on the CPU (BENCHMARKS.md, evaluation)
             model = model.to(memory_format=torch.channels_last)
         out.append(Replica(seed, model, task.generator(c, seed, dev), data))
     return out
@@ -215,7 +216,7 @@ def train_block(u: Unit, c: dict, task: Task, amp=nullcontext) -> tuple:
     shape = (len(u.replicas),) if u.packed else ()
     loss_sum, correct, seen, steps = torch.zeros(shape, device=dev), torch.zeros(shape, device=dev), 0, 0
     jumps, prev = torch.zeros(shape, device=dev), None  # sum of squared step-to-step differences of the loss
-    channels_last = dev.type == "cuda" and has_conv(u.model)
+    channels_last = has_conv(u.model)
     for pairs in zip(*(task.batches(c, r.data, r.gen) for r in u.replicas)):
         x, y = (torch.stack(t) for t in zip(*pairs)) if u.packed else pairs[0]
         if channels_last:
@@ -235,10 +236,19 @@ def train_block(u: Unit, c: dict, task: Task, amp=nullcontext) -> tuple:
     return loss, acc, steps
 
 
-def measure(r: Replica, c: dict, task: Task, train_loss: float, batch_acc: float, amp=nullcontext) -> dict:
+def tests_at(c: dict, iteration: int) -> bool:
+    """Whether the report of `iteration` measures the test sets: every `test_every`-th and the last."""
+    return iteration == c["iterations"] or (c["test_every"] is not None and iteration % c["test_every"] == 0)
+
+
+def measure(
+    r: Replica, c: dict, task: Task, train_loss: float, batch_acc: float, amp=nullcontext, test: bool = True
+) -> dict:
     """One replica's metrics after an iteration: the task's (`Task.measure`), and the step-to-step
-    variance of the training loss (`train_loss_var`)."""
-    m = task.measure(r.model, c, r.data, train_loss, batch_acc, amp)
+    variance of the training loss (`train_loss_var`). Without `test`, the task measures a `Data` whose
+    test sets are gone (`test` None, no `tests`)."""
+    data = r.data if test else replace(r.data, test=None, tests={})
+    m = task.measure(r.model, c, data, train_loss, batch_acc, amp)
     m.setdefault("train_loss_var", r.step_loss_var)
     return m
 
@@ -294,7 +304,7 @@ def train(config: dict, task: Task | None = None) -> None:
                 u.sync()
                 for r, loss_r, acc_r in zip(u.replicas, *((loss, acc) if u.packed else ([loss], [acc]))):
                     if r.diverged_at is None:
-                        last[r.seed] = measure(r, c, task, loss_r, acc_r, amp)
+                        last[r.seed] = measure(r, c, task, loss_r, acc_r, amp, tests_at(c, iteration))
                         if not math.isfinite(loss_r):
                             r.diverged_at = iteration
             if u.sched:  # every unit's schedule steps, a diverged seed's too (lr_current reads the first)

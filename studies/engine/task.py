@@ -33,8 +33,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-N_TRAIN_EVAL = 10_000  # train accuracy is measured in eval mode on at most this many training samples
-N_BN = 2048  # training samples whose batch statistics BatchNorm uses at evaluation (see refresh_bn)
+N_TRAIN_EVAL = 1000  # train accuracy is measured in eval mode on the first this many training samples
+N_BN = 512  # training samples whose batch statistics BatchNorm uses at evaluation (see refresh_bn)
 Pair = tuple[torch.Tensor, torch.Tensor]  # (inputs, targets)
 
 
@@ -48,7 +48,7 @@ class Data:
 
     train: Pair | None
     val: Pair
-    test: Pair
+    test: Pair | None  # None on a report between the test reports (config `test_every`)
     classes: tuple[str, ...]
     train_eval: Pair | None = None
     tests: dict[str, Pair] = field(default_factory=dict)
@@ -95,7 +95,12 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, c: dict, per_seed: bool = Fal
     return F.cross_entropy(logits.float(), y)
 
 
-@torch.no_grad()
+def in_layout(x: torch.Tensor) -> torch.Tensor:
+    """An image batch channels_last, the layout of the loop's convolutions (`loop.make_replicas`)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+@torch.inference_mode()
 def refresh_bn(model: torch.nn.Module, x: torch.Tensor, batch_size: int, amp=nullcontext) -> None:
     """Set BatchNorm's running statistics to the average batch statistics of the current weights
     over `x` ("precise BN"). The running averages lag the weights by ~1/momentum steps: with a few
@@ -110,19 +115,19 @@ def refresh_bn(model: torch.nn.Module, x: torch.Tensor, batch_size: int, amp=nul
     model.train()
     for i in range(0, len(x), batch_size):
         with amp():
-            model(x[i : i + batch_size])
+            model(in_layout(x[i : i + batch_size]))
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model, x, y, c, amp=nullcontext) -> tuple[float, float, torch.Tensor]:
     """Mean loss, accuracy, and the predictions over (x, y), in eval mode, `eval_batch` at a time."""
     model.eval()
     loss, preds = x.new_zeros((), dtype=torch.float32), []
     for i in range(0, len(x), c["eval_batch"]):
         with amp():
-            logits = model(x[i : i + c["eval_batch"]])
+            logits = model(in_layout(x[i : i + c["eval_batch"]]))
         loss += loss_fn(logits, y[i : i + c["eval_batch"]], c) * len(logits)
         preds.append(logits.argmax(-1))
     model.train()
@@ -157,6 +162,8 @@ def classify(model, c: dict, d: Data, train_loss: float, batch_acc: float, amp=n
     m = {"train_loss": train_loss}
     m["train_acc"] = batch_acc if d.train_eval is None else evaluate(model, *d.train_eval, c, amp)[1]
     m["val_loss"], m["val_acc"], _ = evaluate(model, *d.val, c, amp)
+    if d.test is None:  # a report between the test reports (`test_every`)
+        return m
     m["test_loss"], m["test_acc"], pred = evaluate(model, *d.test, c, amp)
     if d.tests:
         m.update({f"test_acc_{k}": evaluate(model, *t, c, amp)[1] for k, t in d.tests.items()})

@@ -303,7 +303,7 @@ def language_model(c: dict, d: Data) -> torch.nn.Module:
     return RecurrentLM(c["cell"], n, c["hidden_size"], c["layers"], c["dropout"], c["forget_bias"])
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_lm(model, x, y, c, amp) -> tuple[float, float]:
     """Mean next-word cross-entropy (nats per word) and accuracy over a held-out text's streams, window
     by window as in training, the recurrent state carried across windows (from zeros: eval mode)."""
@@ -331,21 +331,17 @@ def measure_lm(model, c: dict, d: Data, train_loss: float, batch_acc: float, amp
     """A language model's metrics: loss, next-word accuracy and perplexity (e^loss) on the epoch's
     training windows (as trained, dropout on), the validation and the test text, inf where it diverged;
     and `unigram_ppl`, the test perplexity of the word frequencies alone."""
-    m = {
-        "train_loss": train_loss,
-        "train_acc": batch_acc,
-        "val_loss": math.nan,
-        "val_acc": 0.0,
-        "test_loss": math.nan,
-        "test_acc": 0.0,
-    }
+    sets = ("train", "val") if d.test is None else ("train", "val", "test")  # test: see config `test_every`
+    m = {"train_loss": train_loss, "train_acc": batch_acc}
+    m.update({k: v for s in sets[1:] for k, v in ((f"{s}_loss", math.nan), (f"{s}_acc", 0.0))})
     if math.isfinite(train_loss):
-        m["val_loss"], m["val_acc"] = evaluate_lm(model, *d.val, c, amp)
-        m["test_loss"], m["test_acc"] = evaluate_lm(model, *d.test, c, amp)
-    for k in ("train", "val", "test"):
+        for s in sets[1:]:
+            m[f"{s}_loss"], m[f"{s}_acc"] = evaluate_lm(model, *getattr(d, s), c, amp)
+    for k in sets:
         loss = m[f"{k}_loss"]
         m[f"{k}_ppl"] = math.exp(min(loss, 700.0)) if math.isfinite(loss) else math.inf
-    m["unigram_ppl"] = unigram_ppl(d)
+    if d.test is not None:
+        m["unigram_ppl"] = unigram_ppl(d)
     return m
 
 
