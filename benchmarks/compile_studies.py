@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from benchmarks.evaluation import trial_shares
 from benchmarks.study_runs import study_run
 
 STUDIES = ("palindrome", "arithmetic_shift", "lr_schedule")
@@ -34,6 +35,7 @@ def arms(names=STUDIES, budget: str = "quick") -> tuple[pd.DataFrame, pd.DataFra
                 "speed-up": off.wall_s / on.wall_s,
                 "off compute s": off.compute_s,
                 "on compute s": on.compute_s,
+                "eval % (median trial, off)": trial_shares(off.trials, off.curves).median(),
                 "claims": len(verdicts["off"]),
                 "verdicts equal": "yes" if same else "NO",
             }

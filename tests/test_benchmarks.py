@@ -342,11 +342,15 @@ def test_compile_studies_compares_each_claims_verdict_in_both_arms(monkeypatch):
     def fake_run(name, budget, arm, flags):
         v = verdicts[flags[1]]
         claims = pd.DataFrame({"claim": ["A > B", "C > D"], "verdict": v})
-        return SimpleNamespace(claims=claims, n_trials=4, wall_s=10.0 if flags[1] == "off" else 8.0, compute_s=15.0)
+        trials = pd.DataFrame({"trial_id": ["t-0"], "trial": ["t"], "wall_time_s": [15.0]})
+        curves = pd.DataFrame({"trial_id": ["t-0", "t-0"], "metric.eval_s": [1.0, 2.0]})
+        wall = 10.0 if flags[1] == "off" else 8.0
+        return SimpleNamespace(claims=claims, n_trials=4, wall_s=wall, compute_s=15.0, trials=trials, curves=curves)
 
     monkeypatch.setattr(compile_studies, "study_run", fake_run)
     walls, claims = compile_studies.arms(["palindrome"])
     assert walls.loc[0, "speed-up"] == 1.25 and walls.loc[0, "verdicts equal"] == "NO"
+    assert walls.loc[0, "eval % (median trial, off)"] == 20.0  # 3 of the trial's 15 s
     assert list(claims["on"]) == ["reproduced", "contradicted"] and list(claims["off"]) == verdicts["off"]
     verdicts["on"] = verdicts["off"]
     assert compile_studies.arms(["palindrome"])[0].loc[0, "verdicts equal"] == "yes"

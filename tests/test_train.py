@@ -214,6 +214,7 @@ def test_the_test_sets_are_measured_every_test_every_th_report_and_the_last(monk
     assert [r["training_iteration"] for r in reports if "test_acc" in r] == tested
     assert all("val_acc" in r and "seed0/test_acc_3" in r for r in reports if r["training_iteration"] in tested)
     assert not any("seed0/test_acc_3" in r for r in reports if r["training_iteration"] not in tested)
+    assert all(r["seed0/eval_s"] > 0 for r in reports)  # each seed's measurement, timed
     # the reports in between are the same training: the test sets are only measured, never trained on
     every_report = _run(monkeypatch, **image, iterations=4, test_every=1)
     assert [r["val_loss"] for r in reports] == [r["val_loss"] for r in every_report]

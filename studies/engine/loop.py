@@ -26,6 +26,7 @@ import math
 import os
 import random
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -245,11 +246,13 @@ def measure(
     r: Replica, c: dict, task: Task, train_loss: float, batch_acc: float, amp=nullcontext, test: bool = True
 ) -> dict:
     """One replica's metrics after an iteration: the task's (`Task.measure`), and the step-to-step
-    variance of the training loss (`train_loss_var`). Without `test`, the task measures a `Data` whose
-    test sets are gone (`test` None, no `tests`)."""
+    variance of the training loss (`train_loss_var`), and the seconds the measurement took (`eval_s`).
+    Without `test`, the task measures a `Data` whose test sets are gone (`test` None, no `tests`)."""
     data = r.data if test else replace(r.data, test=None, tests={})
+    t = time.perf_counter()
     m = task.measure(r.model, c, data, train_loss, batch_acc, amp)
     m.setdefault("train_loss_var", r.step_loss_var)
+    m.setdefault("eval_s", time.perf_counter() - t)
     return m
 
 
