@@ -148,7 +148,8 @@ def compiles(c: dict, dev: torch.device) -> bool:
     """Whether a trial's training step goes through `torch.compile` (`compiled`): "on" everywhere, "off"
     never, and "auto" nowhere for now. On the 2-core CPU the compiled step gains x1.15-1.17 only for packed
     LSTM and GRU cells (x1.06 the packed deep MLP, x0.82-0.99 elsewhere), and its first compile of a shape
-    (1-17 s) takes 500-2,500 steps to earn back (BENCHMARKS.md, compiled); on a GPU it is not measured yet."""
+    (1-17 s) takes 500-2,500 steps to earn back (BENCHMARKS.md, compiled); whole quick studies run x0.78-1.02
+    with it (compile_studies); on a GPU it is not measured yet."""
     return c["compile"] == "on"
 
 
