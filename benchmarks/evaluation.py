@@ -24,7 +24,7 @@ from benchmarks.overhead import CPU, trial_config
 from benchmarks.study_runs import study_run
 from studies import STUDIES
 from studies.engine import task as task_module
-from studies.engine.loop import autocast_for, make_replicas, make_units, measure, tests_at, train_block
+from studies.engine.loop import autocast_for, make_replicas, make_units, measure, seed_results, tests_at, train_block
 from studies.engine.task import resolve_task
 
 TARGET = 20.0  # the most eval %, at the quick budgets
@@ -77,7 +77,7 @@ def report_parts(c: dict) -> dict:
         t = time.perf_counter()
         with timed_parts(replicas, seconds):
             for u, (loss, acc, _) in zip(units, blocks):
-                for r, loss_r, acc_r in zip(u.replicas, *((loss, acc) if u.packed else ([loss], [acc]))):
+                for r, loss_r, acc_r in seed_results(u, loss, acc):
                     measure(r, c, task, loss_r, acc_r, amp)
         eval_s = time.perf_counter() - t
     row = {"seeds": len(replicas), "train s": train_s, "eval s": eval_s}
@@ -152,12 +152,10 @@ def run(quick: bool = False) -> tuple[list, list[str]]:
         "one report of the first grid point of each study at its budget, every seed, 1 thread, after an untimed "
         "report; bn = BatchNorm's statistics refresh, train_eval = training-set accuracy in eval mode, val/test = "
         "the held-out sets, tests = the extra test sets, other = a task's own measure (language_model) and the rest",
-    ]
-    notes.append(
         f"in the study runs ({', '.join(IN_RUNS)}: each its own command, alone): a trial's measurement seconds "
         "(`eval_s`, every report of every seed) as a share of its own time (`wall_time_s`: Tune's reports and "
-        "checkpoints included), over its Tune trials"
-    )
+        "checkpoints included), over its Tune trials",
+    ]
     return [
         (f"Training against measurement per report, {budget} budgets (1 thread)", df),
         (f"Measurement's share of each trial's time in the {budget} study runs", runs),

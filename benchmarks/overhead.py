@@ -30,7 +30,16 @@ import torch
 import datasets
 from benchmarks.study_runs import study_run
 from studies.engine.config import full_config
-from studies.engine.loop import Unit, autocast_for, make_replicas, make_units, measure, save_state, train_block
+from studies.engine.loop import (
+    Unit,
+    autocast_for,
+    make_replicas,
+    make_units,
+    measure,
+    save_state,
+    seed_results,
+    train_block,
+)
 from studies.engine.runner import FALLBACK
 from studies.engine.study import Study
 from studies.engine.task import resolve_task
@@ -85,7 +94,7 @@ def report_cost(c: dict, warmup: dict) -> dict:
     t = time.perf_counter()
     last = {}
     for u, (loss, acc, _) in zip(units, blocks):
-        for r, loss_r, acc_r in zip(u.replicas, *((loss, acc) if u.packed else ([loss], [acc]))):
+        for r, loss_r, acc_r in seed_results(u, loss, acc):
             last[r.seed] = measure(r, c, task, loss_r, acc_r, amp)
     eval_s = time.perf_counter() - t
     ckpt_s, mb = _checkpoint_seconds(units, iteration=2, step=2 * blocks[0][2], restarts=0, last=last)

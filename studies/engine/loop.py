@@ -238,6 +238,12 @@ def train_block(u: Unit, c: dict, task: Task, amp=nullcontext) -> tuple:
     return loss, acc, steps
 
 
+def seed_results(u: Unit, loss, acc) -> list[tuple[Replica, float, float]]:
+    """(replica, its loss, its accuracy) for each seed of a unit, from `train_block`'s loss and accuracy:
+    lists of K values for a packed unit, single values otherwise."""
+    return list(zip(u.replicas, *((loss, acc) if u.packed else ([loss], [acc]))))
+
+
 def tests_at(c: dict, iteration: int) -> bool:
     """Whether the report of `iteration` measures the test sets: every `test_every`-th and the last."""
     return iteration == c["iterations"] or (c["test_every"] is not None and iteration % c["test_every"] == 0)
@@ -306,7 +312,7 @@ def train(config: dict, task: Task | None = None) -> None:
             if any(r.diverged_at is None for r in u.replicas):
                 loss, acc, steps = train_block(u, c, task, amp)
                 u.sync()
-                for r, loss_r, acc_r in zip(u.replicas, *((loss, acc) if u.packed else ([loss], [acc]))):
+                for r, loss_r, acc_r in seed_results(u, loss, acc):
                     if r.diverged_at is None:
                         last[r.seed] = measure(r, c, task, loss_r, acc_r, amp, tests_at(c, iteration))
                         if not math.isfinite(loss_r):
