@@ -37,7 +37,8 @@ STUDY = Study(
             fixed=dict(dataset="digits", n_train=256, batch_size=64),
         ),
         # the lr_scan's miniature (Fashion-MNIST at 14x14, 2,000 images, a quarter of the channels); every lr
-        # that learns is far above chance after one epoch, so ASHA's first rung (epoch 3) judges learning, not noise
+        # that learns is far above chance after one epoch, so ASHA's first rung (epoch 3) judges learning, not noise;
+        # validation on 1,000 images, half an epoch's, as in lr_scan (test: 2,000)
         "quick": Budget(
             iterations=8,
             # a wide search on one seed (7 lrs per optimizer), then the chosen and the hand-run lr on 3 fresh
@@ -46,7 +47,7 @@ STUDY = Study(
             seeds=1,
             grace=3,
             reduction=2,
-            fixed=dict(dataset="fashion_mnist", n_train=2000, image_size=14, width=0.25, n_eval=2000),
+            fixed=dict(dataset="fashion_mnist", n_train=2000, image_size=14, width=0.25, n_eval=2000, n_val=1000),
         ),
         "full": Budget(
             iterations=100, samples=12, seeds=3, grace=10, reduction=3, fixed=dict(dataset="cifar10", augment=True)

@@ -6,6 +6,8 @@ import torch
 import datasets
 from datasets.images import augment
 from datasets.palindrome import generator
+from studies.engine.config import full_config
+from studies.engine.tasks import load_images
 
 
 def test_palindromes_target_is_first_digit_and_sequence_mirrors():
@@ -22,6 +24,17 @@ def test_palindromes_are_fixed_per_seed_and_stream():
     b = datasets.palindromes(64, 5, generator(3, 2))
     c = datasets.palindromes(64, 5, generator(3, 1))
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
+
+
+def test_n_val_sizes_the_validation_set_and_n_eval_the_test_set():
+    d = load_images(
+        full_config({"task": "image", "dataset": "digits", "n_eval": 300, "n_val": 100}), torch.device("cpu")
+    )
+    assert (len(d.val[0]), len(d.test[0])) == (100, 300)
+    whole = datasets.load_images("digits")
+    assert torch.equal(d.val[0], whole.val_x[:100]) and torch.equal(d.test[0], whole.test_x[:300])  # the first n
+    d = load_images(full_config({"task": "image", "dataset": "digits", "n_eval": 300}), torch.device("cpu"))
+    assert (len(d.val[0]), len(d.test[0])) == (300, 300)  # n_val None: n_eval
 
 
 def test_digits_split_is_fixed_and_disjoint():

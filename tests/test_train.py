@@ -13,10 +13,10 @@ import ray
 import ray.tune  # noqa: F401  (the trainable's `from ray import tune` reads this attribute: see patch_tune)
 import torch
 
-from models import RecurrentClassifier
+from models import VGG, RecurrentClassifier
 from studies.engine import loop as train_mod
 from studies.engine import storage  # noqa: F401 (imported while ray.tune is real: the tests stand a fake in for it)
-from studies.engine.task import refresh_bn
+from studies.engine.task import folded, refresh_bn
 
 
 class _Tune:
@@ -197,6 +197,21 @@ def test_refresh_bn_sets_the_running_statistics_to_the_data_batches():
     torch.testing.assert_close(model[1].running_mean, h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(model[1].running_var, h.var(dim=(0, 2, 3), unbiased=True), rtol=1e-3, atol=1e-4)
     assert model[1].momentum == 0.1 and model.training  # put back as it was
+
+
+def test_folded_measures_the_same_function_with_batchnorm_in_the_convolutions():
+    torch.manual_seed(0)
+    model = VGG(in_channels=1, width=0.125)
+    refresh_bn(model, torch.randn(64, 1, 8, 8) * 2 + 1, batch_size=32)
+    x = torch.randn(16, 1, 8, 8)
+    f = folded(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in f.modules())
+    assert model.training and sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 8  # untouched
+    with torch.inference_mode():
+        want = model.eval()(x)
+        torch.testing.assert_close(f(x), want, rtol=1e-4, atol=1e-5)
+    batch_stats = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2, track_running_stats=False))
+    assert folded(batch_stats) is batch_stats  # eval mode uses the batch's statistics: nothing to fold
 
 
 @pytest.mark.parametrize("impl", ["fused", "scratch"])

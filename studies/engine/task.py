@@ -23,6 +23,7 @@ before Ray starts, with the same one-line errors as the engine's keys.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import math
 from collections.abc import Callable, Iterator
@@ -32,9 +33,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-N_TRAIN_EVAL = 1000  # train accuracy is measured in eval mode on the first this many training samples
 N_BN = 512  # training samples whose batch statistics BatchNorm uses at evaluation (see refresh_bn)
+N_TRAIN_EVAL = N_BN  # train accuracy is measured in eval mode on the first this many training samples
 Pair = tuple[torch.Tensor, torch.Tensor]  # (inputs, targets)
 
 
@@ -120,6 +123,34 @@ def refresh_bn(model: torch.nn.Module, x: torch.Tensor, batch_size: int, amp=nul
         m.momentum = momentum
 
 
+def folded(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` in which each BatchNorm that follows a convolution in an
+    `nn.Sequential` is folded into the convolution's weights (`fuse_conv_bn_eval`): the same function
+    up to float rounding, with one pass less over every feature map. `model` itself is left as it is;
+    a model without such a pair is returned unchanged."""
+    pairs = [
+        (seq, i)
+        for seq in model.modules()
+        if isinstance(seq, nn.Sequential)
+        for i in range(len(seq) - 1)
+        if type(seq[i]) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and tracked_bn(seq[i + 1])
+    ]
+    if not pairs:
+        return model
+    where = {id(m): name for name, m in model.named_modules()}
+    out = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for seq, i in pairs:
+            seq = out.get_submodule(where[id(seq)])
+            seq[i], seq[i + 1] = fuse_conv_bn_eval(seq[i], seq[i + 1]), nn.Identity()
+    return out
+
+
+def tracked_bn(m: nn.Module) -> bool:
+    """A BatchNorm whose eval mode uses running statistics (not batch ones): one that can be folded."""
+    return isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None
+
+
 @torch.inference_mode()
 def evaluate(model, x, y, c, amp=nullcontext) -> tuple[float, float, torch.Tensor]:
     """Mean loss, accuracy, and the predictions over (x, y), in eval mode, `eval_batch` at a time."""
@@ -154,11 +185,13 @@ def classify(model, c: dict, d: Data, train_loss: float, batch_acc: float, amp=n
     """The default `measure`: loss and accuracy on the training set (in eval mode, on `train_eval`;
     else the iteration's batches' accuracy), validation and test; test accuracy on each extra test
     set (`test_acc_<name>`), else per class (`test_acc_<k>`). A model with BatchNorm first gets its
-    statistics from the current weights (see refresh_bn)."""
+    statistics from the current weights (see refresh_bn), and is measured with them folded into its
+    convolutions (see folded)."""
     if not math.isfinite(train_loss):
         return diverged_metrics(d, train_loss)
     if d.train is not None:
         refresh_bn(model, d.train[0][:N_BN], c["eval_batch"], amp)
+    model = folded(model)
     m = {"train_loss": train_loss}
     m["train_acc"] = batch_acc if d.train_eval is None else evaluate(model, *d.train_eval, c, amp)[1]
     m["val_loss"], m["val_acc"], _ = evaluate(model, *d.val, c, amp)

@@ -54,6 +54,7 @@ DEFAULTS = dict(  # every key the built-in tasks read, with its default (config 
     heads=2,
     vocab=None,
     n_eval=None,  # held-out set size (palindromes and arithmetic: 4096 if None; images and text: all)
+    n_val=None,  # images: the validation set's size where it differs from the test set's (None: n_eval)
 )
 
 
@@ -88,6 +89,7 @@ CHECKS = {  # config key -> (valid?, what is valid)
     "samples_per_report": WHOLE_OR_NONE,
     "image_size": WHOLE_OR_NONE,
     "n_eval": WHOLE_OR_NONE,
+    "n_val": WHOLE_OR_NONE,
     "model": (lambda v: v in ("cnn", "mlp", "split_mlp", "rnn"), "cnn, mlp, split_mlp or rnn"),
     "hidden": (lambda v: _sizes_ok(v), "layer sizes: whole numbers >= 1, such as (128, 64) or 128-64"),
     "axis_hidden": (lambda v: _sizes_ok(v) and len(sizes(v)) > 0, "layer sizes: whole numbers >= 1, such as (128,)"),
@@ -162,8 +164,10 @@ def builtin(name: str, load, **fields) -> Task:
 
 def load_images(c: dict, dev: torch.device) -> Data:
     data = datasets.load_images(c["dataset"], c["data_dir"], c["n_train"])
-    if c["n_eval"]:  # the first n of the fixed validation and test sets
-        data.val_x, data.val_y = data.val_x[: c["n_eval"]], data.val_y[: c["n_eval"]]
+    n_val = c["n_val"] or c["n_eval"]
+    if n_val:  # the first n of the fixed validation and test sets
+        data.val_x, data.val_y = data.val_x[:n_val], data.val_y[:n_val]
+    if c["n_eval"]:
         data.test_x, data.test_y = data.test_x[: c["n_eval"]], data.test_y[: c["n_eval"]]
     if c["image_size"] and c["image_size"] < data.shape[-1]:  # only ever smaller
         size = (c["image_size"],) * 2
