@@ -128,22 +128,22 @@ def folded(model: nn.Module) -> nn.Module:
     `nn.Sequential` is folded into the convolution's weights (`fuse_conv_bn_eval`): the same function
     up to float rounding, with one pass less over every feature map. `model` itself is left as it is;
     a model without such a pair is returned unchanged."""
-    pairs = [
-        (seq, i)
-        for seq in model.modules()
-        if isinstance(seq, nn.Sequential)
-        for i in range(len(seq) - 1)
-        if type(seq[i]) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and tracked_bn(seq[i + 1])
-    ]
-    if not pairs:
+    if not any(conv_bn_pairs(model)):
         return model
-    where = {id(m): name for name, m in model.named_modules()}
     out = copy.deepcopy(model).eval()
     with torch.no_grad():
-        for seq, i in pairs:
-            seq = out.get_submodule(where[id(seq)])
+        for seq, i in list(conv_bn_pairs(out)):
             seq[i], seq[i + 1] = fuse_conv_bn_eval(seq[i], seq[i + 1]), nn.Identity()
     return out
+
+
+def conv_bn_pairs(model: nn.Module) -> Iterator[tuple[nn.Sequential, int]]:
+    """(sequential, i) for each convolution at `i` followed by a foldable BatchNorm (see tracked_bn)."""
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            for i in range(len(seq) - 1):
+                if type(seq[i]) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and tracked_bn(seq[i + 1]):
+                    yield seq, i
 
 
 def tracked_bn(m: nn.Module) -> bool:

@@ -165,9 +165,9 @@ def builtin(name: str, load, **fields) -> Task:
 def load_images(c: dict, dev: torch.device) -> Data:
     data = datasets.load_images(c["dataset"], c["data_dir"], c["n_train"])
     n_val = c["n_val"] or c["n_eval"]
-    if n_val:  # the first n of the fixed validation and test sets
+    if n_val:  # the first n of the fixed validation set
         data.val_x, data.val_y = data.val_x[:n_val], data.val_y[:n_val]
-    if c["n_eval"]:
+    if c["n_eval"]:  # and of the fixed test set
         data.test_x, data.test_y = data.test_x[: c["n_eval"]], data.test_y[: c["n_eval"]]
     if c["image_size"] and c["image_size"] < data.shape[-1]:  # only ever smaller
         size = (c["image_size"],) * 2
